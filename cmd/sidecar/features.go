@@ -1,0 +1,251 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/novacron/sidecar/features"
+)
+
+func featuresCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, "usage: sidecar features transform|fingerprint [flags]\n")
+		return 2
+	}
+	switch args[0] {
+	case "transform":
+		return transformCmd(ctx, args[1:], stdout, stderr)
+	case "fingerprint":
+		return fingerprintCmd(args[1:], stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "sidecar features: unknown command %q (want transform or fingerprint)\n", args[0])
+	return 2
+}
+
+func fingerprintCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("features fingerprint", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	specPath := fs.String("spec", "", "feature spec YAML file (required)")
+	canonical := fs.Bool("canonical", false, "also print the canonical form the fingerprint is taken of")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *specPath == "" {
+		fmt.Fprintln(stderr, "sidecar features fingerprint: -spec is required")
+		return 2
+	}
+	spec, err := features.LoadFile(*specPath)
+	if err != nil {
+		fmt.Fprintln(stderr, "sidecar features fingerprint:", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, spec.Fingerprint())
+	if *canonical {
+		fmt.Fprintln(stdout, string(spec.Canonical()))
+	}
+	return 0
+}
+
+// Meta is written beside a transform's output as OUT.meta.json; training reads the fingerprint
+// from it and stamps it into the model.
+type Meta struct {
+	Spec        string         `json:"spec"`
+	Fingerprint string         `json:"fingerprint"`
+	Columns     []string       `json:"columns"`
+	Rows        int            `json:"rows"`
+	InputRows   int            `json:"input_rows"`
+	Window      int            `json:"window"`
+	Features    []string       `json:"features"`
+	Skipped     map[string]int `json:"skipped"`
+}
+
+func transformCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("features transform", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	specPath := fs.String("spec", "", "feature spec YAML file (required)")
+	inPath := fs.String("in", "", "raw input CSV (required)")
+	outPath := fs.String("out", "", "output matrix CSV (required); OUT.meta.json is written beside it")
+	quiet := fs.Bool("quiet", false, "no progress bar")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *specPath == "" || *inPath == "" || *outPath == "" {
+		fmt.Fprintln(stderr, "sidecar features transform: -spec, -in and -out are required")
+		fs.Usage()
+		return 2
+	}
+	fail := func(err error) int {
+		fmt.Fprintln(stderr, "sidecar features transform:", err)
+		return 1
+	}
+	spec, err := features.LoadFile(*specPath)
+	if err != nil {
+		return fail(err)
+	}
+	in, err := os.Open(*inPath)
+	if err != nil {
+		return fail(err)
+	}
+	defer in.Close()
+	info, err := in.Stat()
+	if err != nil {
+		return fail(err)
+	}
+	tmp := *outPath + ".tmp"
+	out, err := os.Create(tmp)
+	if err != nil {
+		return fail(err)
+	}
+	defer os.Remove(tmp)
+
+	cr := &countingReader{r: in}
+	var bar *progressBar
+	if !*quiet {
+		bar = newProgressBar(stderr, "transform "+spec.Name, info.Size())
+	}
+	opt := features.TransformOptions{ProgressEvery: 8192}
+	opt.Progress = func(rows int) {
+		if ctx.Err() != nil {
+			panic(errInterrupted)
+		}
+		if bar != nil {
+			bar.update(cr.n.Load(), rows)
+		}
+	}
+	stats, err := transformGuarded(spec, cr, out, opt)
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if bar != nil {
+		bar.done(cr.n.Load(), stats.InputRows)
+	}
+	if err != nil {
+		return fail(err)
+	}
+	if err := os.Rename(tmp, *outPath); err != nil {
+		return fail(err)
+	}
+	meta := Meta{Spec: spec.Name, Fingerprint: spec.Fingerprint(), Columns: stats.Columns, Rows: stats.OutputRows,
+		InputRows: stats.InputRows, Window: spec.Steps(), Features: spec.FeatureNames(), Skipped: stats.Skipped}
+	mb, _ := json.MarshalIndent(meta, "", "  ")
+	if err := os.WriteFile(*outPath+".meta.json", append(mb, '\n'), 0o644); err != nil {
+		return fail(err)
+	}
+	fmt.Fprintf(stdout, "%-12s %s\n%-12s %d\n%-12s %d\n%-12s %s\n", "spec", spec.Name, "input rows", stats.InputRows,
+		"output rows", stats.OutputRows, "fingerprint", meta.Fingerprint)
+	if len(stats.Skipped) > 0 {
+		reasons := make([]string, 0, len(stats.Skipped))
+		for r := range stats.Skipped {
+			reasons = append(reasons, r)
+		}
+		sort.Strings(reasons)
+		fmt.Fprintln(stdout, "skipped (missing values refused by the spec's policy):")
+		for _, r := range reasons {
+			fmt.Fprintf(stdout, "  %8d  %s\n", stats.Skipped[r], r)
+		}
+	}
+	fmt.Fprintf(stdout, "%-12s %s (+ .meta.json)\n", "wrote", *outPath)
+	return 0
+}
+
+var errInterrupted = fmt.Errorf("interrupted")
+
+// transformGuarded runs the transform, turning an interrupt raised from the progress callback into
+// an error.
+func transformGuarded(spec *features.Spec, in io.Reader, out io.Writer, opt features.TransformOptions) (st features.TransformStats, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			if r != errInterrupted {
+				panic(r)
+			}
+			err = errInterrupted
+		}
+	}()
+	return spec.Transform(in, out, opt)
+}
+
+type countingReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// progressBar draws "label [=====>    ]  45%  12.3/27.0 MB  1.2M rows  3.1s" on a terminal, and a
+// plain line every 10% elsewhere. Files under 4 MB get no bar.
+type progressBar struct {
+	w        io.Writer
+	label    string
+	total    int64
+	start    time.Time
+	last     time.Time
+	tty      bool
+	lastTick int64
+	enabled  bool
+}
+
+func newProgressBar(w io.Writer, label string, total int64) *progressBar {
+	tty := false
+	if f, ok := w.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			tty = true
+		}
+	}
+	return &progressBar{w: w, label: label, total: total, start: time.Now(), tty: tty, enabled: total >= 4<<20}
+}
+
+func (p *progressBar) line(read int64, rows int) string {
+	frac := 1.0
+	if p.total > 0 {
+		frac = min(float64(read)/float64(p.total), 1)
+	}
+	const width = 30
+	fill := int(frac * width)
+	bar := strings.Repeat("=", fill)
+	if fill < width {
+		bar += ">" + strings.Repeat(" ", width-fill-1)
+	}
+	return fmt.Sprintf("%s [%s] %3.0f%%  %.1f/%.1f MB  %d rows  %.1fs", p.label, bar, frac*100,
+		float64(read)/1e6, float64(p.total)/1e6, rows, time.Since(p.start).Seconds())
+}
+
+func (p *progressBar) update(read int64, rows int) {
+	if !p.enabled {
+		return
+	}
+	if p.tty {
+		if time.Since(p.last) < 100*time.Millisecond {
+			return
+		}
+		p.last = time.Now()
+		fmt.Fprint(p.w, "\r"+p.line(read, rows))
+		return
+	}
+	if tick := read * 10 / max(p.total, 1); tick > p.lastTick {
+		p.lastTick = tick
+		fmt.Fprintln(p.w, p.line(read, rows))
+	}
+}
+
+func (p *progressBar) done(read int64, rows int) {
+	if !p.enabled {
+		return
+	}
+	if p.tty {
+		fmt.Fprint(p.w, "\r"+p.line(read, rows)+"\n")
+	} else if p.lastTick < 10 {
+		fmt.Fprintln(p.w, p.line(read, rows))
+	}
+}

@@ -1,0 +1,258 @@
+package features
+
+import (
+	"bufio"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"strings"
+)
+
+// TransformStats summarizes one offline transform.
+type TransformStats struct {
+	// InputRows counts data rows read; OutputRows rows written.
+	InputRows, OutputRows int
+	// Skipped counts input rows (or windows, for sequence specs) refused by a missing-value
+	// policy, by reason; they are left out of the matrix, never filled in differently than online.
+	Skipped map[string]int
+	// Columns is the output header.
+	Columns []string
+}
+
+// TransformOptions tune Transform; the zero value is valid.
+type TransformOptions struct {
+	// Progress, when set, is called every ProgressEvery input rows and at the end, with the number
+	// of rows read so far. It runs on the transforming goroutine.
+	Progress func(rows int)
+	// ProgressEvery defaults to 65536 rows.
+	ProgressEvery int
+}
+
+// Columns returns the header of the matrix Transform writes for this spec.
+func (s *Spec) Columns() []string {
+	var cols []string
+	if s.Entity != "" {
+		cols = append(cols, s.Entity)
+	}
+	if s.Time != "" {
+		cols = append(cols, s.Time)
+	}
+	if s.Sequence() {
+		for t := 0; t < s.Window; t++ {
+			for _, f := range s.Features {
+				cols = append(cols, "t"+strconv.Itoa(t)+"."+f.Name)
+			}
+		}
+	} else {
+		cols = append(cols, s.FeatureNames()...)
+	}
+	for _, l := range s.Labels {
+		if l.Horizon > 0 {
+			for h := 1; h <= l.Horizon; h++ {
+				cols = append(cols, "label."+l.Name+"+"+strconv.Itoa(h))
+			}
+		} else {
+			cols = append(cols, "label."+l.Name)
+		}
+	}
+	return cols
+}
+
+// step is one input row of a sequence entity, kept until its windows are written.
+type step struct {
+	key, time string
+	raw       []float64
+	labels    []string
+}
+
+// Transform reads a CSV of raw records (a header naming the spec's sources, entity, time and label
+// columns) and writes the model input matrix as CSV: for row specs one row per input row, for
+// sequence specs one row per complete window of an entity (rows of an entity in time order; entities
+// may interleave), followed by the label columns. Values are the exact float32 values Canonicalize
+// produces online, printed in shortest round-trip form, so parsing them gives the same bits.
+// Empty cells are missing values; text that is not a number is an error naming line and column.
+// Transform streams: memory holds one window per entity, not the file.
+func (s *Spec) Transform(in io.Reader, out io.Writer, opt TransformOptions) (TransformStats, error) {
+	st := TransformStats{Skipped: map[string]int{}, Columns: s.Columns()}
+	if opt.ProgressEvery <= 0 {
+		opt.ProgressEvery = 1 << 16
+	}
+	r := csv.NewReader(bufio.NewReaderSize(in, 1<<20))
+	r.ReuseRecord = true
+	header, err := r.Read()
+	if err != nil {
+		return st, fmt.Errorf("reading header: %w", err)
+	}
+	col := map[string]int{}
+	for i, h := range header {
+		col[strings.TrimSpace(h)] = i
+	}
+	need := func(name, why string) (int, error) {
+		i, ok := col[name]
+		if !ok {
+			return 0, fmt.Errorf("header: no column %q (%s); the header has %s", name, why, strings.Join(header, ","))
+		}
+		return i, nil
+	}
+	src := make([]int, len(s.Features))
+	for i, f := range s.Features {
+		if src[i], err = need(f.Source, "source of feature "+f.Name); err != nil {
+			return st, err
+		}
+	}
+	lab := make([]int, len(s.Labels))
+	for i, l := range s.Labels {
+		if lab[i], err = need(l.Source, "source of label "+l.Name); err != nil {
+			return st, err
+		}
+	}
+	keyCol, timeCol := -1, -1
+	if s.Entity != "" {
+		if keyCol, err = need(s.Entity, "entity"); err != nil {
+			return st, err
+		}
+	}
+	if s.Time != "" {
+		if timeCol, err = need(s.Time, "time"); err != nil {
+			return st, err
+		}
+	}
+
+	w := csv.NewWriter(bufio.NewWriterSize(out, 1<<20))
+	if err := w.Write(st.Columns); err != nil {
+		return st, err
+	}
+	horizon := 0
+	for _, l := range s.Labels {
+		horizon = max(horizon, l.Horizon)
+	}
+	width := len(s.Features)
+	row := make([]float32, s.Size())
+	raw := make([]float64, s.Size())
+	rec := make([]string, 0, len(st.Columns))
+	buf := make([]byte, 0, 32)
+	entities := map[string][]step{}
+
+	emit := func(key, tm string, labels []string) error {
+		rec = rec[:0]
+		if keyCol >= 0 {
+			rec = append(rec, key)
+		}
+		if timeCol >= 0 {
+			rec = append(rec, tm)
+		}
+		for _, v := range row {
+			buf = strconv.AppendFloat(buf[:0], float64(v), 'g', -1, 32)
+			rec = append(rec, string(buf))
+		}
+		rec = append(rec, labels...)
+		st.OutputRows++
+		return w.Write(rec)
+	}
+	skip := func(err error) error {
+		var ve *ValueError
+		if errors.As(err, &ve) {
+			st.Skipped[ve.Feature+": "+ve.Reason]++
+			return nil
+		}
+		return err
+	}
+
+	for {
+		fields, err := r.Read()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return st, err
+		}
+		st.InputRows++
+		line, _ := r.FieldPos(0)
+		if st.InputRows%opt.ProgressEvery == 0 && opt.Progress != nil {
+			opt.Progress(st.InputRows)
+		}
+		one := make([]float64, width)
+		for i, c := range src {
+			if one[i], err = parseCell(fields[c]); err != nil {
+				return st, fmt.Errorf("line %d column %s: %w", line, header[c], err)
+			}
+		}
+		var key, tm string
+		if keyCol >= 0 {
+			key = fields[keyCol]
+		}
+		if timeCol >= 0 {
+			tm = fields[timeCol]
+		}
+		if !s.Sequence() {
+			labels := make([]string, len(lab))
+			for i, c := range lab {
+				labels[i] = fields[c]
+			}
+			if err := s.Canonicalize(row, one); err != nil {
+				if err := skip(err); err != nil {
+					return st, err
+				}
+				continue
+			}
+			if err := emit(key, tm, labels); err != nil {
+				return st, err
+			}
+			continue
+		}
+		labels := make([]string, len(lab))
+		for i, c := range lab {
+			labels[i] = fields[c]
+		}
+		key = strings.Clone(key)
+		steps := append(entities[key], step{key: key, time: strings.Clone(tm), raw: one, labels: labels})
+		if len(steps) == s.Window+horizon {
+			for t := 0; t < s.Window; t++ {
+				copy(raw[t*width:], steps[t].raw)
+			}
+			if err := s.Canonicalize(row, raw); err != nil {
+				if err := skip(err); err != nil {
+					return st, err
+				}
+			} else {
+				var out []string
+				last := steps[s.Window-1]
+				for i, l := range s.Labels {
+					if l.Horizon == 0 {
+						out = append(out, last.labels[i])
+						continue
+					}
+					for h := 1; h <= l.Horizon; h++ {
+						out = append(out, steps[s.Window-1+h].labels[i])
+					}
+				}
+				if err := emit(last.key, last.time, out); err != nil {
+					return st, err
+				}
+			}
+			steps = steps[1:]
+		}
+		entities[key] = steps
+	}
+	if opt.Progress != nil {
+		opt.Progress(st.InputRows)
+	}
+	w.Flush()
+	return st, w.Error()
+}
+
+// parseCell reads one raw value: empty is missing (NaN); anything else must be a finite number.
+func parseCell(c string) (float64, error) {
+	c = strings.TrimSpace(c)
+	if c == "" {
+		return math.NaN(), nil
+	}
+	v, err := strconv.ParseFloat(c, 64)
+	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0, fmt.Errorf("%q is not a finite number (leave the cell empty for a missing value)", c)
+	}
+	return v, nil
+}
