@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -86,6 +87,7 @@ func (s *Spec) Transform(in io.Reader, out io.Writer, opt TransformOptions) (Tra
 	if err != nil {
 		return st, fmt.Errorf("reading header: %w", err)
 	}
+	header = slices.Clone(header) // the reader reuses its record
 	col := map[string]int{}
 	for i, h := range header {
 		col[strings.TrimSpace(h)] = i

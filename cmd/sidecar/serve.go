@@ -2,11 +2,76 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
+
+	"github.com/novacron/sidecar/config"
+	"github.com/novacron/sidecar/examples"
+	"github.com/novacron/sidecar/internal/app"
 )
 
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "serve: being wired")
-	return 1
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "config file (YAML); empty runs the embedded default: the three example models on 127.0.0.1")
+	grpcAddr := fs.String("grpc", "", "override listen.grpc (host:port, or off)")
+	httpAddr := fs.String("http", "", "override listen.http (host:port, or off)")
+	lib := fs.String("onnxruntime", "", "override onnxruntime.library (path of libonnxruntime.so)")
+	printConfig := fs.Bool("print-config", false, "print the effective config's source and exit")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := config.Load(*cfgPath, examples.FS)
+	if err != nil {
+		fmt.Fprintln(stderr, "sidecar: config:", err)
+		return 1
+	}
+	if *grpcAddr != "" {
+		cfg.Listen.GRPC = *grpcAddr
+	}
+	if *httpAddr != "" {
+		cfg.Listen.HTTP = *httpAddr
+	}
+	if *lib != "" {
+		cfg.ONNXRuntime.Library = *lib
+	}
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintln(stderr, "sidecar: config:", err)
+		return 1
+	}
+	if *printConfig {
+		fmt.Fprintf(stdout, "config %s: grpc %s, http %s, %d models\n", cfg.Source, cfg.Listen.GRPC, cfg.Listen.HTTP, len(cfg.Models))
+		return 0
+	}
+	fmt.Fprintf(stderr, "sidecar: config %s\n", cfg.Source)
+	a, err := app.Start(ctx, cfg, examples.FS, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "sidecar:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "sidecar: serving grpc=%s http=%s\n", orOff(a.GRPCAddr), orOff(a.HTTPAddr))
+	code := 0
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(stderr, "sidecar: shutting down: draining in-flight calls")
+	case err := <-a.Err():
+		fmt.Fprintln(stderr, "sidecar:", err)
+		code = 1
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := a.Shutdown(sctx); err != nil {
+		fmt.Fprintln(stderr, "sidecar: shutdown:", err)
+		code = 1
+	}
+	fmt.Fprintln(stderr, "sidecar: stopped")
+	return code
+}
+
+func orOff(addr string) string {
+	if addr == "" {
+		return "off"
+	}
+	return addr
 }

@@ -1,0 +1,38 @@
+# The two commands of the README:
+#   make run    start the sidecar with its embedded default (three example models, 127.0.0.1 only)
+#   make test   go vet, gofmt check and go test -race ./... (what CI runs)
+# Both fetch ONNX Runtime's library on first use (scripts/fetch-onnxruntime.sh, cached in the
+# git-ignored .onnxruntime/).
+
+SHELL := /bin/bash
+GO ?= go
+ORT = $(shell scripts/fetch-onnxruntime.sh | tail -n 1)
+
+.PHONY: run test vet fmt-check build proto models onnxruntime
+
+onnxruntime:
+	@scripts/fetch-onnxruntime.sh >/dev/null
+
+run: onnxruntime
+	ONNXRUNTIME_LIB="$(ORT)" $(GO) run ./cmd/sidecar serve $(ARGS)
+
+build:
+	$(GO) build -o bin/sidecar ./cmd/sidecar
+
+vet:
+	$(GO) vet ./...
+
+fmt-check:
+	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
+	if [ -n "$$out" ]; then echo "not gofmt'ed (run gofmt -w):"; echo "$$out"; exit 1; fi
+
+test: onnxruntime vet fmt-check
+	ONNXRUNTIME_LIB="$(ORT)" $(GO) test -race -count=1 ./...
+
+# Regenerate the committed protobuf code (needs Debian's protobuf-compiler).
+proto:
+	scripts/gen-proto.sh
+
+# Regenerate the example data, training matrices and models (needs Debian's python3-torch, python3-onnx).
+models:
+	examples/training/run.sh

@@ -1,0 +1,397 @@
+// Package config is the sidecar's YAML configuration file: its types, defaults, strict decoding,
+// and validation whose errors name the file and line.
+//
+// A Config is plain data. Zero values mean "use the default" where a field's comment says so;
+// Load and Parse fill the defaults before validating, so a Config they return is complete.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Tasks a model can serve; each NovaCron RPC needs a model of its task.
+const (
+	TaskForecast  = "forecast"  // PredictBandwidth, PredictBandwidthBatch, /api/v1/predict[/batch]
+	TaskAnomaly   = "anomaly"   // DetectAnomaly, /api/v1/anomaly
+	TaskPlacement = "placement" // OptimizePlacement, /api/v1/placement
+)
+
+// EmbeddedPrefix marks a path inside the binary's embedded examples (models, specs, configs).
+const EmbeddedPrefix = "embedded:"
+
+// Config is the whole file.
+type Config struct {
+	Listen      Listen      `yaml:"listen"`
+	Limits      Limits      `yaml:"limits"`
+	ONNXRuntime ONNXRuntime `yaml:"onnxruntime"`
+	Models      []Model     `yaml:"models"`
+	Routes      Routes      `yaml:"routes"`
+	// ShutdownTimeout bounds the drain of in-flight calls on SIGINT/SIGTERM. Zero: 10s.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+
+	// Source is the file the config came from ("embedded:configs/default.yaml" for the default);
+	// not read from YAML.
+	Source string `yaml:"-"`
+}
+
+// Listen holds the front ends' addresses. Empty disables nothing: zero values take the defaults
+// (127.0.0.1:50051 and 127.0.0.1:8080); "off" disables a front end.
+type Listen struct {
+	GRPC string `yaml:"grpc"`
+	HTTP string `yaml:"http"`
+}
+
+// Limits bound what one request may ask.
+type Limits struct {
+	// MaxMessageBytes is the largest gRPC message or HTTP body accepted. Zero: 4 MiB.
+	MaxMessageBytes int `yaml:"max_message_bytes"`
+	// RequestTimeout applies to calls that bring no deadline of their own. Zero: 5s.
+	RequestTimeout time.Duration `yaml:"request_timeout"`
+	// MaxBatchVMs is the most VMs one batch call may carry. Zero: 1024.
+	MaxBatchVMs int `yaml:"max_batch_vms"`
+	// MaxNodes is the most available_nodes one placement call may carry. Zero: 1024.
+	MaxNodes int `yaml:"max_nodes"`
+}
+
+// ONNXRuntime configures the in-process runtime.
+type ONNXRuntime struct {
+	// Library is the path of libonnxruntime.so. Empty: $ONNXRUNTIME_LIB, then the repository's
+	// .onnxruntime/ cache (filled by scripts/fetch-onnxruntime.sh, which make run calls).
+	Library string `yaml:"library"`
+}
+
+// Model is one model the sidecar loads.
+type Model struct {
+	// Name identifies the model in requests (the "model" field) and metrics. Required.
+	Name string `yaml:"name"`
+	// Task is forecast, anomaly or placement. Required.
+	Task string `yaml:"task"`
+	// Path of the .onnx file, relative to the config file's folder, or embedded:models/X.onnx.
+	Path string `yaml:"path"`
+	// Spec is the feature spec file (same rules as Path). Required.
+	Spec string `yaml:"spec"`
+	// Pool sizes the ONNX Runtime session pool.
+	Pool Pool `yaml:"pool"`
+	// Anomaly holds the verdict thresholds of an anomaly model.
+	Anomaly Anomaly `yaml:"anomaly"`
+}
+
+// Pool sizes an ONNX Runtime session pool.
+type Pool struct {
+	// Sessions is the number of sessions (concurrent runs). Zero: 2.
+	Sessions int `yaml:"sessions"`
+	// IntraOpThreads is ORT's intra-op thread count per session. Zero: 1.
+	IntraOpThreads int `yaml:"intra_op_threads"`
+}
+
+// Anomaly holds the thresholds that turn an anomaly score (1 − P(normal)) into a verdict: the call
+// is an anomaly when score >= Threshold; its severity is low from Threshold, medium from Medium,
+// high from High, critical from Critical. Zero values: 0.5, 0.7, 0.85, 0.95.
+type Anomaly struct {
+	Threshold float64 `yaml:"threshold"`
+	Medium    float64 `yaml:"medium"`
+	High      float64 `yaml:"high"`
+	Critical  float64 `yaml:"critical"`
+}
+
+// Routes name the default model of each RPC family, used when a request names none.
+// Zero values: bandwidth, anomaly, placement.
+type Routes struct {
+	PredictBandwidth  string `yaml:"predict_bandwidth"`
+	DetectAnomaly     string `yaml:"detect_anomaly"`
+	OptimizePlacement string `yaml:"optimize_placement"`
+}
+
+// SetDefaults fills every zero value that has a default.
+func (c *Config) SetDefaults() {
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	def(&c.Listen.GRPC, "127.0.0.1:50051")
+	def(&c.Listen.HTTP, "127.0.0.1:8080")
+	if c.Limits.MaxMessageBytes == 0 {
+		c.Limits.MaxMessageBytes = 4 << 20
+	}
+	if c.Limits.RequestTimeout == 0 {
+		c.Limits.RequestTimeout = 5 * time.Second
+	}
+	if c.Limits.MaxBatchVMs == 0 {
+		c.Limits.MaxBatchVMs = 1024
+	}
+	if c.Limits.MaxNodes == 0 {
+		c.Limits.MaxNodes = 1024
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 10 * time.Second
+	}
+	def(&c.Routes.PredictBandwidth, "bandwidth")
+	def(&c.Routes.DetectAnomaly, "anomaly")
+	def(&c.Routes.OptimizePlacement, "placement")
+	for i := range c.Models {
+		m := &c.Models[i]
+		if m.Pool.Sessions == 0 {
+			m.Pool.Sessions = 2
+		}
+		if m.Pool.IntraOpThreads == 0 {
+			m.Pool.IntraOpThreads = 1
+		}
+		if m.Task == TaskAnomaly {
+			a := &m.Anomaly
+			for _, p := range []struct {
+				f *float64
+				v float64
+			}{{&a.Threshold, 0.5}, {&a.Medium, 0.7}, {&a.High, 0.85}, {&a.Critical, 0.95}} {
+				if *p.f == 0 {
+					*p.f = p.v
+				}
+			}
+		}
+	}
+}
+
+// Validate checks a defaulted Config. Each error names its YAML path (models[1].pool.sessions).
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(path, format string, args ...any) {
+		errs = append(errs, &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+	}
+	for _, l := range []struct{ path, addr string }{{"listen.grpc", c.Listen.GRPC}, {"listen.http", c.Listen.HTTP}} {
+		if l.addr == "off" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(l.addr); err != nil {
+			add(l.path, "%q is not host:port (or \"off\"): %v", l.addr, err)
+		}
+	}
+	if c.Listen.GRPC == "off" && c.Listen.HTTP == "off" {
+		add("listen", "both front ends are off")
+	}
+	if c.Limits.MaxMessageBytes < 1024 {
+		add("limits.max_message_bytes", "%d is below 1024", c.Limits.MaxMessageBytes)
+	}
+	if c.Limits.RequestTimeout < 0 {
+		add("limits.request_timeout", "must not be negative")
+	}
+	if c.Limits.MaxBatchVMs < 1 {
+		add("limits.max_batch_vms", "must be at least 1")
+	}
+	if c.Limits.MaxNodes < 1 {
+		add("limits.max_nodes", "must be at least 1")
+	}
+	if c.ShutdownTimeout < 0 {
+		add("shutdown_timeout", "must not be negative")
+	}
+	names := map[string]string{}
+	for i, m := range c.Models {
+		p := fmt.Sprintf("models[%d]", i)
+		if !nameRE.MatchString(m.Name) {
+			add(p+".name", "%q must match %s", m.Name, nameRE)
+		} else if _, dup := names[m.Name]; dup {
+			add(p+".name", "%q is used twice", m.Name)
+		}
+		names[m.Name] = m.Task
+		switch m.Task {
+		case TaskForecast, TaskAnomaly, TaskPlacement:
+		default:
+			add(p+".task", "%q is not one of forecast, anomaly, placement", m.Task)
+		}
+		if m.Path == "" {
+			add(p+".path", "required: the .onnx file (or embedded:models/NAME.onnx)")
+		}
+		if m.Spec == "" {
+			add(p+".spec", "required: the feature spec YAML the model was trained with")
+		}
+		if m.Pool.Sessions < 1 || m.Pool.Sessions > 64 {
+			add(p+".pool.sessions", "%d is not in 1..64", m.Pool.Sessions)
+		}
+		if m.Pool.IntraOpThreads < 1 || m.Pool.IntraOpThreads > 64 {
+			add(p+".pool.intra_op_threads", "%d is not in 1..64", m.Pool.IntraOpThreads)
+		}
+		if m.Task == TaskAnomaly {
+			a := m.Anomaly
+			if !(0 < a.Threshold && a.Threshold <= a.Medium && a.Medium <= a.High && a.High <= a.Critical && a.Critical <= 1) {
+				add(p+".anomaly", "need 0 < threshold <= medium <= high <= critical <= 1, got %v, %v, %v, %v",
+					a.Threshold, a.Medium, a.High, a.Critical)
+			}
+		} else if m.Anomaly != (Anomaly{}) {
+			add(p+".anomaly", "only an anomaly model takes anomaly thresholds")
+		}
+	}
+	for _, r := range []struct{ path, name, task string }{
+		{"routes.predict_bandwidth", c.Routes.PredictBandwidth, TaskForecast},
+		{"routes.detect_anomaly", c.Routes.DetectAnomaly, TaskAnomaly},
+		{"routes.optimize_placement", c.Routes.OptimizePlacement, TaskPlacement},
+	} {
+		if task, ok := names[r.name]; ok && task != r.task {
+			add(r.path, "model %q has task %s, this route needs a %s model", r.name, task, r.task)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// lineRE matches yaml.v3's "line N: " prefix, rewritten as "N: " after the file name.
+var lineRE = regexp.MustCompile(`^line (\d+):`)
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
+
+// FieldError is a validation error at a YAML path; Load adds the file and line.
+type FieldError struct {
+	Path string
+	Msg  string
+	File string
+	Line int
+}
+
+func (e *FieldError) Error() string {
+	if e.File != "" && e.Line > 0 {
+		return fmt.Sprintf("%s:%d: %s: %s", e.File, e.Line, e.Path, e.Msg)
+	}
+	return e.Path + ": " + e.Msg
+}
+
+// Load reads a config file. An empty path loads the embedded default from embedded (the
+// examples' files: configs/default.yaml and what it names).
+func Load(path string, embedded fs.FS) (*Config, error) {
+	if path == "" {
+		path = EmbeddedPrefix + "configs/default.yaml"
+	}
+	b, err := ReadFile(path, "", embedded)
+	if err != nil {
+		return nil, err
+	}
+	c, err := Parse(path, b)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Parse decodes b strictly (unknown keys are errors), fills defaults and validates. name is used
+// in error messages (the file name).
+func Parse(name string, b []byte) (*Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(b, &root); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%s: the file is empty", name)
+		}
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			var errs []error
+			for _, e := range te.Errors {
+				errs = append(errs, errors.New(name+":"+lineRE.ReplaceAllString(e, "$1:")))
+			}
+			return nil, errors.Join(errs...)
+		}
+		return nil, fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	c.Source = name
+	c.SetDefaults()
+	if err := c.Validate(); err != nil {
+		var out []error
+		for _, e := range unjoin(err) {
+			var fe *FieldError
+			if errors.As(e, &fe) {
+				fe.File = name
+				fe.Line = lineOf(&root, fe.Path)
+			}
+			out = append(out, e)
+		}
+		return nil, errors.Join(out...)
+	}
+	return &c, nil
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// lineOf finds the line of a path such as models[1].pool.sessions in a YAML document, falling
+// back to the nearest ancestor present; 0 when nothing matches.
+func lineOf(root *yaml.Node, path string) int {
+	n := root
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	line := n.Line
+	for _, part := range strings.Split(path, ".") {
+		key, idx := part, -1
+		if i := strings.IndexByte(part, '['); i >= 0 && strings.HasSuffix(part, "]") {
+			key = part[:i]
+			idx, _ = strconv.Atoi(part[i+1 : len(part)-1])
+		}
+		next := (*yaml.Node)(nil)
+		if n.Kind == yaml.MappingNode {
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if n.Content[i].Value == key {
+					line = n.Content[i].Line
+					next = n.Content[i+1]
+					break
+				}
+			}
+		}
+		if next == nil {
+			return line
+		}
+		n = next
+		if idx >= 0 {
+			if n.Kind != yaml.SequenceNode || idx >= len(n.Content) {
+				return line
+			}
+			n = n.Content[idx]
+			line = n.Line
+		}
+	}
+	return line
+}
+
+// ReadFile reads a file named in a config: embedded:NAME from embedded, an absolute path as is,
+// a relative one from dir (the config file's folder; "" for the working directory).
+func ReadFile(path, dir string, embedded fs.FS) ([]byte, error) {
+	if name, ok := strings.CutPrefix(path, EmbeddedPrefix); ok {
+		if embedded == nil {
+			return nil, fmt.Errorf("%s: no embedded files in this build", path)
+		}
+		b, err := fs.ReadFile(embedded, name)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		return b, nil
+	}
+	if !filepath.IsAbs(path) && dir != "" {
+		path = filepath.Join(dir, path)
+	}
+	return os.ReadFile(path)
+}
+
+// Dir is the folder relative paths in c are resolved from: the config file's folder, or "" for
+// an embedded config (whose paths are embedded too).
+func (c *Config) Dir() string {
+	if strings.HasPrefix(c.Source, EmbeddedPrefix) || c.Source == "" {
+		return ""
+	}
+	return filepath.Dir(c.Source)
+}

@@ -1,0 +1,241 @@
+// Package app wires a config into a running sidecar: the ONNX Runtime, the models, the pipeline,
+// the gRPC and HTTP front ends, health and metrics, and their ordered shutdown. cmd/sidecar runs
+// it; tests start it on loopback ports.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/novacron/sidecar/backends/onnx"
+	"github.com/novacron/sidecar/config"
+	"github.com/novacron/sidecar/features"
+	"github.com/novacron/sidecar/proxy"
+	aipb "github.com/novacron/sidecar/proto/novacron/ai"
+)
+
+// App is a started sidecar. Addresses are the bound listeners (useful with port 0).
+type App struct {
+	GRPCAddr, HTTPAddr string
+	Service            *proxy.Service
+	Registry           *prometheus.Registry
+
+	cfg    *config.Config
+	log    io.Writer
+	rt     *onnx.Runtime
+	models []*proxy.Model
+	grpc   *grpc.Server
+	health *health.Server
+	http   *http.Server
+	// wg owns the two serve goroutines; errc receives their first failure.
+	wg   sync.WaitGroup
+	errc chan error
+}
+
+// Start loads the ONNX Runtime and every model of cfg (files named embedded:... come from
+// embedded), binds the listeners and serves in the background. Progress goes to log. On error
+// nothing is left running.
+func Start(ctx context.Context, cfg *config.Config, embedded fs.FS, log io.Writer) (a *App, err error) {
+	a = &App{cfg: cfg, log: log, Registry: prometheus.NewRegistry(), errc: make(chan error, 2)}
+	defer func() {
+		if err != nil {
+			a.closeBackends()
+		}
+	}()
+	lib, err := onnx.LibraryPath(cfg.ONNXRuntime.Library)
+	if err != nil {
+		return nil, err
+	}
+	if a.rt, err = onnx.Open(lib); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(log, "onnxruntime %s from %s\n", a.rt.Version(), a.rt.Path())
+	if a.models, err = LoadModels(ctx, cfg, a.rt, embedded, log); err != nil {
+		return nil, err
+	}
+
+	metrics := proxy.NewMetrics(a.Registry)
+	a.Service = proxy.New(proxy.Config{
+		Routes:          proxy.Routes{Bandwidth: cfg.Routes.PredictBandwidth, Anomaly: cfg.Routes.DetectAnomaly, Placement: cfg.Routes.OptimizePlacement},
+		RequestTimeout:  cfg.Limits.RequestTimeout,
+		MaxBatchVMs:     cfg.Limits.MaxBatchVMs,
+		MaxNodes:        cfg.Limits.MaxNodes,
+		MaxMessageBytes: cfg.Limits.MaxMessageBytes,
+	}, a.models, metrics)
+
+	var gl, hl net.Listener
+	if cfg.Listen.GRPC != "off" {
+		if gl, err = net.Listen("tcp", cfg.Listen.GRPC); err != nil {
+			return nil, fmt.Errorf("listen.grpc: %w", err)
+		}
+		a.GRPCAddr = gl.Addr().String()
+	}
+	if cfg.Listen.HTTP != "off" {
+		if hl, err = net.Listen("tcp", cfg.Listen.HTTP); err != nil {
+			if gl != nil {
+				gl.Close()
+			}
+			return nil, fmt.Errorf("listen.http: %w", err)
+		}
+		a.HTTPAddr = hl.Addr().String()
+	}
+
+	a.grpc, a.health = proxy.NewGRPCServer(a.Service)
+	a.setHealth(ctx)
+	a.http = &http.Server{
+		Handler:           proxy.NewHTTPHandler(a.Service, proxy.HTTPOptions{Gatherer: a.Registry, Ready: a.Ready}),
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	if gl != nil {
+		a.wg.Go(func() {
+			if err := a.grpc.Serve(gl); err != nil {
+				a.errc <- fmt.Errorf("grpc: %w", err)
+			}
+		})
+	}
+	if hl != nil {
+		a.wg.Go(func() {
+			if err := a.http.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				a.errc <- fmt.Errorf("http: %w", err)
+			}
+		})
+	}
+	return a, nil
+}
+
+// LoadModels loads every model of cfg on rt, checking each against its feature spec.
+func LoadModels(ctx context.Context, cfg *config.Config, rt *onnx.Runtime, embedded fs.FS, log io.Writer) ([]*proxy.Model, error) {
+	var models []*proxy.Model
+	for i, mc := range cfg.Models {
+		start := time.Now()
+		fmt.Fprintf(log, "loading model %d/%d %s (%s) from %s ... ", i+1, len(cfg.Models), mc.Name, mc.Task, mc.Path)
+		m, err := loadModel(ctx, cfg, mc, rt, embedded)
+		if err != nil {
+			fmt.Fprintln(log, "failed")
+			for _, m := range models {
+				m.Backend.Close()
+			}
+			return nil, fmt.Errorf("%s: models[%d] %s: %w", cfg.Source, i, mc.Name, err)
+		}
+		fmt.Fprintf(log, "ok: version %s, spec %s %.12s, %d sessions x %d threads, %s\n", m.Version, m.Spec.Name,
+			m.Spec.Fingerprint(), mc.Pool.Sessions, mc.Pool.IntraOpThreads, time.Since(start).Round(time.Millisecond))
+		models = append(models, m)
+	}
+	return models, nil
+}
+
+func loadModel(ctx context.Context, cfg *config.Config, mc config.Model, rt *onnx.Runtime, embedded fs.FS) (*proxy.Model, error) {
+	specBytes, err := config.ReadFile(mc.Spec, cfg.Dir(), embedded)
+	if err != nil {
+		return nil, fmt.Errorf("spec: %w", err)
+	}
+	spec, err := features.Parse(specBytes)
+	if err != nil {
+		return nil, fmt.Errorf("spec %s: %w", mc.Spec, err)
+	}
+	modelBytes, err := config.ReadFile(mc.Path, cfg.Dir(), embedded)
+	if err != nil {
+		return nil, fmt.Errorf("path: %w", err)
+	}
+	sess, err := rt.Load(mc.Name, modelBytes, onnx.Config{Sessions: mc.Pool.Sessions, IntraOpThreads: mc.Pool.IntraOpThreads,
+		Fingerprint: spec.Fingerprint()})
+	if err != nil {
+		return nil, err
+	}
+	meta, err := sess.Metadata(ctx, mc.Name)
+	if err == nil {
+		var m *proxy.Model
+		m, err = proxy.NewModel(mc.Name, mc.Task, spec, sess, meta, proxy.Thresholds{Threshold: mc.Anomaly.Threshold,
+			Medium: mc.Anomaly.Medium, High: mc.Anomaly.High, Critical: mc.Anomaly.Critical})
+		if err == nil {
+			return m, nil
+		}
+	}
+	sess.Close()
+	return nil, err
+}
+
+// Ready reports each model's readiness (nil when ready).
+func (a *App) Ready(ctx context.Context) map[string]error {
+	out := map[string]error{}
+	for _, m := range a.models {
+		out["model/"+m.Name] = m.Backend.Ready(ctx)
+	}
+	return out
+}
+
+// setHealth publishes per-model and per-service gRPC health: a model's entry ("model/NAME") is
+// SERVING when its backend is ready; novacron.ai.AIService and "" when every routed model is.
+func (a *App) setHealth(ctx context.Context) {
+	all := healthpb.HealthCheckResponse_SERVING
+	for name, err := range a.Ready(ctx) {
+		st := healthpb.HealthCheckResponse_SERVING
+		if err != nil {
+			st, all = healthpb.HealthCheckResponse_NOT_SERVING, healthpb.HealthCheckResponse_NOT_SERVING
+		}
+		a.health.SetServingStatus(name, st)
+	}
+	for _, route := range []string{a.cfg.Routes.PredictBandwidth, a.cfg.Routes.DetectAnomaly, a.cfg.Routes.OptimizePlacement} {
+		if _, ok := a.Service.Models()[route]; !ok {
+			all = healthpb.HealthCheckResponse_NOT_SERVING
+		}
+	}
+	a.health.SetServingStatus(aipb.AIService_ServiceDesc.ServiceName, all)
+	a.health.SetServingStatus("", all)
+}
+
+// Err delivers the first failure of a front end after Start.
+func (a *App) Err() <-chan error { return a.errc }
+
+// Shutdown stops the sidecar in order: health turns NOT_SERVING, both front ends stop accepting
+// and drain in-flight calls (bounded by ctx; past it, connections are closed), then the model
+// sessions close and the runtime unloads.
+func (a *App) Shutdown(ctx context.Context) error {
+	a.health.Shutdown()
+	var errs []error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		done := make(chan struct{})
+		go func() { a.grpc.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			a.grpc.Stop()
+			<-done
+		}
+	})
+	if err := a.http.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+		a.http.Close()
+	}
+	wg.Wait()
+	a.wg.Wait()
+	errs = append(errs, a.closeBackends())
+	return errors.Join(errs...)
+}
+
+func (a *App) closeBackends() error {
+	var errs []error
+	for _, m := range a.models {
+		errs = append(errs, m.Backend.Close())
+	}
+	a.models = nil
+	if a.rt != nil {
+		errs = append(errs, a.rt.Close())
+		a.rt = nil
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,65 @@
+package proxy
+
+import (
+	"context"
+	"path"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	aipb "github.com/novacron/sidecar/proto/novacron/ai"
+)
+
+// HealthServiceModel is the gRPC health service name of one model: "model/NAME".
+func HealthServiceModel(name string) string { return "model/" + name }
+
+// NewGRPCServer builds the gRPC front end: novacron.ai.AIService over svc, grpc.health.v1 (the
+// returned health server; the caller sets statuses), and server reflection.
+func NewGRPCServer(svc *Service, opts ...grpc.ServerOption) (*grpc.Server, *health.Server) {
+	opts = append([]grpc.ServerOption{
+		grpc.MaxRecvMsgSize(svc.cfg.MaxMessageBytes),
+		grpc.ChainUnaryInterceptor(svc.unaryInterceptor),
+	}, opts...)
+	srv := grpc.NewServer(opts...)
+	aipb.RegisterAIServiceServer(srv, &aiServer{svc: svc})
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(srv, hs)
+	reflection.Register(srv)
+	return srv, hs
+}
+
+// unaryInterceptor records metrics and maps pipeline errors to status codes.
+func (s *Service) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	start := time.Now()
+	resp, err := handler(ctx, req)
+	err = grpcError(err)
+	if s.metrics != nil {
+		s.metrics.observeRequest("grpc", path.Base(info.FullMethod), Code(err).String(), time.Since(start))
+	}
+	return resp, err
+}
+
+// aiServer adapts Service to the generated AIServiceServer.
+type aiServer struct {
+	aipb.UnimplementedAIServiceServer
+	svc *Service
+}
+
+func (a *aiServer) PredictBandwidth(ctx context.Context, r *aipb.BandwidthRequest) (*aipb.BandwidthResponse, error) {
+	return a.svc.PredictBandwidth(ctx, r)
+}
+
+func (a *aiServer) PredictBandwidthBatch(ctx context.Context, r *aipb.BandwidthBatchRequest) (*aipb.BandwidthBatchResponse, error) {
+	return a.svc.PredictBandwidthBatch(ctx, r)
+}
+
+func (a *aiServer) DetectAnomaly(ctx context.Context, r *aipb.AnomalyRequest) (*aipb.AnomalyResponse, error) {
+	return a.svc.DetectAnomaly(ctx, r)
+}
+
+func (a *aiServer) OptimizePlacement(ctx context.Context, r *aipb.PlacementRequest) (*aipb.PlacementResponse, error) {
+	return a.svc.OptimizePlacement(ctx, r)
+}

@@ -1,0 +1,162 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+)
+
+// Readiness reports whether the sidecar can answer: nil when ready, else the reason per component.
+type Readiness func(ctx context.Context) map[string]error
+
+// HTTPOptions are the HTTP front end's collaborators.
+type HTTPOptions struct {
+	// Gatherer serves /metrics; nil serves no /metrics route.
+	Gatherer prometheus.Gatherer
+	// Ready backs /readyz; nil means always ready.
+	Ready Readiness
+}
+
+// NewHTTPHandler builds the HTTP/JSON front end:
+//
+//	POST /api/v1/predict        BandwidthRequest  -> BandwidthResponse
+//	POST /api/v1/predict/batch  {"vms": [BandwidthRequest...]} -> {"results": [...]}
+//	POST /api/v1/anomaly        AnomalyRequest    -> AnomalyResponse
+//	POST /api/v1/placement      PlacementRequest  -> PlacementResponse
+//	GET  /healthz, /readyz, /metrics
+//
+// Bodies are the proto messages in JSON under their proto field names; unknown fields are errors.
+func NewHTTPHandler(svc *Service, opt HTTPOptions) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("POST /api/v1/predict", route(svc, "PredictBandwidth", svc.PredictBandwidth))
+	mux.Handle("POST /api/v1/predict/batch", route(svc, "PredictBandwidthBatch", svc.PredictBandwidthBatch))
+	mux.Handle("POST /api/v1/anomaly", route(svc, "DetectAnomaly", svc.DetectAnomaly))
+	mux.Handle("POST /api/v1/placement", route(svc, "OptimizePlacement", svc.OptimizePlacement))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		status := map[string]string{}
+		code := http.StatusOK
+		if opt.Ready != nil {
+			for k, err := range opt.Ready(r.Context()) {
+				status[k] = "ready"
+				if err != nil {
+					status[k] = err.Error()
+					code = http.StatusServiceUnavailable
+				}
+			}
+		}
+		writeJSON(w, code, map[string]any{"ready": code == http.StatusOK, "components": status})
+	})
+	if opt.Gatherer != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(opt.Gatherer, promhttp.HandlerOpts{}))
+	}
+	return mux
+}
+
+var (
+	jsonIn  = protojson.UnmarshalOptions{}
+	jsonOut = protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}
+)
+
+// route adapts one pipeline method to HTTP/JSON: content type, size limit, strict decoding,
+// error mapping, metrics.
+func route[Req, Resp proto.Message](svc *Service, method string, call func(context.Context, Req) (Resp, error)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		resp, err := serveJSON(svc, r, call)
+		if err != nil {
+			writeError(w, err)
+		} else {
+			b, merr := jsonOut.Marshal(resp)
+			if merr != nil {
+				err = fmt.Errorf("encoding response: %w", merr)
+				writeError(w, err)
+			} else {
+				w.Header().Set("Content-Type", "application/json")
+				w.Write(b)
+			}
+		}
+		if svc.metrics != nil {
+			svc.metrics.observeRequest("http", method, Code(err).String(), time.Since(start))
+		}
+	})
+}
+
+func serveJSON[Req, Resp proto.Message](svc *Service, r *http.Request, call func(context.Context, Req) (Resp, error)) (Resp, error) {
+	var zero Resp
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || mt != "application/json" {
+			return zero, fmt.Errorf("Content-Type: %q, want application/json: %w", ct, ErrUnsupportedMediaType)
+		}
+	} else {
+		return zero, fmt.Errorf("Content-Type: missing, want application/json: %w", ErrUnsupportedMediaType)
+	}
+	limit := int64(svc.cfg.MaxMessageBytes)
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return zero, fmt.Errorf("body: larger than %d bytes (limits.max_message_bytes): %w", limit, ErrTooLarge)
+		}
+		return zero, invalid("body", "reading: "+err.Error())
+	}
+	req := newMessage[Req]()
+	if len(body) == 0 {
+		return zero, invalid("body", "empty; want a JSON object")
+	}
+	if err := jsonIn.Unmarshal(body, req); err != nil {
+		return zero, invalid("body", fmt.Sprintf("not a valid %s JSON object: %v", req.ProtoReflect().Descriptor().Name(), trimProto(err)))
+	}
+	return call(r.Context(), req)
+}
+
+// newMessage makes a new message of a pointer type such as *aipb.BandwidthRequest.
+func newMessage[M proto.Message]() M {
+	var m M
+	return m.ProtoReflect().Type().New().Interface().(M)
+}
+
+func trimProto(err error) string {
+	s := err.Error()
+	for _, p := range []string{"proto: ", "proto:\u00a0"} {
+		if len(s) > len(p) && s[:len(p)] == p {
+			return s[len(p):]
+		}
+	}
+	return s
+}
+
+// errorBody is the JSON error shape of every route: the gRPC code name and the message.
+type errorBody struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	var b errorBody
+	b.Error.Code = Code(err).String()
+	b.Error.Message = err.Error()
+	writeJSON(w, httpStatus(err), b)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,166 @@
+package proxy
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/novacron/sidecar/backends"
+	"github.com/novacron/sidecar/features"
+)
+
+// Tasks, as the config names them.
+const (
+	TaskForecast  = "forecast"
+	TaskAnomaly   = "anomaly"
+	TaskPlacement = "placement"
+)
+
+// Names of model inputs, outputs and metadata_props the example models follow (see
+// examples/training/README.md).
+const (
+	inputFeatures = "features"
+	outForecast   = "forecast" // [N, H] natural units
+	outSigma      = "sigma"    // [N, H] predicted std-dev, natural units
+	outProbs      = "probs"    // [N, K] softmax, labels in PropLabels
+	outScore      = "score"    // [N, 1] in [0, 1]
+
+	PropFingerprint     = "novacron.spec_fingerprint"
+	PropVersion         = "novacron.model_version"
+	PropLabels          = "novacron.labels"
+	PropConfidenceScale = "novacron.confidence_scale"
+	PropHorizon         = "novacron.horizon_minutes"
+)
+
+// Thresholds turn an anomaly score into a verdict; see config.Anomaly.
+type Thresholds struct {
+	Threshold, Medium, High, Critical float64
+}
+
+// Severity names the severity of a score: none below Threshold, then low, medium, high, critical.
+func (t Thresholds) Severity(score float64) string {
+	switch {
+	case score >= t.Critical:
+		return "critical"
+	case score >= t.High:
+		return "high"
+	case score >= t.Medium:
+		return "medium"
+	case score >= t.Threshold:
+		return "low"
+	}
+	return "none"
+}
+
+// Model is one loaded model as the pipeline uses it. It is immutable once built by NewModel.
+type Model struct {
+	Name    string
+	Task    string
+	Spec    *features.Spec
+	Backend backends.Backend
+	Meta    backends.Metadata
+	// Version is the model's version from its metadata.
+	Version string
+
+	// forecast
+	horizon         int
+	confidenceScale float64
+	// anomaly
+	labels      []string
+	normalIndex int
+	thresholds  Thresholds
+}
+
+// NewModel checks that a backend's model fits its task and its feature spec (input "features" of
+// shape [N, window, features] or [N, features]; the task's outputs present with the right width)
+// and returns the pipeline's view of it.
+func NewModel(name, task string, spec *features.Spec, b backends.Backend, meta backends.Metadata, th Thresholds) (*Model, error) {
+	m := &Model{Name: name, Task: task, Spec: spec, Backend: b, Meta: meta, Version: meta.Version, thresholds: th}
+	fail := func(format string, args ...any) (*Model, error) {
+		return nil, fmt.Errorf("model %q (%s): %s", name, task, fmt.Sprintf(format, args...))
+	}
+	if m.Version == "" {
+		m.Version = "unknown"
+	}
+	in, ok := findInfo(meta.Inputs, inputFeatures)
+	if !ok || len(meta.Inputs) != 1 {
+		return fail("want exactly one input named %q, model has %v", inputFeatures, infoNames(meta.Inputs))
+	}
+	want := []int64{-1, int64(spec.Width())}
+	if spec.Sequence() {
+		want = []int64{-1, int64(spec.Window), int64(spec.Width())}
+	}
+	if in.DType != backends.FP32 || !slices.Equal(in.Shape, want) {
+		return fail("input %q is %s%v, the spec %q needs FP32%v", inputFeatures, in.DType, in.Shape, spec.Name, want)
+	}
+	if task == TaskForecast != (spec.Sequence()) {
+		return fail("spec %q has window %d; forecast models need a sequence spec and others a row spec", spec.Name, spec.Window)
+	}
+	out := func(name string, width int64) (backends.TensorInfo, error) {
+		o, ok := findInfo(meta.Outputs, name)
+		if !ok {
+			return o, fmt.Errorf("model %q (%s): no output %q (outputs: %v)", m.Name, task, name, infoNames(meta.Outputs))
+		}
+		if len(o.Shape) != 2 || (width > 0 && o.Shape[1] != width) || o.DType != backends.FP32 {
+			return o, fmt.Errorf("model %q (%s): output %q is %s%v, want FP32[N, %d]", m.Name, task, name, o.DType, o.Shape, width)
+		}
+		return o, nil
+	}
+	switch task {
+	case TaskForecast:
+		f, err := out(outForecast, -1)
+		if err != nil {
+			return nil, err
+		}
+		if f.Shape[1] < 1 {
+			return fail("output %q has no horizon dimension: %v", outForecast, f.Shape)
+		}
+		m.horizon = int(f.Shape[1])
+		if _, err := out(outSigma, int64(m.horizon)); err != nil {
+			return nil, err
+		}
+		s, err := strconv.ParseFloat(meta.Props[PropConfidenceScale], 64)
+		if err != nil || !(s > 0) {
+			return fail("metadata_props %s = %q must be a positive number (the held-out median of the target)", PropConfidenceScale, meta.Props[PropConfidenceScale])
+		}
+		m.confidenceScale = s
+	case TaskAnomaly:
+		labels := strings.Split(meta.Props[PropLabels], ",")
+		m.normalIndex = slices.Index(labels, "normal")
+		if len(labels) < 2 || m.normalIndex < 0 {
+			return fail("metadata_props %s = %q must list the classes in output order, one of them \"normal\"", PropLabels, meta.Props[PropLabels])
+		}
+		m.labels = labels
+		if _, err := out(outProbs, int64(len(labels))); err != nil {
+			return nil, err
+		}
+	case TaskPlacement:
+		if _, err := out(outScore, 1); err != nil {
+			return nil, err
+		}
+	default:
+		return fail("unknown task")
+	}
+	return m, nil
+}
+
+// Horizon is the forecast length of a forecast model, in steps (minutes).
+func (m *Model) Horizon() int { return m.horizon }
+
+func findInfo(infos []backends.TensorInfo, name string) (backends.TensorInfo, bool) {
+	for _, i := range infos {
+		if i.Name == name {
+			return i, true
+		}
+	}
+	return backends.TensorInfo{}, false
+}
+
+func infoNames(infos []backends.TensorInfo) []string {
+	var n []string
+	for _, i := range infos {
+		n = append(n, i.Name)
+	}
+	return n
+}

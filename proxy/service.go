@@ -1,0 +1,466 @@
+// Package proxy holds the sidecar's front ends (gRPC novacron.ai.AIService and HTTP/JSON), the
+// request pipeline they share (decode, validate, canonicalize, infer, answer) and the one mapping
+// of errors to gRPC codes and HTTP statuses. Both front ends call the same Service methods, so the
+// same input gives the same numbers over either protocol.
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/novacron/sidecar/backends"
+	"github.com/novacron/sidecar/features"
+	aipb "github.com/novacron/sidecar/proto/novacron/ai"
+)
+
+// Config is the pipeline's plain-data configuration. Zero values are documented per field.
+type Config struct {
+	// Routes name each RPC family's default model.
+	Routes Routes
+	// RequestTimeout applies to calls without a deadline. Zero: no timeout of the sidecar's own.
+	RequestTimeout time.Duration
+	// MaxBatchVMs bounds PredictBandwidthBatch; MaxNodes bounds OptimizePlacement. Zero: 1024.
+	MaxBatchVMs, MaxNodes int
+	// MaxMessageBytes bounds gRPC messages and HTTP bodies. Zero: 4 MiB.
+	MaxMessageBytes int
+}
+
+// Routes name the default model of each RPC family.
+type Routes struct {
+	Bandwidth, Anomaly, Placement string
+}
+
+func (c *Config) setDefaults() {
+	if c.MaxBatchVMs == 0 {
+		c.MaxBatchVMs = 1024
+	}
+	if c.MaxNodes == 0 {
+		c.MaxNodes = 1024
+	}
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = 4 << 20
+	}
+}
+
+// Service is the request pipeline. Its methods may be called concurrently; they read an immutable
+// snapshot of the loaded models.
+type Service struct {
+	cfg     Config
+	models  atomic.Pointer[map[string]*Model]
+	metrics *Metrics
+}
+
+// New makes a Service over the given models. metrics may be nil.
+func New(cfg Config, models []*Model, metrics *Metrics) *Service {
+	cfg.setDefaults()
+	s := &Service{cfg: cfg, metrics: metrics}
+	s.SetModels(models)
+	return s
+}
+
+// SetModels swaps in a new set of models; calls in flight finish on the old set.
+func (s *Service) SetModels(models []*Model) {
+	m := make(map[string]*Model, len(models))
+	for _, x := range models {
+		m[x.Name] = x
+	}
+	s.models.Store(&m)
+	if s.metrics != nil {
+		s.metrics.setModels(models)
+	}
+}
+
+// Models returns the loaded models by name (a snapshot; do not modify).
+func (s *Service) Models() map[string]*Model { return *s.models.Load() }
+
+// model resolves a requested model name (empty: the route's default) and checks its task.
+func (s *Service) model(requested, def, task, rpc string) (*Model, error) {
+	name := requested
+	if name == "" {
+		name = def
+	}
+	m, ok := (*s.models.Load())[name]
+	if !ok {
+		if requested == "" {
+			return nil, fmt.Errorf("model: the default model %q of %s is not loaded: %w", name, rpc, ErrUnknownModel)
+		}
+		return nil, fmt.Errorf("model: %q is not loaded (loaded: %s): %w", name, strings.Join(s.modelNames(), ", "), ErrUnknownModel)
+	}
+	if m.Task != task {
+		return nil, invalid("model", fmt.Sprintf("%q is a %s model; %s needs a %s model", name, m.Task, rpc, task))
+	}
+	return m, nil
+}
+
+func (s *Service) modelNames() []string {
+	var n []string
+	for k := range *s.models.Load() {
+		n = append(n, k)
+	}
+	sort.Strings(n)
+	return n
+}
+
+// withTimeout applies the configured default timeout to a call without a deadline.
+func (s *Service) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok || s.cfg.RequestTimeout <= 0 {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, s.cfg.RequestTimeout)
+}
+
+// infer runs one batch on a model's backend and records its compute time.
+func (s *Service) infer(ctx context.Context, m *Model, rows int, data []float32) (*backends.Result, error) {
+	shape := []int64{int64(rows), int64(m.Spec.Width())}
+	if m.Spec.Sequence() {
+		shape = []int64{int64(rows), int64(m.Spec.Window), int64(m.Spec.Width())}
+	}
+	start := time.Now()
+	res, err := m.Backend.Infer(ctx, &backends.Batch{Model: m.Name, Inputs: []backends.Tensor{backends.F32(inputFeatures, shape, data)}})
+	if s.metrics != nil {
+		s.metrics.observeInfer(m.Name, rows, time.Since(start), err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("model %q: %w", m.Name, err)
+	}
+	return res, nil
+}
+
+// output fetches a float32 output and checks it holds rows x width values.
+func output(m *Model, res *backends.Result, name string, rows, width int) ([]float32, error) {
+	t, ok := res.Output(name)
+	if !ok {
+		return nil, fmt.Errorf("model %q: no output %q: %w", m.Name, name, ErrBadOutput)
+	}
+	d, err := t.Float32s()
+	if err != nil || len(d) != rows*width {
+		return nil, fmt.Errorf("model %q: output %q has %d values, want %d x %d: %w", m.Name, name, len(d), rows, width, ErrBadOutput)
+	}
+	return d, nil
+}
+
+// checkFinite refuses NaN and infinite request values, naming the field.
+func checkFinite(field string, v float64) error {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return invalid(field, strconv.FormatFloat(v, 'g', -1, 64)+" is not a finite number")
+	}
+	return nil
+}
+
+// ---- PredictBandwidth ----
+
+// PredictBandwidth forecasts one VM's bandwidth from its window of metrics.
+func (s *Service) PredictBandwidth(ctx context.Context, req *aipb.BandwidthRequest) (*aipb.BandwidthResponse, error) {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	m, err := s.model(req.GetModel(), s.cfg.Routes.Bandwidth, TaskForecast, "PredictBandwidth")
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]float32, m.Spec.Size())
+	if err := canonWindow(m, buf, req, ""); err != nil {
+		return nil, err
+	}
+	res, err := s.infer(ctx, m, 1, buf)
+	if err != nil {
+		return nil, err
+	}
+	out, err := forecastRows(m, res, []*aipb.BandwidthRequest{req})
+	if err != nil {
+		return nil, err
+	}
+	return out[0], nil
+}
+
+// PredictBandwidthBatch forecasts many VMs as one model batch; results follow the order of vms.
+func (s *Service) PredictBandwidthBatch(ctx context.Context, req *aipb.BandwidthBatchRequest) (*aipb.BandwidthBatchResponse, error) {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	m, err := s.model(req.GetModel(), s.cfg.Routes.Bandwidth, TaskForecast, "PredictBandwidthBatch")
+	if err != nil {
+		return nil, err
+	}
+	vms := req.GetVms()
+	switch {
+	case len(vms) == 0:
+		return nil, invalid("vms", "empty: give at least one VM")
+	case len(vms) > s.cfg.MaxBatchVMs:
+		return nil, invalid("vms", fmt.Sprintf("%d VMs, at most %d per call (limits.max_batch_vms)", len(vms), s.cfg.MaxBatchVMs))
+	}
+	size := m.Spec.Size()
+	buf := make([]float32, len(vms)*size)
+	for i, vm := range vms {
+		if vm.GetModel() != "" && vm.GetModel() != m.Name {
+			return nil, invalid(fmt.Sprintf("vms[%d].model", i), fmt.Sprintf("%q differs from the batch's model %q; one batch runs one model", vm.GetModel(), m.Name))
+		}
+		if err := canonWindow(m, buf[i*size:(i+1)*size], vm, fmt.Sprintf("vms[%d].", i)); err != nil {
+			return nil, err
+		}
+	}
+	res, err := s.infer(ctx, m, len(vms), buf)
+	if err != nil {
+		return nil, err
+	}
+	out, err := forecastRows(m, res, vms)
+	if err != nil {
+		return nil, err
+	}
+	return &aipb.BandwidthBatchResponse{Results: out}, nil
+}
+
+// canonWindow validates one BandwidthRequest and canonicalizes its window into dst.
+func canonWindow(m *Model, dst []float32, req *aipb.BandwidthRequest, prefix string) error {
+	if req.GetVmId() == "" {
+		return invalid(prefix+"vm_id", "required")
+	}
+	if h := req.GetHorizonMinutes(); h < 0 {
+		return invalid(prefix+"horizon_minutes", fmt.Sprintf("%d is negative; give 0 for the model's whole horizon (%d) or 1..%d", h, m.horizon, m.horizon))
+	}
+	raw := req.GetHistoricalMetrics()
+	if len(raw) != m.Spec.Size() {
+		return invalid(prefix+"historical_metrics", fmt.Sprintf("got %d values, want %d: %d steps x %d features (%s), oldest step first",
+			len(raw), m.Spec.Size(), m.Spec.Steps(), m.Spec.Width(), strings.Join(m.Spec.FeatureNames(), ", ")))
+	}
+	w := m.Spec.Width()
+	for i, v := range raw {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return invalid(fmt.Sprintf("%shistorical_metrics[%d]", prefix, i),
+				fmt.Sprintf("%s is not a finite number (step %d, feature %s)", strconv.FormatFloat(v, 'g', -1, 64), i/w, m.Spec.Features[i%w].Name))
+		}
+	}
+	if err := m.Spec.Canonicalize(dst, raw); err != nil {
+		if ve, ok := err.(*features.ValueError); ok && ve.Index >= 0 {
+			return invalid(fmt.Sprintf("%shistorical_metrics[%d]", prefix, ve.Index), ve.Error())
+		}
+		return fmt.Errorf("%shistorical_metrics: %w", prefix, err)
+	}
+	return nil
+}
+
+// forecastRows builds one response per request row. Confidence is 1 / (1 + mean(sigma) / scale)
+// over the returned steps, where sigma is the model's predicted standard deviation and scale its
+// metadata's novacron.confidence_scale (the held-out median of the target): 1 for a certain
+// forecast, 0.5 when the predicted spread equals a typical value.
+func forecastRows(m *Model, res *backends.Result, reqs []*aipb.BandwidthRequest) ([]*aipb.BandwidthResponse, error) {
+	h := m.horizon
+	fc, err := output(m, res, outForecast, len(reqs), h)
+	if err != nil {
+		return nil, err
+	}
+	sg, err := output(m, res, outSigma, len(reqs), h)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*aipb.BandwidthResponse, len(reqs))
+	for i, req := range reqs {
+		n := h
+		if hm := int(req.GetHorizonMinutes()); hm > 0 && hm < h {
+			n = hm
+		}
+		preds := make([]float64, n)
+		var spread float64
+		for j := 0; j < n; j++ {
+			preds[j] = float64(fc[i*h+j])
+			spread += math.Abs(float64(sg[i*h+j]))
+		}
+		conf := 1 / (1 + spread/float64(n)/m.confidenceScale)
+		if math.IsNaN(conf) {
+			return nil, fmt.Errorf("model %q: non-finite sigma: %w", m.Name, ErrBadOutput)
+		}
+		out[i] = &aipb.BandwidthResponse{Predictions: preds, Confidence: conf, ModelVersion: m.Version, VmId: req.GetVmId()}
+	}
+	return out, nil
+}
+
+// ---- DetectAnomaly ----
+
+// DetectAnomaly scores one VM's current metrics.
+func (s *Service) DetectAnomaly(ctx context.Context, req *aipb.AnomalyRequest) (*aipb.AnomalyResponse, error) {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	m, err := s.model(req.GetModel(), s.cfg.Routes.Anomaly, TaskAnomaly, "DetectAnomaly")
+	if err != nil {
+		return nil, err
+	}
+	if req.GetVmId() == "" {
+		return nil, invalid("vm_id", "required")
+	}
+	cm := req.GetCurrentMetrics()
+	if cm == nil {
+		return nil, invalid("current_metrics", "required: the VM's metrics (cpu, memory, disk_io, network_io, latency, error_rate)")
+	}
+	values := [...]float64{cm.GetCpu(), cm.GetMemory(), cm.GetDiskIo(), cm.GetNetworkIo(), cm.GetLatency(), cm.GetErrorRate()}
+	raw := make([]float64, m.Spec.Width())
+	for i, f := range m.Spec.Features {
+		v := values[features.VMMetricsField(f.Source)]
+		if err := checkFinite("current_metrics."+f.Source, v); err != nil {
+			return nil, err
+		}
+		raw[i] = v
+	}
+	buf := make([]float32, len(raw))
+	if err := m.Spec.Canonicalize(buf, raw); err != nil {
+		return nil, fmt.Errorf("current_metrics: %w", err)
+	}
+	res, err := s.infer(ctx, m, 1, buf)
+	if err != nil {
+		return nil, err
+	}
+	k := len(m.labels)
+	p, err := output(m, res, outProbs, 1, k)
+	if err != nil {
+		return nil, err
+	}
+	score := 1 - float64(p[m.normalIndex])
+	score = math.Min(1, math.Max(0, score))
+	best, bestP := -1, float32(-1)
+	for j, pj := range p {
+		if j != m.normalIndex && pj > bestP {
+			best, bestP = j, pj
+		}
+	}
+	resp := &aipb.AnomalyResponse{Score: score, IsAnomaly: score >= m.thresholds.Threshold, Severity: m.thresholds.Severity(score),
+		AnomalyType: "none", ModelVersion: m.Version}
+	if resp.IsAnomaly {
+		resp.AnomalyType = m.labels[best]
+	}
+	return resp, nil
+}
+
+// ---- OptimizePlacement ----
+
+// OptimizePlacement scores every available node for a workload in one batch and returns them best
+// first. Each node's reasoning names the features that moved its score most: for every feature the
+// node is scored again with that feature at its normalization center (an average value), in the
+// same batch, and the differences are its contributions.
+//
+// overall_confidence is the best score times (0.5 + 0.5 * min(1, margin / 0.1)), where margin is the
+// best score minus the second best: high when the best node is good and clearly ahead.
+func (s *Service) OptimizePlacement(ctx context.Context, req *aipb.PlacementRequest) (*aipb.PlacementResponse, error) {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	m, err := s.model(req.GetModel(), s.cfg.Routes.Placement, TaskPlacement, "OptimizePlacement")
+	if err != nil {
+		return nil, err
+	}
+	nodes := req.GetAvailableNodes()
+	switch {
+	case len(nodes) == 0:
+		return nil, invalid("available_nodes", "empty: give at least one candidate node")
+	case len(nodes) > s.cfg.MaxNodes:
+		return nil, invalid("available_nodes", fmt.Sprintf("%d nodes, at most %d per call (limits.max_nodes)", len(nodes), s.cfg.MaxNodes))
+	}
+	reqs := req.GetRequirements()
+	for k, v := range reqs {
+		if err := checkFinite("requirements["+strconv.Quote(k)+"]", v); err != nil {
+			return nil, err
+		}
+		if v < 0 {
+			return nil, invalid("requirements["+strconv.Quote(k)+"]", fmt.Sprintf("%v is negative", v))
+		}
+	}
+	w := m.Spec.Width()
+	per := 1 + w // the node's row, then one row per occluded feature
+	buf := make([]float32, len(nodes)*per*w)
+	raw := make([]float64, w)
+	seen := make(map[string]int, len(nodes))
+	for i, n := range nodes {
+		at := fmt.Sprintf("available_nodes[%d]", i)
+		if n.GetNodeId() == "" {
+			return nil, invalid(at+".node_id", "required")
+		}
+		if j, dup := seen[n.GetNodeId()]; dup {
+			return nil, invalid(at+".node_id", fmt.Sprintf("%q repeats available_nodes[%d]", n.GetNodeId(), j))
+		}
+		seen[n.GetNodeId()] = i
+		for j, f := range m.Spec.Features {
+			var v float64
+			switch {
+			case f.Source == "node.cpu_available":
+				v = n.GetCpuAvailable()
+				if err := checkFinite(at+".cpu_available", v); err != nil {
+					return nil, err
+				}
+			case f.Source == "node.memory_available":
+				v = n.GetMemoryAvailable()
+				if err := checkFinite(at+".memory_available", v); err != nil {
+					return nil, err
+				}
+			default:
+				key := strings.TrimPrefix(f.Source, "requirements.")
+				var ok bool
+				if v, ok = reqs[key]; !ok {
+					v = math.NaN() // missing: the spec's policy decides
+				}
+			}
+			raw[j] = v
+		}
+		base := buf[i*per*w : (i*per+1)*w]
+		if err := m.Spec.Canonicalize(base, raw); err != nil {
+			ve, ok := err.(*features.ValueError)
+			if ok && strings.HasPrefix(m.Spec.Features[ve.Index%w].Source, "requirements.") {
+				return nil, invalid("requirements["+strconv.Quote(strings.TrimPrefix(m.Spec.Features[ve.Index%w].Source, "requirements."))+"]", ve.Reason)
+			}
+			return nil, fmt.Errorf("%s: %w", at, err)
+		}
+		for j := 0; j < w; j++ {
+			row := buf[(i*per+1+j)*w : (i*per+2+j)*w]
+			copy(row, base)
+			row[j] = center(m.Spec.Features[j])
+		}
+	}
+	rows := len(nodes) * per
+	res, err := s.infer(ctx, m, rows, buf)
+	if err != nil {
+		return nil, err
+	}
+	sc, err := output(m, res, outScore, rows, 1)
+	if err != nil {
+		return nil, err
+	}
+	cands := make([]*aipb.PlacementCandidate, len(nodes))
+	type contrib struct {
+		name  string
+		delta float64
+	}
+	cs := make([]contrib, w)
+	for i, n := range nodes {
+		score := float64(sc[i*per])
+		for j := 0; j < w; j++ {
+			cs[j] = contrib{m.Spec.Features[j].Name, score - float64(sc[i*per+1+j])}
+		}
+		sort.SliceStable(cs, func(a, b int) bool { return math.Abs(cs[a].delta) > math.Abs(cs[b].delta) })
+		var why strings.Builder
+		fmt.Fprintf(&why, "score %.3f; driven by ", score)
+		for j := 0; j < min(2, w); j++ {
+			if j > 0 {
+				why.WriteString(", ")
+			}
+			fmt.Fprintf(&why, "%s (%+.3f)", cs[j].name, cs[j].delta)
+		}
+		why.WriteString(" against an average value")
+		cands[i] = &aipb.PlacementCandidate{NodeId: n.GetNodeId(), Score: score, Reasoning: why.String()}
+	}
+	sort.SliceStable(cands, func(a, b int) bool { return cands[a].Score > cands[b].Score })
+	best := cands[0].Score
+	margin := 0.1
+	if len(cands) > 1 {
+		margin = best - cands[1].Score
+	}
+	overall := best * (0.5 + 0.5*math.Min(1, margin/0.1))
+	return &aipb.PlacementResponse{Candidates: cands, OverallConfidence: overall, ModelVersion: m.Version}, nil
+}
+
+// center is the canonical value of a feature at its normalization center.
+func center(f features.Feature) float32 {
+	if f.Normalize.Method == features.NormMinMax {
+		return 0.5
+	}
+	return 0
+}
