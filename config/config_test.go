@@ -50,7 +50,7 @@ func TestErrorsNameFileAndLine(t *testing.T) {
 		"bad type":    {"limits:\n  request_timeout: soon\n", "bad.yaml:2: cannot unmarshal"},
 		"pool sessions": {"models:\n  - name: a\n    task: forecast\n    path: a.onnx\n    spec: a.yaml\n    pool:\n      sessions: 100\n",
 			"bad.yaml:7: models[0].pool.sessions: 100 is not in 1..64"},
-		"task": {"models:\n  - name: a\n    task: guess\n    path: a.onnx\n    spec: s\n", "bad.yaml:3: models[0].task"},
+		"task":       {"models:\n  - name: a\n    task: guess\n    path: a.onnx\n    spec: s\n", "bad.yaml:3: models[0].task"},
 		"route task": {"models:\n  - {name: bandwidth, task: anomaly, path: a, spec: s}\n", "routes.predict_bandwidth: model \"bandwidth\" has task anomaly"},
 		"thresholds": {"models:\n  - name: a\n    task: anomaly\n    path: a\n    spec: s\n    anomaly: {threshold: 0.9, medium: 0.5}\n",
 			"bad.yaml:6: models[0].anomaly: need 0 < threshold <= medium"},

@@ -22,8 +22,8 @@ import (
 	"github.com/novacron/sidecar/backends/onnx"
 	"github.com/novacron/sidecar/config"
 	"github.com/novacron/sidecar/features"
-	"github.com/novacron/sidecar/proxy"
 	aipb "github.com/novacron/sidecar/proto/novacron/ai"
+	"github.com/novacron/sidecar/proxy"
 )
 
 // App is a started sidecar. Addresses are the bound listeners (useful with port 0).
