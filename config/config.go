@@ -107,8 +107,9 @@ type Anomaly struct {
 	Critical  float64 `yaml:"critical"`
 }
 
-// Routes name the default model of each RPC family, used when a request names none.
-// Zero values: bandwidth, anomaly, placement.
+// Routes name the default model of each RPC family, used when a request names none. A route left
+// empty defaults to the model named bandwidth, anomaly or placement when one is configured, else
+// stays empty: then requests of that family must name their model.
 type Routes struct {
 	PredictBandwidth  string `yaml:"predict_bandwidth"`
 	DetectAnomaly     string `yaml:"detect_anomaly"`
@@ -139,9 +140,17 @@ func (c *Config) SetDefaults() {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 10 * time.Second
 	}
-	def(&c.Routes.PredictBandwidth, "bandwidth")
-	def(&c.Routes.DetectAnomaly, "anomaly")
-	def(&c.Routes.OptimizePlacement, "placement")
+	has := func(name string) string {
+		for _, m := range c.Models {
+			if m.Name == name {
+				return name
+			}
+		}
+		return ""
+	}
+	def(&c.Routes.PredictBandwidth, has("bandwidth"))
+	def(&c.Routes.DetectAnomaly, has("anomaly"))
+	def(&c.Routes.OptimizePlacement, has("placement"))
 	for i := range c.Models {
 		m := &c.Models[i]
 		if m.Pool.Sessions == 0 {
@@ -237,7 +246,12 @@ func (c *Config) Validate() error {
 		{"routes.detect_anomaly", c.Routes.DetectAnomaly, TaskAnomaly},
 		{"routes.optimize_placement", c.Routes.OptimizePlacement, TaskPlacement},
 	} {
-		if task, ok := names[r.name]; ok && task != r.task {
+		task, ok := names[r.name]
+		switch {
+		case r.name == "":
+		case !ok:
+			add(r.path, "model %q is not in models", r.name)
+		case task != r.task:
 			add(r.path, "model %q has task %s, this route needs a %s model", r.name, task, r.task)
 		}
 	}
@@ -286,7 +300,7 @@ func Load(path string, embedded fs.FS) (*Config, error) {
 func Parse(name string, b []byte) (*Config, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(b, &root); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+		return nil, errors.New(name + ":" + lineRE.ReplaceAllString(strings.TrimPrefix(err.Error(), "yaml: "), "$1:"))
 	}
 	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(b))
@@ -304,6 +318,10 @@ func Parse(name string, b []byte) (*Config, error) {
 			return nil, errors.Join(errs...)
 		}
 		return nil, fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%s: holds more than one YAML document (a second ---); give one config", name)
 	}
 	c.Source = name
 	c.SetDefaults()

@@ -115,6 +115,9 @@ func (s *Spec) Size() int { return s.Steps() * len(s.Features) }
 // *ValueError wrapping ErrInvalid). It is safe for concurrent use.
 func (s *Spec) Canonicalize(dst []float32, raw []float64) error {
 	w := len(s.ops)
+	if w == 0 || w != len(s.Features) {
+		return &ValueError{Index: -1, Feature: "*", Reason: "the spec was not compiled: make specs with Parse or LoadFile"}
+	}
 	if len(raw) != s.Size() || len(dst) != len(raw) {
 		return &ValueError{Index: -1, Feature: "*", Reason: fmt.Sprintf("got %d values (dst %d), want %d (%d steps x %d features)",
 			len(raw), len(dst), s.Size(), s.Steps(), w)}

@@ -21,8 +21,11 @@ var (
 	ErrTooLarge = errors.New("request too large")
 	// ErrUnsupportedMediaType: an HTTP body that is not application/json.
 	ErrUnsupportedMediaType = errors.New("unsupported media type")
-	// ErrBadOutput: the model answered with outputs of the wrong shape; never served.
+	// ErrBadOutput: the model answered with outputs of the wrong shape or non-finite values;
+	// never served.
 	ErrBadOutput = errors.New("model output does not fit its task")
+	// errPanic: a request handler panicked; the caller gets Internal / 500.
+	errPanic = errors.New("internal error (recovered panic)")
 )
 
 // invalid makes a bad-input error naming a request field.

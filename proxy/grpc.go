@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"path"
 	"time"
 
@@ -22,6 +23,7 @@ func NewGRPCServer(svc *Service, opts ...grpc.ServerOption) (*grpc.Server, *heal
 	opts = append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(svc.cfg.MaxMessageBytes),
 		grpc.ChainUnaryInterceptor(svc.unaryInterceptor),
+		grpc.WaitForHandlers(true),
 	}, opts...)
 	srv := grpc.NewServer(opts...)
 	aipb.RegisterAIServiceServer(srv, &aiServer{svc: svc})
@@ -32,14 +34,25 @@ func NewGRPCServer(svc *Service, opts ...grpc.ServerOption) (*grpc.Server, *heal
 }
 
 // unaryInterceptor records metrics and maps pipeline errors to status codes.
-func (s *Service) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+func (s *Service) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
 	start := time.Now()
-	resp, err := handler(ctx, req)
+	resp, err = recovered(func() (any, error) { return handler(ctx, req) })
 	err = grpcError(err)
 	if s.metrics != nil {
 		s.metrics.observeRequest("grpc", path.Base(info.FullMethod), Code(err).String(), time.Since(start))
 	}
 	return resp, err
+}
+
+// recovered runs f, turning a panic into an Internal error so that one bad request can never take
+// the process, and every other caller, down with it.
+func recovered[T any](f func() (T, error)) (v T, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %v", errPanic, r)
+		}
+	}()
+	return f()
 }
 
 // aiServer adapts Service to the generated AIServiceServer.

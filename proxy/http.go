@@ -76,7 +76,7 @@ var (
 func route[Req, Resp proto.Message](svc *Service, method string, call func(context.Context, Req) (Resp, error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		resp, err := serveJSON(svc, r, call)
+		resp, err := recovered(func() (Resp, error) { return serveJSON(svc, w, r, call) })
 		if err != nil {
 			writeError(w, err)
 		} else {
@@ -95,7 +95,7 @@ func route[Req, Resp proto.Message](svc *Service, method string, call func(conte
 	})
 }
 
-func serveJSON[Req, Resp proto.Message](svc *Service, r *http.Request, call func(context.Context, Req) (Resp, error)) (Resp, error) {
+func serveJSON[Req, Resp proto.Message](svc *Service, w http.ResponseWriter, r *http.Request, call func(context.Context, Req) (Resp, error)) (Resp, error) {
 	var zero Resp
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
@@ -106,7 +106,7 @@ func serveJSON[Req, Resp proto.Message](svc *Service, r *http.Request, call func
 		return zero, fmt.Errorf("Content-Type: missing, want application/json: %w", ErrUnsupportedMediaType)
 	}
 	limit := int64(svc.cfg.MaxMessageBytes)
-	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, limit))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {

@@ -33,6 +33,9 @@ const (
 	PropHorizon         = "novacron.horizon_minutes"
 )
 
+// maxHorizon bounds a forecast model's horizon (steps).
+const maxHorizon = 1 << 12
+
 // Thresholds turn an anomaly score into a verdict; see config.Anomaly.
 type Thresholds struct {
 	Threshold, Medium, High, Critical float64
@@ -94,8 +97,15 @@ func NewModel(name, task string, spec *features.Spec, b backends.Backend, meta b
 	if in.DType != backends.FP32 || !slices.Equal(in.Shape, want) {
 		return fail("input %q is %s%v, the spec %q needs FP32%v", inputFeatures, in.DType, in.Shape, spec.Name, want)
 	}
-	if task == TaskForecast != (spec.Sequence()) {
+	if (task == TaskForecast) != spec.Sequence() {
 		return fail("spec %q has window %d; forecast models need a sequence spec and others a row spec", spec.Name, spec.Window)
+	}
+	wantInput := features.InputVMMetrics
+	if task == TaskPlacement {
+		wantInput = features.InputPlacement
+	}
+	if spec.Input != wantInput {
+		return fail("spec %q reads input %s; a %s model needs input %s", spec.Name, spec.Input, task, wantInput)
 	}
 	out := func(name string, width int64) (backends.TensorInfo, error) {
 		o, ok := findInfo(meta.Outputs, name)
@@ -113,8 +123,8 @@ func NewModel(name, task string, spec *features.Spec, b backends.Backend, meta b
 		if err != nil {
 			return nil, err
 		}
-		if f.Shape[1] < 1 {
-			return fail("output %q has no horizon dimension: %v", outForecast, f.Shape)
+		if f.Shape[1] < 1 || f.Shape[1] > maxHorizon {
+			return fail("output %q has shape %v; its horizon must be fixed, 1..%d", outForecast, f.Shape, maxHorizon)
 		}
 		m.horizon = int(f.Shape[1])
 		if _, err := out(outSigma, int64(m.horizon)); err != nil {

@@ -5,9 +5,11 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -85,6 +87,10 @@ func (s *Service) model(requested, def, task, rpc string) (*Model, error) {
 	if name == "" {
 		name = def
 	}
+	if name == "" {
+		return nil, fmt.Errorf("model: the request names none and %s has no default model (config routes); name one of %s: %w",
+			rpc, strings.Join(s.modelNames(), ", "), ErrUnknownModel)
+	}
 	m, ok := (*s.models.Load())[name]
 	if !ok {
 		if requested == "" {
@@ -142,6 +148,11 @@ func output(m *Model, res *backends.Result, name string, rows, width int) ([]flo
 	if err != nil || len(d) != rows*width {
 		return nil, fmt.Errorf("model %q: output %q has %d values, want %d x %d: %w", m.Name, name, len(d), rows, width, ErrBadOutput)
 	}
+	for i, v := range d {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return nil, fmt.Errorf("model %q: output %q row %d holds %v: %w", m.Name, name, i/width, v, ErrBadOutput)
+		}
+	}
 	return d, nil
 }
 
@@ -164,7 +175,7 @@ func (s *Service) PredictBandwidth(ctx context.Context, req *aipb.BandwidthReque
 		return nil, err
 	}
 	buf := make([]float32, m.Spec.Size())
-	if err := canonWindow(m, buf, req, ""); err != nil {
+	if err := canonWindow(m, buf, req, -1); err != nil {
 		return nil, err
 	}
 	res, err := s.infer(ctx, m, 1, buf)
@@ -199,7 +210,7 @@ func (s *Service) PredictBandwidthBatch(ctx context.Context, req *aipb.Bandwidth
 		if vm.GetModel() != "" && vm.GetModel() != m.Name {
 			return nil, invalid(fmt.Sprintf("vms[%d].model", i), fmt.Sprintf("%q differs from the batch's model %q; one batch runs one model", vm.GetModel(), m.Name))
 		}
-		if err := canonWindow(m, buf[i*size:(i+1)*size], vm, fmt.Sprintf("vms[%d].", i)); err != nil {
+		if err := canonWindow(m, buf[i*size:(i+1)*size], vm, i); err != nil {
 			return nil, err
 		}
 	}
@@ -214,8 +225,23 @@ func (s *Service) PredictBandwidthBatch(ctx context.Context, req *aipb.Bandwidth
 	return &aipb.BandwidthBatchResponse{Results: out}, nil
 }
 
-// canonWindow validates one BandwidthRequest and canonicalizes its window into dst.
-func canonWindow(m *Model, dst []float32, req *aipb.BandwidthRequest, prefix string) error {
+// canonWindow validates one BandwidthRequest and canonicalizes its window into dst. vm is the
+// request's index in a batch call, or -1; it only names fields in errors.
+func canonWindow(m *Model, dst []float32, req *aipb.BandwidthRequest, vm int) error {
+	if err := canonWindowAt(m, dst, req); err != nil {
+		if vm >= 0 {
+			if fe, ok := err.(*features.FieldError); ok {
+				return invalid(fmt.Sprintf("vms[%d].%s", vm, fe.Field), fe.Reason)
+			}
+			return fmt.Errorf("vms[%d]: %w", vm, err)
+		}
+		return err
+	}
+	return nil
+}
+
+func canonWindowAt(m *Model, dst []float32, req *aipb.BandwidthRequest) error {
+	const prefix = ""
 	if req.GetVmId() == "" {
 		return invalid(prefix+"vm_id", "required")
 	}
@@ -317,12 +343,20 @@ func (s *Service) DetectAnomaly(ctx context.Context, req *aipb.AnomalyRequest) (
 	if err != nil {
 		return nil, err
 	}
+	for j, pj := range p {
+		if pj < 0 || pj > 1 {
+			return nil, fmt.Errorf("model %q: output %q class %s is %v, not a probability: %w", m.Name, outProbs, m.labels[j], pj, ErrBadOutput)
+		}
+	}
 	score := 1 - float64(p[m.normalIndex])
 	score = math.Min(1, math.Max(0, score))
-	best, bestP := -1, float32(-1)
+	best := 0
+	if best == m.normalIndex {
+		best = 1
+	}
 	for j, pj := range p {
-		if j != m.normalIndex && pj > bestP {
-			best, bestP = j, pj
+		if j != m.normalIndex && pj > p[best] {
+			best = j
 		}
 	}
 	resp := &aipb.AnomalyResponse{Score: score, IsAnomaly: score >= m.thresholds.Threshold, Severity: m.thresholds.Severity(score),
@@ -371,7 +405,7 @@ func (s *Service) OptimizePlacement(ctx context.Context, req *aipb.PlacementRequ
 	raw := make([]float64, w)
 	seen := make(map[string]int, len(nodes))
 	for i, n := range nodes {
-		at := fmt.Sprintf("available_nodes[%d]", i)
+		at := "available_nodes[" + strconv.Itoa(i) + "]"
 		if n.GetNodeId() == "" {
 			return nil, invalid(at+".node_id", "required")
 		}
@@ -435,7 +469,7 @@ func (s *Service) OptimizePlacement(ctx context.Context, req *aipb.PlacementRequ
 		for j := 0; j < w; j++ {
 			cs[j] = contrib{m.Spec.Features[j].Name, score - float64(sc[i*per+1+j])}
 		}
-		sort.SliceStable(cs, func(a, b int) bool { return math.Abs(cs[a].delta) > math.Abs(cs[b].delta) })
+		slices.SortStableFunc(cs, func(a, b contrib) int { return cmp.Compare(math.Abs(b.delta), math.Abs(a.delta)) })
 		var why strings.Builder
 		fmt.Fprintf(&why, "score %.3f; driven by ", score)
 		for j := 0; j < min(2, w); j++ {
@@ -447,7 +481,7 @@ func (s *Service) OptimizePlacement(ctx context.Context, req *aipb.PlacementRequ
 		why.WriteString(" against an average value")
 		cands[i] = &aipb.PlacementCandidate{NodeId: n.GetNodeId(), Score: score, Reasoning: why.String()}
 	}
-	sort.SliceStable(cands, func(a, b int) bool { return cands[a].Score > cands[b].Score })
+	slices.SortStableFunc(cands, func(a, b *aipb.PlacementCandidate) int { return cmp.Compare(b.Score, a.Score) })
 	best := cands[0].Score
 	margin := 0.1
 	if len(cands) > 1 {

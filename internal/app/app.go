@@ -47,23 +47,28 @@ type App struct {
 // Start loads the ONNX Runtime and every model of cfg (files named embedded:... come from
 // embedded), binds the listeners and serves in the background. Progress goes to log. On error
 // nothing is left running.
-func Start(ctx context.Context, cfg *config.Config, embedded fs.FS, log io.Writer) (a *App, err error) {
-	a = &App{cfg: cfg, log: log, Registry: prometheus.NewRegistry(), errc: make(chan error, 2)}
-	defer func() {
-		if err != nil {
-			a.closeBackends()
-		}
-	}()
-	lib, err := onnx.LibraryPath(cfg.ONNXRuntime.Library)
-	if err != nil {
+func Start(ctx context.Context, cfg *config.Config, embedded fs.FS, log io.Writer) (*App, error) {
+	a := &App{cfg: cfg, log: log, Registry: prometheus.NewRegistry(), errc: make(chan error, 2)}
+	if err := a.start(ctx, embedded); err != nil {
+		a.closeBackends()
 		return nil, err
 	}
+	return a, nil
+}
+
+func (a *App) start(ctx context.Context, embedded fs.FS) error {
+	cfg := a.cfg
+	log := a.log
+	lib, err := onnx.LibraryPath(cfg.ONNXRuntime.Library)
+	if err != nil {
+		return err
+	}
 	if a.rt, err = onnx.Open(lib); err != nil {
-		return nil, err
+		return err
 	}
 	fmt.Fprintf(log, "onnxruntime %s from %s\n", a.rt.Version(), a.rt.Path())
 	if a.models, err = LoadModels(ctx, cfg, a.rt, embedded, log); err != nil {
-		return nil, err
+		return err
 	}
 
 	metrics := proxy.NewMetrics(a.Registry)
@@ -78,7 +83,7 @@ func Start(ctx context.Context, cfg *config.Config, embedded fs.FS, log io.Write
 	var gl, hl net.Listener
 	if cfg.Listen.GRPC != "off" {
 		if gl, err = net.Listen("tcp", cfg.Listen.GRPC); err != nil {
-			return nil, fmt.Errorf("listen.grpc: %w", err)
+			return fmt.Errorf("listen.grpc: %w", err)
 		}
 		a.GRPCAddr = gl.Addr().String()
 	}
@@ -87,7 +92,7 @@ func Start(ctx context.Context, cfg *config.Config, embedded fs.FS, log io.Write
 			if gl != nil {
 				gl.Close()
 			}
-			return nil, fmt.Errorf("listen.http: %w", err)
+			return fmt.Errorf("listen.http: %w", err)
 		}
 		a.HTTPAddr = hl.Addr().String()
 	}
@@ -97,6 +102,7 @@ func Start(ctx context.Context, cfg *config.Config, embedded fs.FS, log io.Write
 	a.http = &http.Server{
 		Handler:           proxy.NewHTTPHandler(a.Service, proxy.HTTPOptions{Gatherer: a.Registry, Ready: a.Ready}),
 		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 	}
 	if gl != nil {
@@ -113,7 +119,7 @@ func Start(ctx context.Context, cfg *config.Config, embedded fs.FS, log io.Write
 			}
 		})
 	}
-	return a, nil
+	return nil
 }
 
 // LoadModels loads every model of cfg on rt, checking each against its feature spec.
@@ -178,7 +184,7 @@ func (a *App) Ready(ctx context.Context) map[string]error {
 }
 
 // setHealth publishes per-model and per-service gRPC health: a model's entry ("model/NAME") is
-// SERVING when its backend is ready; novacron.ai.AIService and "" when every routed model is.
+// SERVING when its backend is ready; novacron.ai.AIService and "" when every loaded model is.
 func (a *App) setHealth(ctx context.Context) {
 	all := healthpb.HealthCheckResponse_SERVING
 	for name, err := range a.Ready(ctx) {
@@ -188,10 +194,8 @@ func (a *App) setHealth(ctx context.Context) {
 		}
 		a.health.SetServingStatus(name, st)
 	}
-	for _, route := range []string{a.cfg.Routes.PredictBandwidth, a.cfg.Routes.DetectAnomaly, a.cfg.Routes.OptimizePlacement} {
-		if _, ok := a.Service.Models()[route]; !ok {
-			all = healthpb.HealthCheckResponse_NOT_SERVING
-		}
+	if len(a.models) == 0 {
+		all = healthpb.HealthCheckResponse_NOT_SERVING
 	}
 	a.health.SetServingStatus(aipb.AIService_ServiceDesc.ServiceName, all)
 	a.health.SetServingStatus("", all)
@@ -207,21 +211,24 @@ func (a *App) Shutdown(ctx context.Context) error {
 	a.health.Shutdown()
 	var errs []error
 	var wg sync.WaitGroup
+	var grpcErr error
 	wg.Go(func() {
 		done := make(chan struct{})
 		go func() { a.grpc.GracefulStop(); close(done) }()
 		select {
 		case <-done:
 		case <-ctx.Done():
-			a.grpc.Stop()
+			grpcErr = fmt.Errorf("grpc: calls still running at the drain deadline were cut: %w", ctx.Err())
+			a.grpc.Stop() // with WaitForHandlers: returns once every handler has returned
 			<-done
 		}
 	})
 	if err := a.http.Shutdown(ctx); err != nil {
-		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+		errs = append(errs, fmt.Errorf("http: calls still running at the drain deadline were cut: %w", err))
 		a.http.Close()
 	}
 	wg.Wait()
+	errs = append(errs, grpcErr)
 	a.wg.Wait()
 	errs = append(errs, a.closeBackends())
 	return errors.Join(errs...)
@@ -230,9 +237,8 @@ func (a *App) Shutdown(ctx context.Context) error {
 func (a *App) closeBackends() error {
 	var errs []error
 	for _, m := range a.models {
-		errs = append(errs, m.Backend.Close())
+		errs = append(errs, m.Backend.Close()) // waits for Infer calls in flight; later ones fail Unavailable
 	}
-	a.models = nil
 	if a.rt != nil {
 		errs = append(errs, a.rt.Close())
 		a.rt = nil

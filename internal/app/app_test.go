@@ -40,7 +40,7 @@ type sidecar struct {
 	base   string
 }
 
-func start(t *testing.T, edit func(*config.Config)) *sidecar {
+func start(t testing.TB, edit func(*config.Config)) *sidecar {
 	t.Helper()
 	cfg, err := config.Load("", examples.FS)
 	if err != nil {
@@ -196,6 +196,9 @@ func TestAnswers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(batch.Results) != 3 {
+		t.Fatalf("batch of 3 VMs answered %d results", len(batch.Results))
+	}
 	for i, r := range batch.Results {
 		one, err := s.client.PredictBandwidth(ctx, bandwidthReq(i+1))
 		if err != nil {
@@ -301,7 +304,10 @@ func badCases() []badCase {
 	withNaN[7] = math.NaN()
 	inf := anomalyReq(50)
 	inf.CurrentMetrics.Latency = math.Inf(1)
-	huge := make([]float64, 20000)
+	huge := make([]float64, 20000) // 160 kB as proto, 180 kB as JSON: above the test's 64 KiB limit
+	for i := range huge {
+		huge[i] = 123.456
+	}
 	noID := placementReq()
 	noID.AvailableNodes[1].NodeId = ""
 	tooMany := &aipb.BandwidthBatchRequest{}
@@ -437,21 +443,39 @@ func TestBadInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Good traffic alongside the bad, over both protocols.
+	// Good traffic alongside the bad, over both protocols, until the bad cases are done (bounded
+	// by a count as well).
+	goodBody, _ := protojson.Marshal(bandwidthReq(3))
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var goodErrs sync.Map
-	for g := 0; g < 4; g++ {
+	goodCalls := make([]int, 4)
+	for g := range goodCalls {
 		wg.Go(func() {
-			for i := 0; i < 2000; i++ {
+			for i := 0; i < 100000; i++ {
 				select {
 				case <-stop:
 					return
 				default:
 				}
-				got, err := s.client.PredictBandwidth(ctx, bandwidthReq(3))
-				if err != nil || !near(got.Predictions, want.Predictions, 1e-6) {
-					goodErrs.Store(fmt.Sprintf("grpc: %v %v", got, err), true)
+				goodCalls[g]++
+				if g%2 == 0 {
+					got, err := s.client.PredictBandwidth(ctx, bandwidthReq(3))
+					if err != nil || !near(got.Predictions, want.Predictions, 1e-6) {
+						goodErrs.Store(fmt.Sprintf("grpc: %v %v", got, err), true)
+					}
+					continue
+				}
+				resp, err := http.Post(s.base+"/api/v1/predict", "application/json", bytes.NewReader(goodBody))
+				if err != nil {
+					goodErrs.Store(fmt.Sprintf("http: %v", err), true)
+					continue
+				}
+				var got aipb.BandwidthResponse
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err := protojson.Unmarshal(b, &got); err != nil || resp.StatusCode != 200 || !near(got.Predictions, want.Predictions, 1e-6) {
+					goodErrs.Store(fmt.Sprintf("http: %d %s", resp.StatusCode, b), true)
 				}
 			}
 		})
@@ -485,6 +509,7 @@ func TestBadInput(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
+	t.Logf("good calls alongside the bad ones: %v", goodCalls)
 	goodErrs.Range(func(k, _ any) bool {
 		t.Errorf("a good call was harmed: %v", k)
 		return true

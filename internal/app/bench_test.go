@@ -1,0 +1,70 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"testing"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	aipb "github.com/novacron/sidecar/proto/novacron/ai"
+)
+
+// BenchmarkPredictBandwidthGRPC: one unary call end to end over loopback, real model; run with
+// -cpu to vary client parallelism (b.RunParallel uses GOMAXPROCS goroutines).
+func BenchmarkPredictBandwidthGRPC(b *testing.B) {
+	s := start(b, nil)
+	req := bandwidthReq(1)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := s.client.PredictBandwidth(context.Background(), req); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkPredictBandwidthHTTP: the same call over HTTP/JSON.
+func BenchmarkPredictBandwidthHTTP(b *testing.B) {
+	s := start(b, nil)
+	body, err := protojson.Marshal(bandwidthReq(1))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			resp, err := http.Post(s.base+"/api/v1/predict", "application/json", bytes.NewReader(body))
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			var out bytes.Buffer
+			out.ReadFrom(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				b.Errorf("%d %s", resp.StatusCode, out.String())
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkPredictBandwidthBatch256: the batch RPC with 256 VMs per call.
+func BenchmarkPredictBandwidthBatch256(b *testing.B) {
+	s := start(b, nil)
+	req := &aipb.BandwidthBatchRequest{}
+	for i := 0; i < 256; i++ {
+		req.Vms = append(req.Vms, bandwidthReq(i))
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.client.PredictBandwidthBatch(context.Background(), req); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(256*b.N)/b.Elapsed().Seconds(), "predictions/s")
+}
