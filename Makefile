@@ -13,8 +13,8 @@ ORT = $(shell scripts/fetch-onnxruntime.sh | tail -n 1)
 onnxruntime:
 	@scripts/fetch-onnxruntime.sh >/dev/null
 
-run: onnxruntime
-	ONNXRUNTIME_LIB="$(ORT)" $(GO) run ./cmd/sidecar serve $(ARGS)
+run: onnxruntime build
+	ONNXRUNTIME_LIB="$(ORT)" exec bin/sidecar serve $(ARGS)
 
 build:
 	$(GO) build -o bin/sidecar ./cmd/sidecar

@@ -134,6 +134,12 @@ type Label struct {
 	Horizon int    `yaml:"horizon,omitempty"`
 }
 
+// Bounds that keep a spec's row size sane.
+const (
+	maxWindow   = 4096
+	maxFeatures = 4096
+)
+
 // vmMetricsFields are the sources of the vm_metrics input, in VMMetrics field order.
 var vmMetricsFields = [...]string{"cpu", "memory", "disk_io", "network_io", "latency", "error_rate"}
 
@@ -217,8 +223,11 @@ func (s *Spec) Validate() error {
 	default:
 		add("input: %q is not one of %s, %s", s.Input, InputVMMetrics, InputPlacement)
 	}
-	if s.Window < 0 {
-		add("window: %d is negative", s.Window)
+	if s.Window < 0 || s.Window > maxWindow {
+		add("window: %d is not in 0..%d", s.Window, maxWindow)
+	}
+	if len(s.Features) > maxFeatures {
+		add("features: %d features, at most %d", len(s.Features), maxFeatures)
 	}
 	if len(s.Features) == 0 {
 		add("features: at least one feature is required")
