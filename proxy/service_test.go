@@ -62,8 +62,8 @@ func TestNewModelRefusesMisfits(t *testing.T) {
 		want       string
 	}{
 		"placement spec for an anomaly model": {TaskAnomaly, "placement", anomalyMeta("normal,x"), "FP32[-1 4]"},
-		"labels without normal":                {TaskAnomaly, "anomaly", anomalyMeta("a,b"), `one of them "normal"`},
-		"forecast on a row spec":               {TaskForecast, "anomaly", anomalyMeta("normal,x"), "forecast models need a sequence spec"},
+		"labels without normal":               {TaskAnomaly, "anomaly", anomalyMeta("a,b"), `one of them "normal"`},
+		"forecast on a row spec":              {TaskForecast, "anomaly", anomalyMeta("normal,x"), "forecast models need a sequence spec"},
 		"wrong output width": {TaskAnomaly, "anomaly", func() backends.Metadata {
 			m := anomalyMeta("normal,x")
 			m.Outputs[0].Shape = []int64{-1, 3}
