@@ -8,6 +8,8 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/novacron/sidecar/config"
+
 	aipb "github.com/novacron/sidecar/proto/novacron/ai"
 )
 
@@ -55,7 +57,7 @@ func BenchmarkPredictBandwidthHTTP(b *testing.B) {
 
 // BenchmarkPredictBandwidthBatch256: the batch RPC with 256 VMs per call.
 func BenchmarkPredictBandwidthBatch256(b *testing.B) {
-	s := start(b, nil)
+	s := start(b, func(c *config.Config) { c.Limits.MaxMessageBytes = 4 << 20 })
 	req := &aipb.BandwidthBatchRequest{}
 	for i := 0; i < 256; i++ {
 		req.Vms = append(req.Vms, bandwidthReq(i))
