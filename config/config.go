@@ -85,6 +85,8 @@ type Model struct {
 	Spec string `yaml:"spec"`
 	// Pool sizes the ONNX Runtime session pool.
 	Pool Pool `yaml:"pool"`
+	// Batching configures the model's micro-batcher.
+	Batching Batching `yaml:"batching"`
 	// Anomaly holds the verdict thresholds of an anomaly model.
 	Anomaly Anomaly `yaml:"anomaly"`
 }
@@ -95,6 +97,30 @@ type Pool struct {
 	Sessions int `yaml:"sessions"`
 	// IntraOpThreads is ORT's intra-op thread count per session. Zero: 1.
 	IntraOpThreads int `yaml:"intra_op_threads"`
+}
+
+// Batching configures one model's micro-batcher (package batcher), modelled on Triton's dynamic
+// batcher. Sizes count rows: a placement call with 40 nodes is 40 rows (times the features it
+// scores for its reasoning).
+type Batching struct {
+	// Disabled sends every call to the backend as its own batch.
+	Disabled bool `yaml:"disabled"`
+	// MaxBatchSize is the most rows of one batch; larger calls are split and reassembled. Zero: 64.
+	MaxBatchSize int `yaml:"max_batch_size"`
+	// MaxQueueDelay is how long the oldest waiting row may wait for more to join it. Zero (the
+	// default) batches only what is already waiting when a backend slot frees up.
+	MaxQueueDelay time.Duration `yaml:"max_queue_delay"`
+	// PreferredBatchSizes: a batch of one of these sizes is sent at once, without waiting out the
+	// delay.
+	PreferredBatchSizes []int `yaml:"preferred_batch_sizes"`
+	// MaxQueueSize bounds the rows waiting; a call that would exceed it is refused at once with
+	// RESOURCE_EXHAUSTED / 429 and a retry hint. Zero: 64 x MaxBatchSize.
+	MaxQueueSize int `yaml:"max_queue_size"`
+	// MaxInflightBatches is the number of batches running at once. Zero: pool.sessions.
+	MaxInflightBatches int `yaml:"max_inflight_batches"`
+	// Adaptive chooses the wait per batch from the measured batch-latency curve and arrival rate,
+	// never longer than MaxQueueDelay (which then defaults to 2ms).
+	Adaptive bool `yaml:"adaptive"`
 }
 
 // Anomaly holds the thresholds that turn an anomaly score (1 − P(normal)) into a verdict: the call
@@ -158,6 +184,19 @@ func (c *Config) SetDefaults() {
 		}
 		if m.Pool.IntraOpThreads == 0 {
 			m.Pool.IntraOpThreads = 1
+		}
+		b := &m.Batching
+		if b.MaxBatchSize == 0 {
+			b.MaxBatchSize = 64
+		}
+		if b.MaxQueueSize == 0 {
+			b.MaxQueueSize = 64 * b.MaxBatchSize
+		}
+		if b.MaxInflightBatches == 0 {
+			b.MaxInflightBatches = m.Pool.Sessions
+		}
+		if b.Adaptive && b.MaxQueueDelay == 0 {
+			b.MaxQueueDelay = 2 * time.Millisecond
 		}
 		if m.Task == TaskAnomaly {
 			a := &m.Anomaly
@@ -230,6 +269,24 @@ func (c *Config) Validate() error {
 		}
 		if m.Pool.IntraOpThreads < 1 || m.Pool.IntraOpThreads > 64 {
 			add(p+".pool.intra_op_threads", "%d is not in 1..64", m.Pool.IntraOpThreads)
+		}
+		b := m.Batching
+		if b.MaxBatchSize < 1 || b.MaxBatchSize > 65536 {
+			add(p+".batching.max_batch_size", "%d is not in 1..65536", b.MaxBatchSize)
+		}
+		if b.MaxQueueDelay < 0 || b.MaxQueueDelay > time.Second {
+			add(p+".batching.max_queue_delay", "%v is not in 0..1s", b.MaxQueueDelay)
+		}
+		for i, n := range b.PreferredBatchSizes {
+			if n < 1 || n > b.MaxBatchSize {
+				add(fmt.Sprintf("%s.batching.preferred_batch_sizes[%d]", p, i), "%d is not in 1..max_batch_size (%d)", n, b.MaxBatchSize)
+			}
+		}
+		if b.MaxQueueSize < b.MaxBatchSize {
+			add(p+".batching.max_queue_size", "%d is below max_batch_size %d", b.MaxQueueSize, b.MaxBatchSize)
+		}
+		if b.MaxInflightBatches < 1 || b.MaxInflightBatches > 1024 {
+			add(p+".batching.max_inflight_batches", "%d is not in 1..1024", b.MaxInflightBatches)
 		}
 		if m.Task == TaskAnomaly {
 			a := m.Anomaly
