@@ -4,11 +4,16 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/novacron/sidecar/backends"
+	"github.com/novacron/sidecar/batcher"
 	"github.com/novacron/sidecar/features"
 )
 
@@ -43,8 +48,12 @@ func Code(err error) codes.Code {
 	case errors.Is(err, features.ErrInvalid), errors.Is(err, backends.ErrInvalidInput),
 		errors.Is(err, ErrUnsupportedMediaType):
 		return codes.InvalidArgument
-	case errors.Is(err, ErrTooLarge):
+	case errors.Is(err, ErrTooLarge), errors.Is(err, batcher.ErrOverloaded):
 		return codes.ResourceExhausted
+	case errors.Is(err, batcher.ErrTooLarge):
+		return codes.InvalidArgument
+	case errors.Is(err, batcher.ErrClosed):
+		return codes.Unavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		return codes.DeadlineExceeded
 	case errors.Is(err, context.Canceled):
@@ -58,7 +67,8 @@ func Code(err error) codes.Code {
 	return codes.Internal
 }
 
-// grpcError turns a pipeline error into a gRPC status error.
+// grpcError turns a pipeline error into a gRPC status error; an overload carries a RetryInfo
+// detail with the batcher's estimate of when to retry.
 func grpcError(err error) error {
 	if err == nil {
 		return nil
@@ -66,7 +76,22 @@ func grpcError(err error) error {
 	if _, ok := status.FromError(err); ok {
 		return err
 	}
-	return status.Error(Code(err), err.Error())
+	st := status.New(Code(err), err.Error())
+	if d, ok := retryAfter(err); ok {
+		if withInfo, derr := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(d)}); derr == nil {
+			st = withInfo
+		}
+	}
+	return st.Err()
+}
+
+// retryAfter is the retry hint of an overload error.
+func retryAfter(err error) (time.Duration, bool) {
+	var oe *batcher.OverloadError
+	if errors.As(err, &oe) {
+		return oe.RetryAfter, true
+	}
+	return 0, false
 }
 
 // httpStatus maps a pipeline error to an HTTP status: the gRPC code's usual HTTP equivalent, with

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
 
 	aipb "github.com/novacron/sidecar/proto/novacron/ai"
@@ -36,6 +37,11 @@ func NewGRPCServer(svc *Service, opts ...grpc.ServerOption) (*grpc.Server, *heal
 // unaryInterceptor records metrics and maps pipeline errors to status codes.
 func (s *Service) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
 	start := time.Now()
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if p := md.Get("x-priority"); len(p) > 0 {
+			ctx = withPriority(ctx, p[0])
+		}
+	}
 	resp, err = recovered(func() (any, error) { return handler(ctx, req) })
 	err = grpcError(err)
 	if s.metrics != nil {

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"mime"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -114,6 +116,19 @@ func serveJSON[Req, Resp proto.Message](svc *Service, w http.ResponseWriter, r *
 		}
 		return zero, invalid("body", "reading: "+err.Error())
 	}
+	ctx := r.Context()
+	if p := r.Header.Get("X-Priority"); p != "" {
+		ctx = withPriority(ctx, p)
+	}
+	if t := r.Header.Get("X-Request-Timeout"); t != "" {
+		d, err := time.ParseDuration(t)
+		if err != nil || d <= 0 {
+			return zero, invalid("X-Request-Timeout", fmt.Sprintf("%q is not a positive duration such as 250ms", t))
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
 	req := newMessage[Req]()
 	if len(body) == 0 {
 		return zero, invalid("body", "empty; want a JSON object")
@@ -121,7 +136,7 @@ func serveJSON[Req, Resp proto.Message](svc *Service, w http.ResponseWriter, r *
 	if err := jsonIn.Unmarshal(body, req); err != nil {
 		return zero, invalid("body", fmt.Sprintf("not a valid %s JSON object: %v", req.ProtoReflect().Descriptor().Name(), trimProto(err)))
 	}
-	return call(r.Context(), req)
+	return call(ctx, req)
 }
 
 // newMessage makes a new message of a pointer type such as *aipb.BandwidthRequest.
@@ -149,6 +164,9 @@ type errorBody struct {
 }
 
 func writeError(w http.ResponseWriter, err error) {
+	if d, ok := retryAfter(err); ok {
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(d.Seconds()))))
+	}
 	var b errorBody
 	b.Error.Code = Code(err).String()
 	b.Error.Message = err.Error()

@@ -15,6 +15,11 @@ type Metrics struct {
 	inferRows    *prometheus.HistogramVec
 	inferErrors  *prometheus.CounterVec
 	modelInfo    *prometheus.GaugeVec
+	queueSeconds *prometheus.HistogramVec
+	batchCalls   *prometheus.HistogramVec
+	queueRows    *prometheus.GaugeVec
+	rejected     *prometheus.CounterVec
+	cancelled    *prometheus.CounterVec
 }
 
 // NewMetrics registers the sidecar's collectors, with the Go runtime and process collectors, on reg.
@@ -48,7 +53,30 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "1 for each loaded model, with its task, version and feature spec fingerprint.",
 		}, []string{"model", "task", "version", "fingerprint"}),
 	}
+	m.queueSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "sidecar_batch_queue_seconds",
+		Help:    "Time the oldest row of a batch waited in the batcher's queue, by model (compare sidecar_backend_infer_seconds).",
+		Buckets: []float64{.000005, .00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .1},
+	}, []string{"model"})
+	m.batchCalls = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "sidecar_batch_calls",
+		Help:    "Calls whose rows shared one batch, by model.",
+		Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256},
+	}, []string{"model"})
+	m.queueRows = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sidecar_batch_queue_rows",
+		Help: "Rows waiting in the batcher's queue, by model.",
+	}, []string{"model"})
+	m.rejected = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sidecar_batch_rejections_total",
+		Help: "Calls refused by the batcher before queueing, by model and reason (queue_full, too_large, deadline, closed).",
+	}, []string{"model", "reason"})
+	m.cancelled = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sidecar_batch_cancellations_total",
+		Help: "Queued calls whose caller gave up (cancelled or deadline) before their rows ran, by model.",
+	}, []string{"model"})
 	reg.MustRegister(m.requests, m.duration, m.inferSeconds, m.inferRows, m.inferErrors, m.modelInfo,
+		m.queueSeconds, m.batchCalls, m.queueRows, m.rejected, m.cancelled,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -60,13 +88,58 @@ func (m *Metrics) setModels(models []*Model) {
 	}
 }
 
-func (m *Metrics) observeInfer(model string, rows int, d time.Duration, err error) {
-	m.inferSeconds.WithLabelValues(model).Observe(d.Seconds())
-	m.inferRows.WithLabelValues(model).Observe(float64(rows))
+// modelMetrics are one model's collectors, resolved once so the hot path does no label lookups.
+// It is the model's batcher.Observer.
+type modelMetrics struct {
+	inferSeconds, inferRows, queueSeconds, batchCalls prometheus.Observer
+	inferErrors, cancelled                            prometheus.Counter
+	queueRows                                         prometheus.Gauge
+	rejected                                          map[string]prometheus.Counter
+}
+
+func (m *Metrics) forModel(model string) *modelMetrics {
+	mm := &modelMetrics{
+		inferSeconds: m.inferSeconds.WithLabelValues(model),
+		inferRows:    m.inferRows.WithLabelValues(model),
+		queueSeconds: m.queueSeconds.WithLabelValues(model),
+		batchCalls:   m.batchCalls.WithLabelValues(model),
+		inferErrors:  m.inferErrors.WithLabelValues(model),
+		cancelled:    m.cancelled.WithLabelValues(model),
+		queueRows:    m.queueRows.WithLabelValues(model),
+		rejected:     map[string]prometheus.Counter{},
+	}
+	for _, r := range []string{"queue_full", "too_large", "deadline", "closed"} {
+		mm.rejected[r] = m.rejected.WithLabelValues(model, r)
+	}
+	return mm
+}
+
+func (mm *modelMetrics) infer(rows int, d time.Duration, err error) {
+	mm.inferSeconds.Observe(d.Seconds())
+	mm.inferRows.Observe(float64(rows))
 	if err != nil {
-		m.inferErrors.WithLabelValues(model).Inc()
+		mm.inferErrors.Inc()
 	}
 }
+
+// Batch implements batcher.Observer; the batch's size and compute time are recorded by infer.
+func (mm *modelMetrics) Batch(rows, calls int, wait, compute time.Duration, err error) {
+	mm.queueSeconds.Observe(wait.Seconds())
+	mm.batchCalls.Observe(float64(calls))
+}
+
+// Rejected implements batcher.Observer.
+func (mm *modelMetrics) Rejected(reason string) {
+	if c, ok := mm.rejected[reason]; ok {
+		c.Inc()
+	}
+}
+
+// Cancelled implements batcher.Observer.
+func (mm *modelMetrics) Cancelled() { mm.cancelled.Inc() }
+
+// Queue implements batcher.Observer.
+func (mm *modelMetrics) Queue(n int) { mm.queueRows.Set(float64(n)) }
 
 func (m *Metrics) observeRequest(protocol, method, code string, d time.Duration) {
 	m.requests.WithLabelValues(protocol, method, code).Inc()

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/novacron/sidecar/backends"
+	"github.com/novacron/sidecar/batcher"
 	"github.com/novacron/sidecar/features"
 )
 
@@ -73,6 +74,19 @@ type Model struct {
 	labels      []string
 	normalIndex int
 	thresholds  Thresholds
+
+	// outputs lists the outputs the task reads, checked on every batch.
+	outputs []outSpec
+	// Batching configures the model's batcher; nil sends each call to the backend as one batch.
+	// Set it before giving the model to New.
+	Batching *batcher.Config
+	batch    *batcher.Batcher[[]float32, rowOut]
+	metrics  *modelMetrics
+}
+
+type outSpec struct {
+	name  string
+	width int
 }
 
 // NewModel checks that a backend's model fits its task and its feature spec (input "features" of
@@ -130,6 +144,7 @@ func NewModel(name, task string, spec *features.Spec, b backends.Backend, meta b
 		if _, err := out(outSigma, int64(m.horizon)); err != nil {
 			return nil, err
 		}
+		m.outputs = []outSpec{{outForecast, m.horizon}, {outSigma, m.horizon}}
 		s, err := strconv.ParseFloat(meta.Props[PropConfidenceScale], 64)
 		if err != nil || !(s > 0) {
 			return fail("metadata_props %s = %q must be a positive number (the held-out median of the target)", PropConfidenceScale, meta.Props[PropConfidenceScale])
@@ -145,10 +160,12 @@ func NewModel(name, task string, spec *features.Spec, b backends.Backend, meta b
 		if _, err := out(outProbs, int64(len(labels))); err != nil {
 			return nil, err
 		}
+		m.outputs = []outSpec{{outProbs, len(labels)}}
 	case TaskPlacement:
 		if _, err := out(outScore, 1); err != nil {
 			return nil, err
 		}
+		m.outputs = []outSpec{{outScore, 1}}
 	default:
 		return fail("unknown task")
 	}

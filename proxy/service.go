@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/novacron/sidecar/backends"
+	"github.com/novacron/sidecar/batcher"
 	"github.com/novacron/sidecar/features"
 	aipb "github.com/novacron/sidecar/proto/novacron/ai"
 )
@@ -58,23 +59,56 @@ type Service struct {
 	metrics *Metrics
 }
 
-// New makes a Service over the given models. metrics may be nil.
-func New(cfg Config, models []*Model, metrics *Metrics) *Service {
+// New makes a Service over the given models, starting the batcher of each model whose Batching is
+// set. metrics may be nil. Close stops the batchers.
+func New(cfg Config, models []*Model, metrics *Metrics) (*Service, error) {
 	cfg.setDefaults()
 	s := &Service{cfg: cfg, metrics: metrics}
-	s.SetModels(models)
-	return s
+	for _, m := range models {
+		if metrics != nil {
+			m.metrics = metrics.forModel(m.Name)
+		}
+		if m.Batching == nil || m.batch != nil {
+			continue
+		}
+		opts := []batcher.Option{}
+		if m.metrics != nil {
+			opts = append(opts, batcher.WithObserver(m.metrics))
+		}
+		size := m.Spec.Size()
+		b, err := batcher.New(*m.Batching, func(ctx context.Context, rows [][]float32) ([]rowOut, error) {
+			buf := make([]float32, len(rows)*size)
+			for i, r := range rows {
+				copy(buf[i*size:], r)
+			}
+			return m.runBatch(ctx, buf, len(rows))
+		}, opts...)
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("model %q: batching: %w", m.Name, err)
+		}
+		m.batch = b
+	}
+	mm := make(map[string]*Model, len(models))
+	for _, x := range models {
+		mm[x.Name] = x
+	}
+	s.models.Store(&mm)
+	if metrics != nil {
+		metrics.setModels(models)
+	}
+	return s, nil
 }
 
-// SetModels swaps in a new set of models; calls in flight finish on the old set.
-func (s *Service) SetModels(models []*Model) {
-	m := make(map[string]*Model, len(models))
-	for _, x := range models {
-		m[x.Name] = x
-	}
-	s.models.Store(&m)
-	if s.metrics != nil {
-		s.metrics.setModels(models)
+// Close stops the models' batchers once the calls they hold have run. Call it after the front ends
+// have drained and before the backends close.
+func (s *Service) Close() {
+	if p := s.models.Load(); p != nil {
+		for _, m := range *p {
+			if m.batch != nil {
+				m.batch.Close()
+			}
+		}
 	}
 }
 
@@ -121,39 +155,100 @@ func (s *Service) withTimeout(ctx context.Context) (context.Context, context.Can
 	return context.WithTimeout(ctx, s.cfg.RequestTimeout)
 }
 
-// infer runs one batch on a model's backend and records its compute time.
-func (s *Service) infer(ctx context.Context, m *Model, rows int, data []float32) (*backends.Result, error) {
+// rowOut is one answered row: row i of a checked batch result.
+type rowOut struct {
+	res *backends.Result
+	i   int
+}
+
+// f32 returns the row's width values of a float32 output that runBatch checked.
+func (r rowOut) f32(name string, width int) []float32 {
+	t, _ := r.res.Output(name)
+	d := t.Data.([]float32)
+	return d[r.i*width : (r.i+1)*width]
+}
+
+// infer runs rows canonical input rows (data holds rows x Spec.Size() values) through the model's
+// batcher, or straight to its backend as one batch when batching is off, and returns one answer
+// per row, in order. priority orders queued calls (higher first).
+func (s *Service) infer(ctx context.Context, m *Model, rows int, data []float32, priority int) ([]rowOut, error) {
+	if m.batch == nil {
+		return m.runBatch(ctx, data, rows)
+	}
+	size := m.Spec.Size()
+	views := make([][]float32, rows)
+	for i := range views {
+		views[i] = data[i*size : (i+1)*size : (i+1)*size]
+	}
+	out, err := m.batch.Do(ctx, views, priority)
+	if err != nil {
+		return nil, fmt.Errorf("model %q: %w", m.Name, err)
+	}
+	return out, nil
+}
+
+// runBatch runs one backend batch and checks every output the task reads: present, rows x width
+// float32 values, all finite. Only checked results reach the answers.
+func (m *Model) runBatch(ctx context.Context, data []float32, rows int) ([]rowOut, error) {
 	shape := []int64{int64(rows), int64(m.Spec.Width())}
 	if m.Spec.Sequence() {
 		shape = []int64{int64(rows), int64(m.Spec.Window), int64(m.Spec.Width())}
 	}
 	start := time.Now()
 	res, err := m.Backend.Infer(ctx, &backends.Batch{Model: m.Name, Inputs: []backends.Tensor{backends.F32(inputFeatures, shape, data)}})
-	if s.metrics != nil {
-		s.metrics.observeInfer(m.Name, rows, time.Since(start), err)
+	if m.metrics != nil {
+		m.metrics.infer(rows, time.Since(start), err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("model %q: %w", m.Name, err)
 	}
-	return res, nil
-}
-
-// output fetches a float32 output and checks it holds rows x width values.
-func output(m *Model, res *backends.Result, name string, rows, width int) ([]float32, error) {
-	t, ok := res.Output(name)
-	if !ok {
-		return nil, fmt.Errorf("model %q: no output %q: %w", m.Name, name, ErrBadOutput)
-	}
-	d, err := t.Float32s()
-	if err != nil || len(d) != rows*width {
-		return nil, fmt.Errorf("model %q: output %q has %d values, want %d x %d: %w", m.Name, name, len(d), rows, width, ErrBadOutput)
-	}
-	for i, v := range d {
-		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return nil, fmt.Errorf("model %q: output %q row %d holds %v: %w", m.Name, name, i/width, v, ErrBadOutput)
+	for _, o := range m.outputs {
+		t, ok := res.Output(o.name)
+		if !ok {
+			return nil, fmt.Errorf("model %q: no output %q: %w", m.Name, o.name, ErrBadOutput)
+		}
+		d, err := t.Float32s()
+		if err != nil || len(d) != rows*o.width {
+			return nil, fmt.Errorf("model %q: output %q has %d values, want %d x %d: %w", m.Name, o.name, len(d), rows, o.width, ErrBadOutput)
+		}
+		for i, v := range d {
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				return nil, fmt.Errorf("model %q: output %q row %d holds %v: %w", m.Name, o.name, i/o.width, v, ErrBadOutput)
+			}
 		}
 	}
-	return d, nil
+	out := make([]rowOut, rows)
+	for i := range out {
+		out[i] = rowOut{res, i}
+	}
+	return out, nil
+}
+
+// Priorities of queued calls: a caller may set one with the x-priority header (gRPC metadata or
+// HTTP), "high" or "low"; otherwise unary calls are high and batch calls low.
+const (
+	PriorityLow  = 0
+	PriorityHigh = 1
+)
+
+type priorityKey struct{}
+
+// withPriority records a caller's requested priority (from its header) in ctx.
+func withPriority(ctx context.Context, header string) context.Context {
+	switch strings.ToLower(header) {
+	case "high":
+		return context.WithValue(ctx, priorityKey{}, PriorityHigh)
+	case "low":
+		return context.WithValue(ctx, priorityKey{}, PriorityLow)
+	}
+	return ctx
+}
+
+func priority(ctx context.Context, def int) int {
+	if p, ok := ctx.Value(priorityKey{}).(int); ok {
+		return p
+	}
+	return def
 }
 
 // checkFinite refuses NaN and infinite request values, naming the field.
@@ -178,15 +273,11 @@ func (s *Service) PredictBandwidth(ctx context.Context, req *aipb.BandwidthReque
 	if err := canonWindow(m, buf, req, -1); err != nil {
 		return nil, err
 	}
-	res, err := s.infer(ctx, m, 1, buf)
+	res, err := s.infer(ctx, m, 1, buf, priority(ctx, PriorityHigh))
 	if err != nil {
 		return nil, err
 	}
-	out, err := forecastRows(m, res, []*aipb.BandwidthRequest{req})
-	if err != nil {
-		return nil, err
-	}
-	return out[0], nil
+	return forecastRows(m, res, []*aipb.BandwidthRequest{req})[0], nil
 }
 
 // PredictBandwidthBatch forecasts many VMs as one model batch; results follow the order of vms.
@@ -214,15 +305,11 @@ func (s *Service) PredictBandwidthBatch(ctx context.Context, req *aipb.Bandwidth
 			return nil, err
 		}
 	}
-	res, err := s.infer(ctx, m, len(vms), buf)
+	res, err := s.infer(ctx, m, len(vms), buf, priority(ctx, PriorityLow))
 	if err != nil {
 		return nil, err
 	}
-	out, err := forecastRows(m, res, vms)
-	if err != nil {
-		return nil, err
-	}
-	return &aipb.BandwidthBatchResponse{Results: out}, nil
+	return &aipb.BandwidthBatchResponse{Results: forecastRows(m, res, vms)}, nil
 }
 
 // canonWindow validates one BandwidthRequest and canonicalizes its window into dst. vm is the
@@ -273,18 +360,11 @@ func canonWindowAt(m *Model, dst []float32, req *aipb.BandwidthRequest) error {
 // over the returned steps, where sigma is the model's predicted standard deviation and scale its
 // metadata's novacron.confidence_scale (the held-out median of the target): 1 for a certain
 // forecast, 0.5 when the predicted spread equals a typical value.
-func forecastRows(m *Model, res *backends.Result, reqs []*aipb.BandwidthRequest) ([]*aipb.BandwidthResponse, error) {
+func forecastRows(m *Model, rows []rowOut, reqs []*aipb.BandwidthRequest) []*aipb.BandwidthResponse {
 	h := m.horizon
-	fc, err := output(m, res, outForecast, len(reqs), h)
-	if err != nil {
-		return nil, err
-	}
-	sg, err := output(m, res, outSigma, len(reqs), h)
-	if err != nil {
-		return nil, err
-	}
 	out := make([]*aipb.BandwidthResponse, len(reqs))
 	for i, req := range reqs {
+		fc, sg := rows[i].f32(outForecast, h), rows[i].f32(outSigma, h)
 		n := h
 		if hm := int(req.GetHorizonMinutes()); hm > 0 && hm < h {
 			n = hm
@@ -292,16 +372,13 @@ func forecastRows(m *Model, res *backends.Result, reqs []*aipb.BandwidthRequest)
 		preds := make([]float64, n)
 		var spread float64
 		for j := 0; j < n; j++ {
-			preds[j] = float64(fc[i*h+j])
-			spread += math.Abs(float64(sg[i*h+j]))
+			preds[j] = float64(fc[j])
+			spread += math.Abs(float64(sg[j]))
 		}
 		conf := 1 / (1 + spread/float64(n)/m.confidenceScale)
-		if math.IsNaN(conf) {
-			return nil, fmt.Errorf("model %q: non-finite sigma: %w", m.Name, ErrBadOutput)
-		}
 		out[i] = &aipb.BandwidthResponse{Predictions: preds, Confidence: conf, ModelVersion: m.Version, VmId: req.GetVmId()}
 	}
-	return out, nil
+	return out
 }
 
 // ---- DetectAnomaly ----
@@ -334,15 +411,11 @@ func (s *Service) DetectAnomaly(ctx context.Context, req *aipb.AnomalyRequest) (
 	if err := m.Spec.Canonicalize(buf, raw); err != nil {
 		return nil, fmt.Errorf("current_metrics: %w", err)
 	}
-	res, err := s.infer(ctx, m, 1, buf)
+	res, err := s.infer(ctx, m, 1, buf, priority(ctx, PriorityHigh))
 	if err != nil {
 		return nil, err
 	}
-	k := len(m.labels)
-	p, err := output(m, res, outProbs, 1, k)
-	if err != nil {
-		return nil, err
-	}
+	p := res[0].f32(outProbs, len(m.labels))
 	for j, pj := range p {
 		if pj < 0 || pj > 1 {
 			return nil, fmt.Errorf("model %q: output %q class %s is %v, not a probability: %w", m.Name, outProbs, m.labels[j], pj, ErrBadOutput)
@@ -450,13 +523,13 @@ func (s *Service) OptimizePlacement(ctx context.Context, req *aipb.PlacementRequ
 		}
 	}
 	rows := len(nodes) * per
-	res, err := s.infer(ctx, m, rows, buf)
+	res, err := s.infer(ctx, m, rows, buf, priority(ctx, PriorityHigh))
 	if err != nil {
 		return nil, err
 	}
-	sc, err := output(m, res, outScore, rows, 1)
-	if err != nil {
-		return nil, err
+	sc := make([]float32, rows)
+	for i := range sc {
+		sc[i] = res[i].f32(outScore, 1)[0]
 	}
 	cands := make([]*aipb.PlacementCandidate, len(nodes))
 	type contrib struct {

@@ -20,6 +20,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/novacron/sidecar/backends/onnx"
+	"github.com/novacron/sidecar/batcher"
 	"github.com/novacron/sidecar/config"
 	"github.com/novacron/sidecar/features"
 	aipb "github.com/novacron/sidecar/proto/novacron/ai"
@@ -71,14 +72,24 @@ func (a *App) start(ctx context.Context, embedded fs.FS) error {
 		return err
 	}
 
+	for i, mc := range cfg.Models {
+		if bc := mc.Batching; !bc.Disabled {
+			a.models[i].Batching = &batcher.Config{MaxBatchSize: bc.MaxBatchSize, MaxQueueDelay: bc.MaxQueueDelay,
+				PreferredBatchSizes: bc.PreferredBatchSizes, MaxQueueSize: bc.MaxQueueSize, MaxInflightBatches: bc.MaxInflightBatches,
+				Adaptive: bc.Adaptive, Priorities: 2}
+		}
+	}
 	metrics := proxy.NewMetrics(a.Registry)
-	a.Service = proxy.New(proxy.Config{
+	a.Service, err = proxy.New(proxy.Config{
 		Routes:          proxy.Routes{Bandwidth: cfg.Routes.PredictBandwidth, Anomaly: cfg.Routes.DetectAnomaly, Placement: cfg.Routes.OptimizePlacement},
 		RequestTimeout:  cfg.Limits.RequestTimeout,
 		MaxBatchVMs:     cfg.Limits.MaxBatchVMs,
 		MaxNodes:        cfg.Limits.MaxNodes,
 		MaxMessageBytes: cfg.Limits.MaxMessageBytes,
 	}, a.models, metrics)
+	if err != nil {
+		return err
+	}
 
 	var gl, hl net.Listener
 	if cfg.Listen.GRPC != "off" {
@@ -229,12 +240,16 @@ func (a *App) Shutdown(ctx context.Context) error {
 	}
 	wg.Wait()
 	errs = append(errs, grpcErr)
+	a.Service.Close() // the batchers: every queued call has run
 	a.wg.Wait()
 	errs = append(errs, a.closeBackends())
 	return errors.Join(errs...)
 }
 
 func (a *App) closeBackends() error {
+	if a.Service != nil {
+		a.Service.Close()
+	}
 	var errs []error
 	for _, m := range a.models {
 		errs = append(errs, m.Backend.Close()) // waits for Infer calls in flight; later ones fail Unavailable
