@@ -16,9 +16,23 @@ import (
 // BenchmarkPredictBandwidthGRPC: one unary call end to end over loopback, real model; run with
 // -cpu to vary client parallelism (b.RunParallel uses GOMAXPROCS goroutines).
 func BenchmarkPredictBandwidthGRPC(b *testing.B) {
-	s := start(b, nil)
+	for _, v := range []struct {
+		name string
+		edit func(*config.Config)
+	}{
+		{"batching=off", func(c *config.Config) { c.Models[0].Batching.Disabled = true }},
+		{"inflight=1", func(c *config.Config) { c.Models[0].Batching.MaxInflightBatches = 1 }},
+		{"inflight=2", nil},
+	} {
+		b.Run(v.name, func(b *testing.B) { benchUnary(b, v.edit) })
+	}
+}
+
+func benchUnary(b *testing.B, edit func(*config.Config)) {
+	s := start(b, edit)
 	req := bandwidthReq(1)
 	b.ReportAllocs()
+	b.SetParallelism(16) // 32 callers on 2 cores
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			if _, err := s.client.PredictBandwidth(context.Background(), req); err != nil {
