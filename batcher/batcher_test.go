@@ -455,3 +455,37 @@ func BenchmarkDo(b *testing.B) {
 		}
 	})
 }
+
+func TestMaxInflightBatches(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		gate := make(chan struct{})
+		var mu sync.Mutex
+		running, peak := 0, 0
+		run := func(ctx context.Context, rows []int) ([]int, error) {
+			mu.Lock()
+			running++
+			peak = max(peak, running)
+			mu.Unlock()
+			<-gate
+			mu.Lock()
+			running--
+			mu.Unlock()
+			return want(rows), nil
+		}
+		b, _ := New(Config{MaxBatchSize: 1, MaxInflightBatches: 3}, run)
+		defer b.Close()
+		var wg sync.WaitGroup
+		for i := 0; i < 10; i++ {
+			wg.Go(func() { b.Do(context.Background(), []int{i}, 0) })
+		}
+		synctest.Wait()
+		if running != 3 || b.Queued() != 7 {
+			t.Errorf("running %d queued %d, want 3 and 7", running, b.Queued())
+		}
+		close(gate)
+		wg.Wait()
+		if peak != 3 {
+			t.Errorf("peak concurrency %d, want 3", peak)
+		}
+	})
+}

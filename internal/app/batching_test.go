@@ -258,3 +258,36 @@ func TestOverload(t *testing.T) {
 		t.Error("no rejection metric")
 	}
 }
+
+// TestLargePlacementCallIsSplitAndReassembled: 40 nodes are 200 rows (each node and its 4
+// reasoning rows), more than a batch of 64: the call spans batches and comes back whole, equal to
+// the answer without batching.
+func TestLargePlacementCallIsSplitAndReassembled(t *testing.T) {
+	batched := start(t, nil)
+	single := start(t, func(c *config.Config) { c.Models[2].Batching.Disabled = true })
+	req := &aipb.PlacementRequest{WorkloadId: "big", Requirements: map[string]float64{"cpu": 6, "memory": 24}}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := 0; i < 40; i++ {
+		req.AvailableNodes = append(req.AvailableNodes, &aipb.NodeInfo{NodeId: fmt.Sprintf("n%02d", i), CpuAvailable: rng.Float64() * 64, MemoryAvailable: rng.Float64() * 256})
+	}
+	got, err := batched.client.OptimizePlacement(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := single.client.OptimizePlacement(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Candidates) != 40 {
+		t.Fatalf("%d candidates", len(got.Candidates))
+	}
+	for i := range want.Candidates {
+		g, w := got.Candidates[i], want.Candidates[i]
+		if g.NodeId != w.NodeId || math.Abs(g.Score-w.Score) > 1e-5 {
+			t.Errorf("candidate %d: got %v, want %v", i, g, w)
+		}
+	}
+	if c := histCount(scrape(t, batched.base), "placement", "64"); c < 3 {
+		t.Errorf("%v placement batches of at most 64 rows: the 200 rows were not split", c)
+	}
+}
