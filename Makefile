@@ -1,6 +1,8 @@
 # The two commands of the README:
 #   make run    start the sidecar with its embedded default (three example models, 127.0.0.1 only)
 #   make test   go vet, gofmt check and go test -race ./... (what CI runs)
+#   make bench  the load harness (sidecar bench): the sidecar against a no-op server and ONNX
+#               Runtime; about 1.5 minutes; flags in ARGS, e.g. make bench ARGS="-only floor,adaptive"
 # Both fetch ONNX Runtime's library on first use (scripts/fetch-onnxruntime.sh, cached in the
 # git-ignored .onnxruntime/).
 
@@ -8,7 +10,7 @@ SHELL := /bin/bash
 GO ?= go
 ORT = $(shell scripts/fetch-onnxruntime.sh | tail -n 1)
 
-.PHONY: run test vet fmt-check build proto models onnxruntime
+.PHONY: run test bench vet fmt-check build proto models onnxruntime
 
 onnxruntime:
 	@scripts/fetch-onnxruntime.sh >/dev/null
@@ -28,6 +30,9 @@ fmt-check:
 
 test: onnxruntime vet fmt-check
 	ONNXRUNTIME_LIB="$(ORT)" $(GO) test -race -count=1 ./...
+
+bench: onnxruntime
+	ONNXRUNTIME_LIB="$(ORT)" $(GO) run ./cmd/sidecar bench $(ARGS)
 
 # Regenerate the committed protobuf code (needs Debian's protobuf-compiler).
 proto:

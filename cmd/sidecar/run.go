@@ -12,6 +12,7 @@ commands:
   serve                        run the sidecar (the default when no command is given)
   features transform           turn a raw CSV into a model's input matrix (the training matrix)
   features fingerprint         print a feature spec's SHA-256 fingerprint
+  bench                        the load harness: the sidecar against a no-op server and ONNX Runtime
   help                         this text
 
 Run "sidecar <command> -h" for a command's flags.
@@ -28,6 +29,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return serve(ctx, args[1:], stdout, stderr)
 	case "features":
 		return featuresCmd(ctx, args[1:], stdout, stderr)
+	case "bench":
+		return benchCmd(ctx, args[1:], stdout, stderr)
+	case "bench-noop": // the bench's floor server, started by bench; not in the usage text
+		return benchNoopCmd(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

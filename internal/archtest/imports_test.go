@@ -22,6 +22,7 @@ const module = "github.com/novacron/sidecar"
 var allowed = map[string][]string{
 	"cmd/...":         {"*"},
 	"internal/app":    {"backends/...", "batcher", "cache", "config", "features/...", "proxy", "proto/..."},
+	"internal/bench":  {"backends/...", "features/...", "proto/..."},
 	"proxy":           {"batcher", "cache", "features/...", "backends/...", "proto/..."},
 	"batcher":         {},
 	"cache":           {},

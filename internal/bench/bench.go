@@ -1,0 +1,539 @@
+// Package bench is the load harness of issue 3 (`sidecar bench`). It starts each server under test
+// as its own process, so that the server's CPU time and peak memory can be read from /proc
+// separately from the load generator's, and drives it from this process:
+//
+//   - the floor: a no-op gRPC server and a no-op net/http handler answering the bandwidth calls
+//     with constants of the same shape (ServeNoop, run by `sidecar bench-noop`);
+//   - the sidecar (`sidecar serve -config`, with a copy of the default config whose models'
+//     batching is set per scenario): batching off, fixed delays, adaptive;
+//   - the sidecar at half the best variant's measured rate, open loop, for its p99;
+//   - HTTP/JSON against the no-op handler and the sidecar;
+//   - the batch RPC's predictions/s against the ceiling: the same ONNX model run in this process,
+//     at the same batch size, sessions and threads, in a loop.
+//
+// Every load is bounded in time and count, every server listens on loopback only, and every
+// server process is stopped (SIGTERM, then SIGKILL) before the next one starts.
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"maps"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/novacron/sidecar/backends/onnx"
+)
+
+// Config is one bench run. The zero value of every field but Command and Embedded is valid.
+type Config struct {
+	// Duration is the measured window of each scenario. 0: 5s.
+	Duration time.Duration
+	// Warmup is the load before each window, made but not counted. 0: none.
+	Warmup time.Duration
+	// Concurrency is the number of closed-loop callers of the unary scenarios, each with its own
+	// input, and the worker pool of the open-loop ones. 0: 32.
+	Concurrency int
+	// Conns is the number of gRPC connections the callers share, round robin. 0: 1.
+	Conns int
+	// BatchVMs is the VMs per PredictBandwidthBatch call, and the rows per batch of the ceiling.
+	// 0: 256.
+	BatchVMs int
+	// BatchConcurrency is the number of callers of the batch RPC. 0: 4.
+	BatchConcurrency int
+	// Rate, when above 0, runs every unary scenario but "half" open loop at this many calls per
+	// second (Concurrency workers) instead of closed loop.
+	Rate float64
+	// Only names the scenarios to run (see Scenarios); empty: all.
+	Only []string
+	// Command starts a server: the sidecar binary and any leading arguments; Run appends
+	// "serve -config FILE ..." or "bench-noop ...". Required.
+	Command []string
+	// Embedded holds configs/default.yaml (the base of every sidecar config), models/bandwidth.onnx
+	// and specs/bandwidth.yaml (the ceiling's model). Required (examples.FS).
+	Embedded fs.FS
+	// ONNXRuntime is the library path for the ceiling and the sidecars; "": onnx.LibraryPath's search.
+	ONNXRuntime string
+	// StartTimeout bounds a server's start, model loading included. 0: 60s.
+	StartTimeout time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.Duration == 0 {
+		c.Duration = 5 * time.Second
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = 32
+	}
+	if c.Conns == 0 {
+		c.Conns = 1
+	}
+	if c.BatchVMs == 0 {
+		c.BatchVMs = 256
+	}
+	if c.BatchConcurrency == 0 {
+		c.BatchConcurrency = 4
+	}
+	if c.StartTimeout == 0 {
+		c.StartTimeout = time.Minute
+	}
+	return c
+}
+
+// Validate reports every problem with c (after defaults).
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.Duration < 0 || c.Duration > 10*time.Minute {
+		bad("duration: %v is not in 0..10m", c.Duration)
+	}
+	if c.Warmup < 0 || c.Warmup > time.Minute {
+		bad("warmup: %v is not in 0..1m", c.Warmup)
+	}
+	if c.Concurrency < 1 || c.Concurrency > 4096 {
+		bad("concurrency: %d is not in 1..4096", c.Concurrency)
+	}
+	if c.Conns < 1 || c.Conns > 64 {
+		bad("conns: %d is not in 1..64", c.Conns)
+	}
+	if c.BatchVMs < 1 || c.BatchVMs > 65536 {
+		bad("batch-vms: %d is not in 1..65536", c.BatchVMs)
+	}
+	if c.BatchConcurrency < 1 || c.BatchConcurrency > 256 {
+		bad("batch-concurrency: %d is not in 1..256", c.BatchConcurrency)
+	}
+	if c.Rate < 0 || c.Rate > 1e6 {
+		bad("rate: %v is not in 0..1e6 calls/s", c.Rate)
+	}
+	known := Scenarios()
+	for _, n := range c.Only {
+		if !slices.Contains(known, n) {
+			bad("only: unknown scenario %q (want some of %s)", n, strings.Join(known, ","))
+		}
+	}
+	if len(c.Command) == 0 {
+		bad("command: empty (the sidecar binary to start servers with)")
+	}
+	if c.Embedded == nil {
+		bad("embedded: nil (the example files)")
+	}
+	return errors.Join(errs...)
+}
+
+// scenario is one line of the table.
+type scenario struct {
+	name string
+	kind Kind
+	// batching holds the keys set in every model's batching section of the default config, for
+	// SidecarGRPC; the other sidecar kinds use the best SidecarGRPC variant run before them.
+	batching map[string]any
+	// label is the batching column; desc is the legend.
+	label, desc string
+}
+
+// scenarios is the run order: the floor, the variants whose best the half-rate, HTTP and batch
+// rows reuse, then those, then the ceiling.
+func scenarios() []scenario {
+	fixed := func(delay string) map[string]any { return map[string]any{"max_queue_delay": delay} }
+	return []scenario{
+		{name: "floor", kind: FloorGRPC, desc: "no-op gRPC server (bench-noop): constant answers of the same shape; the cost of a gRPC call here"},
+		{name: "off", kind: SidecarGRPC, batching: map[string]any{"disabled": true}, label: "off",
+			desc: "sidecar, batching disabled: every call is its own model run"},
+		{name: "fixed-0", kind: SidecarGRPC, batching: fixed("0s"), label: "fixed 0",
+			desc: "sidecar, the default config's batching with max_queue_delay 0 (batches only what is already waiting)"},
+		{name: "fixed-250us", kind: SidecarGRPC, batching: fixed("250us"), label: "fixed 250µs",
+			desc: "sidecar, the default config's batching with max_queue_delay 250µs"},
+		{name: "fixed-1ms", kind: SidecarGRPC, batching: fixed("1ms"), label: "fixed 1ms",
+			desc: "sidecar, the default config's batching with max_queue_delay 1ms"},
+		{name: "adaptive", kind: SidecarGRPC, batching: map[string]any{"adaptive": true}, label: "adaptive",
+			desc: "sidecar, the default config's batching with adaptive: true (max_queue_delay 0 there means its adaptive default)"},
+		{name: "half", kind: HalfRate,
+			desc: "the best batching variant above, open loop at half its measured rate (the issue's p99 target)"},
+		{name: "half-floor", kind: HalfFloor,
+			desc: "the no-op gRPC server at the rate of half: what the machine and the client add to that p99"},
+		{name: "http-floor", kind: FloorHTTP, desc: "no-op net/http handler: reads the body, writes a constant JSON answer"},
+		{name: "http", kind: SidecarHTTP, desc: "sidecar, POST /api/v1/predict, best batching variant"},
+		{name: "batch", kind: BatchRPC, desc: "sidecar, PredictBandwidthBatch, best batching variant"},
+		{name: "ceiling", kind: Ceiling, desc: "ONNX Runtime in the bench process: the bandwidth model, same batch size, sessions and threads, in a loop"},
+	}
+}
+
+// Scenarios returns the scenario names in the order Run runs them.
+func Scenarios() []string {
+	var names []string
+	for _, s := range scenarios() {
+		names = append(names, s.name)
+	}
+	return names
+}
+
+var errHalf = errors.New("needs a measured sidecar variant first: run one of off, fixed-*, adaptive with it")
+
+// runner holds one Run's state. Only Run's goroutine uses it.
+type runner struct {
+	cfg      Config
+	lib      string
+	base     []byte // configs/default.yaml
+	dir      string // temp dir for configs
+	rec      *recorder
+	progress io.Writer
+	// best is the fastest SidecarGRPC variant so far (batching on preferred), or nil.
+	best *scenario
+	// bestRate is best's rate.
+	bestRate float64
+	bestOn   bool
+}
+
+// Run runs the selected scenarios one after the other and returns their report. Progress goes to
+// progress, a few lines per scenario. A scenario that fails is reported in its row and in the
+// error, and the others still run; ctx's end stops the run (the report then holds what finished).
+func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if os.Getenv(ChildEnv) != "" {
+		return nil, fmt.Errorf("$%s is set: this process is a server a bench started; it runs no bench itself", ChildEnv)
+	}
+	cfg = cfg.withDefaults()
+	lib, err := onnx.LibraryPath(cfg.ONNXRuntime)
+	if err != nil {
+		return nil, err
+	}
+	base, err := fs.ReadFile(cfg.Embedded, "configs/default.yaml")
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "sidecar-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+
+	samples := int(cfg.Duration.Seconds() * 100_000)
+	if cfg.Rate > 0 {
+		samples = max(samples, int(cfg.Rate*cfg.Duration.Seconds()*1.1))
+	}
+	r := &runner{cfg: cfg, lib: lib, base: base, dir: dir, progress: progress,
+		rec: newRecorder(min(max(samples, 10_000), 4<<20))}
+
+	var selected []scenario
+	for _, s := range scenarios() {
+		if len(cfg.Only) == 0 || slices.Contains(cfg.Only, s.name) {
+			selected = append(selected, s)
+		}
+	}
+	rep := &Report{Machine: machine(), Settings: r.settings()}
+	var failures []error
+	capped := false
+	for i, s := range selected {
+		fmt.Fprintf(progress, "bench: [%d/%d] %s: %s\n", i+1, len(selected), s.name, s.desc)
+		row, err := r.run(ctx, s)
+		if ctx.Err() != nil {
+			return rep, ctx.Err()
+		}
+		if err != nil {
+			fmt.Fprintf(progress, "bench:   failed: %v\n", err)
+			row.Failed = err.Error()
+			failures = append(failures, fmt.Errorf("%s: %w", s.name, err))
+		} else {
+			fmt.Fprintf(progress, "bench:   %s\n", summary(row))
+		}
+		capped = capped || row.Capped
+		rep.Rows = append(rep.Rows, row)
+		rep.Legend = append(rep.Legend, fmt.Sprintf("%-11s %s", s.name, s.desc))
+	}
+	if capped {
+		rep.Legend = append(rep.Legend, "* more calls than the latency buffer holds: percentiles of the first ones")
+	}
+	return rep, errors.Join(failures...)
+}
+
+func (r *runner) settings() string {
+	c := r.cfg
+	s := fmt.Sprintf("%v per scenario after %v warmup; %d callers on %d gRPC conn(s); batch: %d VMs per call, %d callers",
+		c.Duration, c.Warmup, c.Concurrency, c.Conns, c.BatchVMs, c.BatchConcurrency)
+	if c.Rate > 0 {
+		s += fmt.Sprintf("; unary scenarios open loop at %.0f calls/s", c.Rate)
+	}
+	return s
+}
+
+func summary(x Row) string {
+	s := fmt.Sprintf("%.0f calls/s", x.Rate)
+	if x.Kind.batch() {
+		s += fmt.Sprintf(" (%.0f predictions/s)", x.Predictions)
+	}
+	s += fmt.Sprintf(", p50 %s, p99 %s, p99.9 %s", fmtDur(x.P50), fmtDur(x.P99), fmtDur(x.P999))
+	if v := x.cpuPer1k(); v >= 0 {
+		s += fmt.Sprintf(", CPU %.3f s/1k", v)
+	}
+	if x.PeakRSS > 0 {
+		s += fmt.Sprintf(", peak RSS %s MB", fmtMB(x.PeakRSS))
+	}
+	if x.Errors > 0 || x.Dropped > 0 {
+		s += fmt.Sprintf(", %d errors, %d dropped", x.Errors, x.Dropped)
+	}
+	return s
+}
+
+// run measures one scenario.
+func (r *runner) run(ctx context.Context, s scenario) (Row, error) {
+	row := Row{Scenario: s.name, Kind: s.kind, Batching: s.label}
+	c := r.cfg
+	p := phase{Warmup: c.Warmup, Duration: c.Duration}
+	if s.kind == Ceiling {
+		row.Load = fmt.Sprintf("%d VMs/batch", c.BatchVMs)
+		return r.ceiling(ctx, row, p)
+	}
+
+	// Which server, with which config.
+	var command []string
+	var cfgOf *scenario // the sidecar variant
+	switch s.kind {
+	case FloorGRPC, FloorHTTP, HalfFloor:
+		command = append(slices.Clone(c.Command), "bench-noop", "-grpc", "127.0.0.1:0", "-http", "127.0.0.1:0")
+	case SidecarGRPC:
+		cfgOf = &s
+	default:
+		if r.best == nil {
+			if s.kind == HalfRate {
+				return row, errHalf
+			}
+			// No variant measured: the default config as it is.
+			cfgOf = &scenario{name: "default", label: "default"}
+		} else {
+			cfgOf = r.best
+		}
+		row.Batching = cfgOf.label
+	}
+	if cfgOf != nil {
+		path, err := r.writeConfig(cfgOf)
+		if err != nil {
+			return row, err
+		}
+		command = append(slices.Clone(c.Command), "serve", "-config", path, "-grpc", "127.0.0.1:0", "-http", "127.0.0.1:0", "-onnxruntime", r.lib)
+	}
+
+	// The load.
+	var (
+		call    callFunc
+		workers = c.Concurrency
+		rate    = c.Rate
+		cleanup = func() {}
+	)
+	switch s.kind {
+	case HalfRate, HalfFloor:
+		if r.best == nil {
+			return row, errHalf
+		}
+		rate = r.bestRate / 2
+	case BatchRPC:
+		workers, rate = c.BatchConcurrency, 0
+	}
+	switch {
+	case rate > 0:
+		row.Load = fmt.Sprintf("open %.0f/s, %d workers", rate, workers)
+	case s.kind == BatchRPC:
+		row.Load = fmt.Sprintf("%d callers x %d VMs", workers, c.BatchVMs)
+	default:
+		row.Load = fmt.Sprintf("%d callers", workers)
+	}
+
+	started := time.Now()
+	srv, err := startServer(ctx, command, c.StartTimeout)
+	if err != nil {
+		return row, err
+	}
+	defer srv.stop()
+	fmt.Fprintf(r.progress, "bench:   server pid %d ready in %v (grpc %s, http %s); load %s, warmup %v, window %v\n",
+		srv.pid(), time.Since(started).Round(time.Millisecond), srv.grpc, srv.http, row.Load, p.Warmup, p.Duration)
+
+	// Bound every call by the scenario's end, generously: no call outlives a hung server by long.
+	cctx, cancel := context.WithTimeout(ctx, p.Warmup+p.Duration+30*time.Second)
+	defer cancel()
+	switch s.kind {
+	case FloorHTTP, SidecarHTTP:
+		call, cleanup, err = httpCaller(cctx, "http://"+srv.http, workers)
+	case BatchRPC:
+		call, cleanup, err = batchCaller(cctx, srv.grpc, workers, c.Conns, c.BatchVMs)
+	default:
+		call, cleanup, err = grpcCaller(cctx, srv.grpc, workers, c.Conns)
+	}
+	if err != nil {
+		return row, err
+	}
+	defer cleanup()
+
+	var cpu0, self0 time.Duration
+	atStart := func() {
+		cpu0, _ = procCPU(srv.pid())
+		self0, _ = procCPU(0)
+	}
+	var res loadResult
+	if rate > 0 {
+		res = openLoop(cctx, workers, rate, p, call, r.rec, atStart)
+	} else {
+		res = closedLoop(cctx, workers, p, call, r.rec, atStart)
+	}
+	cpu1, cerr := procCPU(srv.pid())
+	self1, _ := procCPU(0)
+	row.CPU = cpu1 - cpu0
+	if cerr != nil {
+		row.CPU = -1
+	}
+	row.PeakRSS, _ = procPeakRSS(srv.pid())
+	r.fill(&row, res, c.BatchVMs)
+	fmt.Fprintf(r.progress, "bench:   load generator CPU %.3f s over the window\n", (self1 - self0).Seconds())
+
+	if res.OK == 0 {
+		if res.FirstErr != nil {
+			return row, fmt.Errorf("no call succeeded: %d errors, the first: %w", res.Errors, res.FirstErr)
+		}
+		return row, errors.New("no call completed in the window")
+	}
+	if res.FirstErr != nil {
+		fmt.Fprintf(r.progress, "bench:   %d calls failed; the first: %v\n", res.Errors, res.FirstErr)
+	}
+	if s.kind == SidecarGRPC && rate == 0 {
+		on := s.batching["disabled"] != true
+		// Batching on beats off for "best": the half-rate, HTTP and batch rows are about batching.
+		if r.best == nil || (on && !r.bestOn) || (on == r.bestOn && row.Rate > r.bestRate) {
+			r.best, r.bestRate, r.bestOn = &s, row.Rate, on
+		}
+	}
+	if s.kind == SidecarGRPC && rate > 0 && r.best == nil {
+		r.best, r.bestRate, r.bestOn = &s, row.Rate, s.batching["disabled"] != true
+	}
+	return row, nil
+}
+
+// fill copies a load result and the recorder's percentiles into a row; a batch row's calls make
+// rows predictions each.
+func (r *runner) fill(row *Row, res loadResult, rows int) {
+	lat := r.rec.summary()
+	row.OK, row.Errors, row.Dropped, row.Rate = res.OK, res.Errors, res.Dropped, res.Rate()
+	row.P50, row.P99, row.P999, row.Capped = lat.P50, lat.P99, lat.P999, lat.Capped
+	if row.Kind.batch() {
+		row.Predictions = row.Rate * float64(rows)
+	}
+}
+
+// writeConfig writes the sidecar config of a variant: the embedded default with the variant's keys
+// set in every model's batching section, loopback listeners, and limits that admit the batch calls.
+func (r *runner) writeConfig(s *scenario) (string, error) {
+	b, err := sidecarConfig(r.base, s.batching, r.cfg.BatchVMs)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(r.dir, s.name+".yaml")
+	return path, os.WriteFile(path, b, 0o600)
+}
+
+// sidecarConfig derives a variant's config from base (the default config's YAML): batching's keys
+// are set in each model's batching section (nil: left as it is).
+func sidecarConfig(base []byte, batching map[string]any, batchVMs int) ([]byte, error) {
+	var doc map[string]any
+	if err := yaml.Unmarshal(base, &doc); err != nil {
+		return nil, fmt.Errorf("default config: %w", err)
+	}
+	doc["listen"] = map[string]any{"grpc": "127.0.0.1:0", "http": "127.0.0.1:0"}
+	limits, _ := doc["limits"].(map[string]any)
+	if limits == nil {
+		limits = map[string]any{}
+		doc["limits"] = limits
+	}
+	raise := func(key string, v int) {
+		if cur, ok := limits[key].(int); !ok || cur < v {
+			limits[key] = v
+		}
+	}
+	raise("max_batch_vms", batchVMs)
+	raise("max_message_bytes", max(4<<20, batchVMs*2048))
+	models, _ := doc["models"].([]any)
+	if len(models) == 0 {
+		return nil, errors.New("default config: no models")
+	}
+	for i, m := range models {
+		mm, ok := m.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("default config: models[%d] is not a mapping", i)
+		}
+		if len(batching) == 0 {
+			continue
+		}
+		b, _ := mm["batching"].(map[string]any)
+		merged := make(map[string]any, len(b)+len(batching))
+		maps.Copy(merged, b)
+		maps.Copy(merged, batching)
+		mm["batching"] = merged
+	}
+	return yaml.Marshal(doc)
+}
+
+// pool returns the sessions and intra-op threads of the named model in the default config (the
+// config's defaults, 2 and 1, where it says nothing).
+func pool(base []byte, model string) (sessions, threads int, err error) {
+	var doc struct {
+		Models []struct {
+			Name string `yaml:"name"`
+			Pool struct {
+				Sessions       int `yaml:"sessions"`
+				IntraOpThreads int `yaml:"intra_op_threads"`
+			} `yaml:"pool"`
+		} `yaml:"models"`
+	}
+	if err := yaml.Unmarshal(base, &doc); err != nil {
+		return 0, 0, err
+	}
+	for _, m := range doc.Models {
+		if m.Name == model {
+			sessions, threads = m.Pool.Sessions, m.Pool.IntraOpThreads
+			if sessions == 0 {
+				sessions = 2
+			}
+			return sessions, max(threads, 1), nil
+		}
+	}
+	return 0, 0, fmt.Errorf("default config has no model %q", model)
+}
+
+// machine describes the host for the report.
+func machine() string {
+	model := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.Lines(string(b)) {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	mem := ""
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for line := range strings.Lines(string(b)) {
+			if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+				var kb int64
+				fmt.Sscanf(strings.TrimSpace(rest), "%d", &kb)
+				mem = fmt.Sprintf(", %.0f GiB", float64(kb)/(1<<20))
+			}
+		}
+	}
+	load := ""
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			load = ", load average " + f[0] + " at start"
+		}
+	}
+	return fmt.Sprintf("%s, %d CPUs%s, %s %s/%s, %s%s", model, runtime.NumCPU(), mem, runtime.Version(), runtime.GOOS, runtime.GOARCH,
+		time.Now().Format("2006-01-02 15:04 MST"), load)
+}

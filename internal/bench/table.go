@@ -1,0 +1,371 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Row is one line of the report: one scenario's measurement.
+type Row struct {
+	// Scenario is the scenario's name (see Scenarios).
+	Scenario string
+	// Kind says what was measured; it decides the row's reference (floor or ceiling).
+	Kind Kind
+	// Batching names the sidecar's batching settings ("off", "fixed 250µs", "adaptive", ...);
+	// empty for the no-op servers and the ceiling.
+	Batching string
+	// Load describes the offered load: "32 callers", "open 4100/s, 32 workers", ...
+	Load string
+	// Rate is completed calls per second.
+	Rate float64
+	// Predictions is forecasts per second (batch rows: Rate x VMs per call); 0 elsewhere.
+	Predictions float64
+	// P50, P99, P999 are latency percentiles of the calls in the window.
+	P50, P99, P999 time.Duration
+	// CPU is the server process's CPU time (user + system) over the window; for the ceiling, the
+	// bench process's own. Negative: unknown.
+	CPU time.Duration
+	// PeakRSS is the server process's peak resident set (VmHWM) in bytes at the end of the
+	// scenario, its whole life (start, model load, warmup, window) included; 0: unknown.
+	PeakRSS int64
+	// OK, Errors and Dropped count the calls in the window: succeeded, failed, and (open loop)
+	// arrivals not sent because every worker was busy.
+	OK, Errors, Dropped int64
+	// Capped: more calls than the latency buffer holds; percentiles are of the first ones.
+	Capped bool
+	// Failed is set when the scenario could not run; the other fields are then empty.
+	Failed string
+}
+
+// Kind is what a row measured.
+type Kind int
+
+// Kinds of rows.
+const (
+	FloorGRPC   Kind = iota // no-op gRPC server, unary PredictBandwidth
+	SidecarGRPC             // sidecar, unary PredictBandwidth over gRPC, closed loop (or -rate)
+	HalfRate                // sidecar, unary gRPC, open loop at half a measured rate
+	HalfFloor               // no-op gRPC server at the same rate as HalfRate
+	FloorHTTP               // no-op net/http handler, POST /api/v1/predict
+	SidecarHTTP             // sidecar, POST /api/v1/predict
+	BatchRPC                // sidecar, PredictBandwidthBatch
+	Ceiling                 // ONNX Runtime in the bench process, same model, batch size, threads
+)
+
+func (k Kind) protocol() string {
+	switch k {
+	case FloorHTTP, SidecarHTTP:
+		return "http"
+	case Ceiling:
+		return "onnx"
+	}
+	return "grpc"
+}
+
+func (k Kind) batch() bool { return k == BatchRPC || k == Ceiling }
+
+// cpuPer1k is CPU seconds per 1000 calls (batch rows: per 1000 predictions), or -1.
+func (r Row) cpuPer1k() float64 {
+	n := float64(r.OK)
+	if r.Kind.batch() && r.Rate > 0 {
+		n *= r.Predictions / r.Rate
+	}
+	if r.CPU < 0 || n == 0 {
+		return -1
+	}
+	return r.CPU.Seconds() / n * 1000
+}
+
+// Report is the result of a run: rows in the order run, and what they ran on.
+type Report struct {
+	// Machine describes the host: CPUs, model, Go version.
+	Machine string
+	// Settings describes the run: duration, warmup, callers, connections.
+	Settings string
+	// Rows holds one row per scenario run.
+	Rows []Row
+	// Legend explains the scenario names, one line each.
+	Legend []string
+}
+
+func (r *Report) row(kind Kind) (Row, bool) {
+	for _, x := range r.Rows {
+		if x.Kind == kind && x.Failed == "" && x.Rate > 0 {
+			return x, true
+		}
+	}
+	return Row{}, false
+}
+
+// reference returns the rate a row is compared with: the floor of its protocol, or the ceiling.
+func (r *Report) reference(x Row) (float64, bool) {
+	switch x.Kind {
+	case FloorGRPC, SidecarGRPC:
+		f, ok := r.row(FloorGRPC)
+		return f.Rate, ok
+	case FloorHTTP, SidecarHTTP:
+		f, ok := r.row(FloorHTTP)
+		return f.Rate, ok
+	case BatchRPC, Ceiling:
+		c, ok := r.row(Ceiling)
+		return c.Predictions, ok
+	}
+	return 0, false
+}
+
+// WriteTable prints the report: the unary table, the batch table, the legend and the targets.
+func (r *Report) WriteTable(w io.Writer) error {
+	var b strings.Builder
+	if r.Machine != "" {
+		fmt.Fprintf(&b, "machine:  %s\n", r.Machine)
+	}
+	if r.Settings != "" {
+		fmt.Fprintf(&b, "settings: %s\n", r.Settings)
+	}
+	b.WriteString("\n")
+
+	var unary, batch [][]string
+	for _, x := range r.Rows {
+		if x.Kind.batch() {
+			batch = append(batch, r.batchCells(x))
+		} else {
+			unary = append(unary, r.unaryCells(x))
+		}
+	}
+	if len(unary) > 0 {
+		writeTable(&b,
+			[]string{"scenario", "protocol", "batching", "load", "req/s", "p50", "p99", "p99.9", "CPU s/1k req", "peak RSS MB", "% of floor", "errors"},
+			[]bool{false, false, false, false, true, true, true, true, true, true, true, true}, unary)
+	}
+	if len(batch) > 0 {
+		if len(unary) > 0 {
+			b.WriteString("\n")
+		}
+		writeTable(&b,
+			[]string{"scenario", "protocol", "batching", "load", "calls/s", "predictions/s", "p50", "p99", "CPU s/1k pred", "peak RSS MB", "% of ceiling", "errors"},
+			[]bool{false, false, false, false, true, true, true, true, true, true, true, true}, batch)
+	}
+	var failed []string
+	for _, x := range r.Rows {
+		if x.Failed != "" {
+			failed = append(failed, fmt.Sprintf("%s failed: %s\n", x.Scenario, oneLine(x.Failed, 300)))
+		}
+	}
+	if len(failed) > 0 {
+		b.WriteString("\n" + strings.Join(failed, ""))
+	}
+	if len(r.Legend) > 0 {
+		b.WriteString("\n")
+		for _, l := range r.Legend {
+			b.WriteString(l + "\n")
+		}
+	}
+	if ts := r.Targets(); len(ts) > 0 {
+		b.WriteString("\ntargets (issue 3):\n")
+		var cells [][]string
+		for _, t := range ts {
+			cells = append(cells, []string{"  " + t.Name, t.Measured, t.Verdict})
+		}
+		writeTable(&b, nil, []bool{false, false, false}, cells)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func (r *Report) unaryCells(x Row) []string {
+	if x.Failed != "" {
+		return []string{x.Scenario, x.Kind.protocol(), orDash(x.Batching), x.Load, "failed"}
+	}
+	pct := "-"
+	if ref, ok := r.reference(x); ok && x.Load == r.refLoad(x) {
+		pct = fmt.Sprintf("%.0f%%", 100*x.Rate/ref)
+	}
+	errs := fmt.Sprint(x.Errors)
+	if x.Dropped > 0 {
+		errs += fmt.Sprintf(" (+%d dropped)", x.Dropped)
+	}
+	return []string{x.Scenario, x.Kind.protocol(), orDash(x.Batching), x.Load, fmt.Sprintf("%.0f", x.Rate),
+		fmtDur(x.P50), fmtDur(x.P99), fmtDur(x.P999) + capMark(x.Capped), fmtCPU(x.cpuPer1k()), fmtMB(x.PeakRSS), pct, errs}
+}
+
+// refLoad is the load of the row x is compared with; a percentage is only shown for equal loads.
+func (r *Report) refLoad(x Row) string {
+	switch x.Kind {
+	case FloorGRPC, SidecarGRPC:
+		f, _ := r.row(FloorGRPC)
+		return f.Load
+	case FloorHTTP, SidecarHTTP:
+		f, _ := r.row(FloorHTTP)
+		return f.Load
+	}
+	return x.Load
+}
+
+func (r *Report) batchCells(x Row) []string {
+	if x.Failed != "" {
+		return []string{x.Scenario, x.Kind.protocol(), orDash(x.Batching), x.Load, "failed"}
+	}
+	pct := "-"
+	if ref, ok := r.reference(x); ok {
+		pct = fmt.Sprintf("%.0f%%", 100*x.Predictions/ref)
+	}
+	return []string{x.Scenario, x.Kind.protocol(), orDash(x.Batching), x.Load, fmt.Sprintf("%.0f", x.Rate),
+		fmt.Sprintf("%.0f", x.Predictions), fmtDur(x.P50), fmtDur(x.P99), fmtCPU(x.cpuPer1k()), fmtMB(x.PeakRSS), pct, fmt.Sprint(x.Errors)}
+}
+
+// Target is one of issue 3's targets, judged on the report's rows.
+type Target struct {
+	Name     string
+	Measured string
+	// Met is meaningful only when Verdict is "met" or starts with "MISSED".
+	Met     bool
+	Verdict string
+}
+
+// Targets judges issue 3's targets on the rows present; a target whose rows were not run is left out.
+func (r *Report) Targets() []Target {
+	var ts []Target
+	judge := func(name, measured string, met bool, miss string) {
+		v := "met"
+		if !met {
+			v = "MISSED " + miss
+		}
+		ts = append(ts, Target{Name: name, Measured: measured, Met: met, Verdict: v})
+	}
+	floor, hasFloor := r.row(FloorGRPC)
+	var best Row
+	for _, x := range r.Rows {
+		if x.Kind == SidecarGRPC && x.Failed == "" && x.Load == floor.Load && x.Rate > best.Rate {
+			best = x
+		}
+	}
+	if hasFloor && best.Rate > 0 {
+		pct := 100 * best.Rate / floor.Rate
+		judge(fmt.Sprintf("unary gRPC, %s: >= 80%% of the floor's req/s", floor.Load),
+			fmt.Sprintf("%s: %.0f%% (%.0f of %.0f req/s)", best.Scenario, pct, best.Rate, floor.Rate),
+			pct >= 80, fmt.Sprintf("by %.0f points", 80-pct))
+	}
+	if h, ok := r.row(HalfRate); ok {
+		measured := fmt.Sprintf("%s at %s: p99 %s", h.Batching, h.Load, fmtDur(h.P99))
+		if f, ok := r.row(HalfFloor); ok && f.Load == h.Load {
+			measured += fmt.Sprintf(" (no-op floor at that rate: %s)", fmtDur(f.P99))
+		}
+		judge("p99 at half of that rate: <= 2ms", measured,
+			h.P99 <= 2*time.Millisecond && h.Dropped == 0 && h.Errors == 0, fmt.Sprintf("by %s", fmtDur(h.P99-2*time.Millisecond)))
+	}
+	if b, ok := r.row(BatchRPC); ok {
+		if c, ok := r.row(Ceiling); ok {
+			pct := 100 * b.Predictions / c.Predictions
+			judge(fmt.Sprintf("batch RPC (%s): >= 70%% of the ONNX Runtime ceiling", b.Load),
+				fmt.Sprintf("%.0f%% (%.0f of %.0f predictions/s)", pct, b.Predictions, c.Predictions),
+				pct >= 70, fmt.Sprintf("by %.0f points", 70-pct))
+		}
+	}
+	if h, ok := r.row(SidecarHTTP); ok {
+		if f, ok := r.row(FloorHTTP); ok && f.Load == h.Load {
+			pct := 100 * h.Rate / f.Rate
+			judge("HTTP/JSON /api/v1/predict: >= 70% of the no-op net/http handler",
+				fmt.Sprintf("%.0f%% (%.0f of %.0f req/s)", pct, h.Rate, f.Rate),
+				pct >= 70, fmt.Sprintf("by %.0f points", 70-pct))
+		}
+	}
+	var peak Row
+	for _, x := range r.Rows {
+		if (x.Kind == SidecarGRPC || x.Kind == HalfRate || x.Kind == SidecarHTTP || x.Kind == BatchRPC) && x.PeakRSS > peak.PeakRSS {
+			peak = x
+		}
+	}
+	if peak.PeakRSS > 0 {
+		mb := float64(peak.PeakRSS) / 1e6
+		judge("sidecar peak resident memory (three models): < 200 MB",
+			fmt.Sprintf("max %.0f MB (%s)", mb, peak.Scenario), mb < 200, fmt.Sprintf("by %.0f MB", mb-200))
+	}
+	return ts
+}
+
+// writeTable writes rows under header (nil: none) in columns two spaces apart, each right-aligned
+// where right says so. Widths count runes, so "µs" aligns.
+func writeTable(b *strings.Builder, header []string, right []bool, rows [][]string) {
+	all := rows
+	if header != nil {
+		all = append([][]string{header}, rows...)
+	}
+	var width []int
+	for _, r := range all {
+		for i, c := range r {
+			if i >= len(width) {
+				width = append(width, 0)
+			}
+			width[i] = max(width[i], utf8.RuneCountInString(c))
+		}
+	}
+	for _, r := range all {
+		var line strings.Builder
+		for i, c := range r {
+			if i > 0 {
+				line.WriteString("  ")
+			}
+			pad := strings.Repeat(" ", width[i]-utf8.RuneCountInString(c))
+			if i < len(right) && right[i] {
+				line.WriteString(pad + c)
+			} else {
+				line.WriteString(c + pad)
+			}
+		}
+		b.WriteString(strings.TrimRight(line.String(), " ") + "\n")
+	}
+}
+
+// fmtDur prints a latency with three significant digits or so: 87µs, 1.23ms, 12.3ms, 1.20s.
+func fmtDur(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return "-"
+	case d < time.Millisecond:
+		return fmt.Sprintf("%dµs", d.Round(time.Microsecond)/time.Microsecond)
+	case d < 10*time.Millisecond:
+		return fmt.Sprintf("%.2fms", float64(d)/1e6)
+	case d < time.Second:
+		return fmt.Sprintf("%.1fms", float64(d)/1e6)
+	}
+	return fmt.Sprintf("%.2fs", d.Seconds())
+}
+
+func fmtCPU(v float64) string {
+	if v < 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.3f", v)
+}
+
+func fmtMB(b int64) string {
+	if b <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f", float64(b)/1e6)
+}
+
+func capMark(c bool) string {
+	if c {
+		return "*"
+	}
+	return ""
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func oneLine(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if utf8.RuneCountInString(s) > n {
+		s = string([]rune(s)[:n]) + "…"
+	}
+	return s
+}
