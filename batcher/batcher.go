@@ -54,7 +54,10 @@ type Config struct {
 	PreferredBatchSizes []int
 	// MaxQueueSize bounds the rows waiting. Zero: 64 x MaxBatchSize.
 	MaxQueueSize int
-	// MaxInflightBatches is the number of batches running at once. Zero: 1.
+	// MaxInflightBatches is the number of batches running at once. Zero: 1. While one batch runs,
+	// another starts only when it is full (MaxBatchSize rows): a backlog uses more backend slots,
+	// but small batches never run side by side, where they would only split the rows (and the
+	// CPU) that one batch could take at a lower cost per row.
 	MaxInflightBatches int
 	// DefaultTimeout applies to calls whose context has no deadline. Zero: none.
 	DefaultTimeout time.Duration
@@ -158,9 +161,10 @@ type Batcher[In, Out any] struct {
 	inflight int
 	est      estimator
 
-	wake chan struct{} // buffered 1: something changed for the dispatcher
-	stop chan struct{}
-	wg   sync.WaitGroup // the dispatcher and running batches
+	wake chan struct{}        // buffered 1: something changed for the dispatcher
+	stop chan struct{}        // closed by Close
+	work chan *batch[In, Out] // formed batches, to the MaxInflightBatches workers
+	wg   sync.WaitGroup       // the dispatcher and the workers
 }
 
 // Option injects a collaborator.
@@ -185,8 +189,18 @@ func New[In, Out any](cfg Config, run RunFunc[In, Out], opts ...Option) (*Batche
 		f(&o)
 	}
 	b := &Batcher[In, Out]{cfg: cfg, run: run, obs: o.obs, now: o.now,
-		levels: make([][]*call[In, Out], cfg.Priorities), wake: make(chan struct{}, 1), stop: make(chan struct{})}
+		levels: make([][]*call[In, Out], cfg.Priorities), wake: make(chan struct{}, 1), stop: make(chan struct{}),
+		work: make(chan *batch[In, Out], cfg.MaxInflightBatches)}
 	b.wg.Go(b.dispatch)
+	// Long-lived workers (not a goroutine per batch): their stacks, grown once by the backend's
+	// calls, are kept.
+	for range cfg.MaxInflightBatches {
+		b.wg.Go(func() {
+			for bt := range b.work {
+				b.execute(bt)
+			}
+		})
+	}
 	return b, nil
 }
 
@@ -306,10 +320,11 @@ func (b *Batcher[In, Out]) dispatch() {
 		drained := stopping && b.queued == 0 && b.inflight == 0
 		b.mu.Unlock()
 		if batch != nil {
-			b.wg.Go(func() { b.execute(batch) })
+			b.work <- batch // never blocks: at most MaxInflightBatches are formed and not finished
 			continue
 		}
 		if drained {
+			close(b.work)
 			return
 		}
 		if timer != nil {
@@ -342,6 +357,9 @@ func (b *Batcher[In, Out]) readyLocked(stopping bool) (wait time.Duration, size 
 	}
 	if stopping || b.queued >= b.cfg.MaxBatchSize {
 		return 0, min(b.queued, b.cfg.MaxBatchSize)
+	}
+	if b.inflight > 0 {
+		return 0, 0 // not full: wait for the running batch, gathering rows behind it
 	}
 	delay := b.cfg.MaxQueueDelay
 	if b.cfg.Adaptive {

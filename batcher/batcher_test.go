@@ -423,14 +423,23 @@ func TestAdaptiveWait(t *testing.T) {
 		t.Fatalf("fit a=%v b=%v ok=%v", a, b, ok)
 	}
 	// 2 slots of single-row batches serve ~19.6k rows/s.
-	e.rate = 1000
+	e.rate, e.busy = 1000, 0.05
 	if w := e.wait(1, 64, 2, 2*time.Millisecond); w != 0 {
 		t.Errorf("light load waits %v", w)
 	}
-	e.rate = 100000 // beyond what single rows can serve: wait for about n* = λa/(0.8k−λb) = 10/1.4 ≈ 7 rows
+	// A busy backend: wait for a / (b/3) = 150 rows, capped at 64, arriving at 20k rows/s: 3.15ms,
+	// capped by the 2ms delay.
+	e.rate, e.busy = 20000, 0.9
+	if w := e.wait(1, 64, 2, 2*time.Millisecond); w != 2*time.Millisecond {
+		t.Errorf("busy backend waits %v, want the 2ms cap", w)
+	}
+	if w := e.wait(1, 64, 2, 10*time.Millisecond); w != 3150*time.Microsecond {
+		t.Errorf("busy backend waits %v, want 3.15ms for 63 more rows", w)
+	}
+	e.rate, e.busy = 100000, 0.9 // beyond what single rows can serve
 	w := e.wait(1, 64, 2, 2*time.Millisecond)
-	if w <= 0 || w > 100*time.Microsecond {
-		t.Errorf("heavy load waits %v, want a few tens of µs", w)
+	if w <= 0 || w > 700*time.Microsecond {
+		t.Errorf("heavy load waits %v, want the time for 63 rows at 100k/s: 630µs", w)
 	}
 	e.rate = 1e7 // hopeless: capped
 	if w := e.wait(1, 64, 2, 2*time.Millisecond); w > 2*time.Millisecond {
@@ -487,5 +496,32 @@ func TestMaxInflightBatches(t *testing.T) {
 		if peak != 3 {
 			t.Errorf("peak concurrency %d, want 3", peak)
 		}
+	})
+}
+
+// TestOnlyFullBatchesRunBesideAnother: with a batch running, a second slot takes a full batch but
+// not a partial one.
+func TestOnlyFullBatchesRunBesideAnother(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := &recorder{gate: make(chan struct{})}
+		b, _ := New(Config{MaxBatchSize: 4, MaxInflightBatches: 2}, r.run, WithObserver(r))
+		defer b.Close()
+		var wg sync.WaitGroup
+		wg.Go(func() { b.Do(context.Background(), []int{0}, 0) }) // runs alone, held
+		synctest.Wait()
+		for i := 1; i <= 3; i++ {
+			wg.Go(func() { b.Do(context.Background(), []int{i}, 0) })
+		}
+		synctest.Wait()
+		if q := b.Queued(); q != 3 {
+			t.Fatalf("a partial batch started beside the running one: %d rows still queued, want 3", q)
+		}
+		wg.Go(func() { b.Do(context.Background(), []int{4}, 0) }) // now 4 rows: a full batch
+		synctest.Wait()
+		if q := b.Queued(); q != 0 {
+			t.Fatalf("a full batch did not start in the free slot: %d rows queued", q)
+		}
+		close(r.gate)
+		wg.Wait()
 	})
 }

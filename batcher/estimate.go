@@ -13,10 +13,12 @@ type estimator struct {
 	n, sx, sy, sxx, sxy float64
 	batches             int
 
-	// Arrivals counted per window, smoothed into rate (rows per second).
-	windowStart time.Time
-	windowRows  int
-	rate        float64
+	// Arrivals and backend compute counted per window, smoothed into rate (rows per second) and
+	// busy (the share of the window a batch was running).
+	windowStart   time.Time
+	windowRows    int
+	windowCompute time.Duration
+	rate, busy    float64
 }
 
 const (
@@ -25,6 +27,8 @@ const (
 	rateSmooth  = 0.3                   // weight of the newest window
 	minSamples  = 16                    // batches before the fit is trusted
 	targetLoad  = 0.8                   // utilization the adaptive wait aims to stay under
+	busyFloor   = 0.5                   // below this share of time busy, the backend is lightly loaded
+	amortized   = 1.0 / 3               // fixed cost per batch, as a share of its rows' own cost
 	defaultCost = time.Millisecond      // per batch, before anything is measured
 )
 
@@ -36,6 +40,7 @@ func (e *estimator) observe(rows int, compute time.Duration) {
 	e.sxx = e.sxx*fitDecay + x*x
 	e.sxy = e.sxy*fitDecay + x*y
 	e.batches++
+	e.windowCompute += compute
 }
 
 // fit returns the fixed and per-row cost of a batch, in seconds; ok is false until enough batches
@@ -59,19 +64,25 @@ func (e *estimator) arrive(now time.Time, rows int) {
 	}
 	if el := now.Sub(e.windowStart); el >= rateWindow {
 		r := float64(e.windowRows) / el.Seconds()
+		u := min(1, e.windowCompute.Seconds()/el.Seconds())
 		if e.rate == 0 {
-			e.rate = r
+			e.rate, e.busy = r, u
 		} else {
 			e.rate = (1-rateSmooth)*e.rate + rateSmooth*r
+			e.busy = (1-rateSmooth)*e.busy + rateSmooth*u
 		}
-		e.windowStart, e.windowRows = now, 0
+		e.windowStart, e.windowRows, e.windowCompute = now, 0, 0
 	}
 	e.windowRows += rows
 }
 
-// wait is the adaptive delay for the oldest of queued rows: zero while k slots running batches of
-// the rows waiting keep up with arrivals at targetLoad; else the time for enough rows to arrive
-// that they would, capped by maxDelay.
+// wait is the adaptive delay for the oldest of queued rows. Under light load it is zero: the
+// backend is idle most of the time (busy < busyFloor) and batches of the rows waiting keep up with
+// arrivals at targetLoad. Otherwise batching pays: each batch's fixed cost a is time (and, on a
+// CPU, cores) that the rows and the front ends could use, so it waits for the batch to reach
+// efficientRows = a / (amortized × b) rows (the fixed cost under a third of the rows' own cost),
+// or for as many as keeping up needs, whichever is more; never longer than those rows take to
+// arrive, nor than maxDelay.
 func (e *estimator) wait(queued, maxBatch, k int, maxDelay time.Duration) time.Duration {
 	a, b, ok := e.fit()
 	lambda := e.rate
@@ -79,12 +90,15 @@ func (e *estimator) wait(queued, maxBatch, k int, maxDelay time.Duration) time.D
 		return 0
 	}
 	capacity := func(n float64) float64 { return float64(k) * n / (a + b*n) }
-	if capacity(float64(queued))*targetLoad >= lambda {
+	if e.busy < busyFloor && capacity(float64(queued))*targetLoad >= lambda {
 		return 0
 	}
 	need := float64(maxBatch)
+	if b > 0 {
+		need = math.Min(need, math.Ceil(a/(amortized*b)))
+	}
 	if den := float64(k)*targetLoad - lambda*b; den > 0 {
-		need = math.Min(need, lambda*a/den)
+		need = math.Min(float64(maxBatch), math.Max(need, lambda*a/den))
 	}
 	if need <= float64(queued) {
 		return 0

@@ -116,9 +116,9 @@ type Batching struct {
 	// MaxQueueSize bounds the rows waiting; a call that would exceed it is refused at once with
 	// RESOURCE_EXHAUSTED / 429 and a retry hint. Zero: 64 x MaxBatchSize.
 	MaxQueueSize int `yaml:"max_queue_size"`
-	// MaxInflightBatches is the number of batches running at once. Zero: 1, which on a CPU leaves
-	// the other cores to the front ends while rows gather behind the running batch (measured best
-	// on 2 cores: see the README's performance table).
+	// MaxInflightBatches is the number of batches running at once. Zero: pool.sessions. Beyond the
+	// first, a batch starts only when full, so a backlog (large batch calls) uses more sessions
+	// while small batches never run side by side.
 	MaxInflightBatches int `yaml:"max_inflight_batches"`
 	// Adaptive chooses the wait per batch from the measured batch-latency curve and arrival rate,
 	// never longer than MaxQueueDelay (which then defaults to 2ms).
@@ -195,7 +195,7 @@ func (c *Config) SetDefaults() {
 			b.MaxQueueSize = 64 * b.MaxBatchSize
 		}
 		if b.MaxInflightBatches == 0 {
-			b.MaxInflightBatches = 1
+			b.MaxInflightBatches = m.Pool.Sessions
 		}
 		if b.Adaptive && b.MaxQueueDelay == 0 {
 			b.MaxQueueDelay = 2 * time.Millisecond

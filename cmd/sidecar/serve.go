@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"runtime/pprof"
 
 	"github.com/novacron/sidecar/config"
 	"github.com/novacron/sidecar/examples"
@@ -19,6 +21,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	httpAddr := fs.String("http", "", "override listen.http (host:port, or off)")
 	lib := fs.String("onnxruntime", "", "override onnxruntime.library (path of libonnxruntime.so)")
 	printConfig := fs.Bool("print-config", false, "print the effective config's source and exit")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -45,6 +48,22 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	fmt.Fprintf(stderr, "sidecar: config %s\n", cfg.Source)
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(stderr, "sidecar: -cpuprofile:", err)
+			return 1
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(stderr, "sidecar: -cpuprofile:", err)
+			return 1
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+			fmt.Fprintln(stderr, "sidecar: CPU profile written to", *cpuProfile)
+		}()
+	}
 	a, err := app.Start(ctx, cfg, examples.FS, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "sidecar:", err)

@@ -139,13 +139,23 @@ type scenario struct {
 	batching map[string]any
 	// label is the batching column; desc is the legend.
 	label, desc string
+	// rate, when above 0, drives this sidecar variant open loop at that many calls per second
+	// (the low and medium loads of the adaptive-versus-fixed sweep).
+	rate float64
 }
+
+// Loads of the sweep that sets adaptive batching against the fixed delays: low and medium open-loop
+// rates; the saturating load is the closed-loop rows.
+const (
+	sweepLow    = 1000
+	sweepMedium = 6000
+)
 
 // scenarios is the run order: the floor, the variants whose best the half-rate, HTTP and batch
 // rows reuse, then those, then the ceiling.
 func scenarios() []scenario {
 	fixed := func(delay string) map[string]any { return map[string]any{"max_queue_delay": delay} }
-	return []scenario{
+	list := []scenario{
 		{name: "floor", kind: FloorGRPC, desc: "no-op gRPC server (bench-noop): constant answers of the same shape; the cost of a gRPC call here"},
 		{name: "off", kind: SidecarGRPC, batching: map[string]any{"disabled": true}, label: "off",
 			desc: "sidecar, batching disabled: every call is its own model run"},
@@ -166,6 +176,23 @@ func scenarios() []scenario {
 		{name: "batch", kind: BatchRPC, desc: "sidecar, PredictBandwidthBatch, best batching variant"},
 		{name: "ceiling", kind: Ceiling, desc: "ONNX Runtime in the bench process: the bandwidth model, same batch size, sessions and threads, in a loop"},
 	}
+	for _, load := range []struct {
+		name string
+		rate float64
+	}{{"low", sweepLow}, {"medium", sweepMedium}} {
+		for _, v := range []struct {
+			name, label string
+			batching    map[string]any
+		}{
+			{"fixed-0", "fixed 0", fixed("0s")}, {"fixed-250us", "fixed 250µs", fixed("250us")},
+			{"fixed-1ms", "fixed 1ms", fixed("1ms")}, {"adaptive", "adaptive", map[string]any{"adaptive": true}},
+		} {
+			b := v.batching
+			list = append(list, scenario{name: load.name + "-" + v.name, kind: SidecarGRPC, batching: b, label: v.label, rate: load.rate,
+				desc: fmt.Sprintf("sidecar, %s, open loop at the %s load of the sweep (%d calls/s)", v.label, load.name, int(load.rate))})
+		}
+	}
+	return list
 }
 
 // Scenarios returns the scenario names in the order Run runs them.
@@ -339,6 +366,9 @@ func (r *runner) run(ctx context.Context, s scenario) (Row, error) {
 		rate = r.bestRate / 2
 	case BatchRPC:
 		workers, rate = c.BatchConcurrency, 0
+	}
+	if s.rate > 0 {
+		rate = s.rate
 	}
 	switch {
 	case rate > 0:

@@ -110,7 +110,9 @@ func ServeNoop(ctx context.Context, grpcAddr, httpAddr string, ready func(grpcAd
 		<-stopped
 	}
 	for ; pending > 0; pending-- { // both have returned now
-		if err := <-errc; failure == nil && !errors.Is(err, http.ErrServerClosed) { // ErrServerClosed: after Shutdown, the normal end
+		// ErrServerClosed and ErrServerStopped: the normal end after Shutdown / GracefulStop, also
+		// when the stop came before Serve started.
+		if err := <-errc; failure == nil && err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, grpc.ErrServerStopped) {
 			failure = err
 		}
 	}

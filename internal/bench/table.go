@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -270,6 +271,42 @@ func (r *Report) Targets() []Target {
 			judge("HTTP/JSON /api/v1/predict: >= 70% of the no-op net/http handler",
 				fmt.Sprintf("%.0f%% (%.0f of %.0f req/s)", pct, h.Rate, f.Rate),
 				pct >= 70, fmt.Sprintf("by %.0f points", 70-pct))
+		}
+	}
+	// Adaptive against the best fixed delay, per load: at a saturating (closed-loop) load by req/s,
+	// at an open-loop load by p99. "Matches" allows the run-to-run noise of this machine: 5%.
+	loads := []string{}
+	for _, x := range r.Rows {
+		if x.Kind == SidecarGRPC && x.Failed == "" && x.Batching == "adaptive" && !slices.Contains(loads, x.Load) {
+			loads = append(loads, x.Load)
+		}
+	}
+	for _, load := range loads {
+		var ad, bestFixed Row
+		for _, x := range r.Rows {
+			if x.Kind != SidecarGRPC || x.Failed != "" || x.Load != load {
+				continue
+			}
+			open := strings.HasPrefix(load, "open")
+			switch {
+			case x.Batching == "adaptive":
+				ad = x
+			case strings.HasPrefix(x.Batching, "fixed") && (bestFixed.Scenario == "" ||
+				(open && x.P99 < bestFixed.P99) || (!open && x.Rate > bestFixed.Rate)):
+				bestFixed = x
+			}
+		}
+		if bestFixed.Scenario == "" {
+			continue
+		}
+		if strings.HasPrefix(load, "open") {
+			judge(fmt.Sprintf("adaptive vs best fixed delay, %s: p99 within 5%%", load),
+				fmt.Sprintf("adaptive p99 %s, best fixed (%s) %s", fmtDur(ad.P99), bestFixed.Batching, fmtDur(bestFixed.P99)),
+				float64(ad.P99) <= 1.05*float64(bestFixed.P99), fmt.Sprintf("by %s", fmtDur(ad.P99-bestFixed.P99)))
+		} else {
+			judge(fmt.Sprintf("adaptive vs best fixed delay, %s: req/s within 5%%", load),
+				fmt.Sprintf("adaptive %.0f req/s, best fixed (%s) %.0f", ad.Rate, bestFixed.Batching, bestFixed.Rate),
+				ad.Rate >= 0.95*bestFixed.Rate, fmt.Sprintf("by %.0f%%", 100*(1-ad.Rate/bestFixed.Rate)))
 		}
 	}
 	var peak Row
