@@ -16,6 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+
+	aipb "github.com/novacron/sidecar/proto/novacron/ai"
 )
 
 // Readiness reports whether the sidecar can answer: nil when ready, else the reason per component.
@@ -133,6 +135,10 @@ func serveJSON[Req, Resp proto.Message](svc *Service, w http.ResponseWriter, r *
 	if len(body) == 0 {
 		return zero, invalid("body", "empty; want a JSON object")
 	}
+	if br, ok := any(req).(*aipb.BandwidthRequest); ok && decodeBandwidthFast(body, br) {
+		return call(ctx, req)
+	}
+	proto.Reset(req) // the fast path may have filled part of it
 	if err := jsonIn.Unmarshal(body, req); err != nil {
 		return zero, invalid("body", fmt.Sprintf("not a valid %s JSON object: %v", req.ProtoReflect().Descriptor().Name(), trimProto(err)))
 	}
