@@ -41,3 +41,10 @@ proto:
 # Regenerate the example data, training matrices and models (needs Debian's python3-torch, python3-onnx).
 models:
 	examples/training/run.sh
+
+# Every fuzz target for a bounded time each (FUZZTIME, default 20s).
+FUZZTIME ?= 20s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzCanonicalize$$' -fuzztime $(FUZZTIME) ./features/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./features/
+	$(GO) test -run '^$$' -fuzz '^FuzzBandwidthJSON$$' -fuzztime $(FUZZTIME) ./proxy/

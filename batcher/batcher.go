@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 )
@@ -268,6 +269,12 @@ func (b *Batcher[In, Out]) Do(ctx context.Context, rows []In, priority int) ([]O
 		b.queued -= len(c.rows) - c.next
 		c.next = len(c.rows)
 	}
+	// Leave the level now, not when its head is next trimmed: under load a lower level's head may
+	// not be reached for a long time, and its dead entries would pile up.
+	q := b.levels[c.priority]
+	if i := slices.Index(q, c); i >= 0 {
+		b.levels[c.priority] = slices.Delete(q, i, i+1)
+	}
 	queued = b.queued
 	b.mu.Unlock()
 	b.obs.Queue(queued)
@@ -318,8 +325,10 @@ func (b *Batcher[In, Out]) dispatch() {
 			batch = b.formLocked(size)
 		}
 		drained := stopping && b.queued == 0 && b.inflight == 0
+		queued := b.queued
 		b.mu.Unlock()
 		if batch != nil {
+			b.obs.Queue(queued)
 			b.work <- batch // never blocks: at most MaxInflightBatches are formed and not finished
 			continue
 		}
@@ -419,6 +428,7 @@ type batch[In, Out any] struct {
 func (b *Batcher[In, Out]) formLocked(size int) *batch[In, Out] {
 	bt := &batch[In, Out]{rows: make([]In, 0, size)}
 	var deadline time.Time
+	unbounded := false // a call without a deadline: the batch gets none
 	for lvl := len(b.levels) - 1; lvl >= 0 && len(bt.rows) < size; lvl-- {
 		q := b.levels[lvl]
 		i := 0
@@ -439,7 +449,9 @@ func (b *Batcher[In, Out]) formLocked(size int) *batch[In, Out] {
 			if bt.oldest.IsZero() || c.enqueued.Before(bt.oldest) {
 				bt.oldest = c.enqueued
 			}
-			if d, ok := c.ctx.Deadline(); ok && d.After(deadline) {
+			if d, ok := c.ctx.Deadline(); !ok {
+				unbounded = true
+			} else if d.After(deadline) {
 				deadline = d
 			}
 			c.next += n
@@ -461,7 +473,7 @@ func (b *Batcher[In, Out]) formLocked(size int) *batch[In, Out] {
 		return nil
 	}
 	b.inflight++
-	if deadline.IsZero() {
+	if unbounded || deadline.IsZero() {
 		bt.ctx, bt.cancel = context.WithCancel(context.Background())
 	} else {
 		bt.ctx, bt.cancel = context.WithDeadline(context.Background(), deadline)
@@ -491,17 +503,17 @@ func (b *Batcher[In, Out]) execute(bt *batch[In, Out]) {
 		c.running -= s.n
 		if err != nil && c.err == nil {
 			c.err = err
-		}
-		if !c.gone && err == nil {
-			copy(c.out[s.from:s.from+s.n], out[s.batchFrom:s.batchFrom+s.n])
-		}
-		if c.running == 0 && (c.next == len(c.rows) || c.err != nil) {
-			if c.err != nil && c.next < len(c.rows) {
-				// A split call whose earlier part failed: its waiting rows need not run.
+			if c.next < len(c.rows) {
+				// A split call that failed: its waiting rows need not run.
 				b.queued -= len(c.rows) - c.next
 				c.next = len(c.rows)
 				queued = b.queued
 			}
+		}
+		if !c.gone && err == nil {
+			copy(c.out[s.from:s.from+s.n], out[s.batchFrom:s.batchFrom+s.n])
+		}
+		if c.running == 0 && c.next == len(c.rows) {
 			close(c.done)
 		}
 	}

@@ -525,3 +525,102 @@ func TestOnlyFullBatchesRunBesideAnother(t *testing.T) {
 		wg.Wait()
 	})
 }
+
+// TestCallWithoutDeadlineKeepsNone: sharing a batch with a call that has a deadline does not give
+// a call without one that deadline.
+func TestCallWithoutDeadlineKeepsNone(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		run := func(ctx context.Context, rows []int) ([]int, error) {
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+				return want(rows), nil
+			}
+		}
+		b, _ := New(Config{MaxBatchSize: 4, MaxQueueDelay: time.Millisecond}, run)
+		defer b.Close()
+		var wg sync.WaitGroup
+		var shortErr, longErr error
+		var longOut []int
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+			defer cancel()
+			_, shortErr = b.Do(ctx, []int{1}, 0)
+		})
+		wg.Go(func() { longOut, longErr = b.Do(context.Background(), []int{2}, 0) })
+		wg.Wait()
+		if !errors.Is(shortErr, context.DeadlineExceeded) || longErr != nil || !slices.Equal(longOut, []int{21}) {
+			t.Errorf("short: %v; long: %v %v", shortErr, longOut, longErr)
+		}
+	})
+}
+
+// TestFailedSplitCallStopsAtOnce: when a batch of a split call fails, its waiting rows never run,
+// even while another of its batches is still running.
+func TestFailedSplitCallStopsAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		gate := make(chan struct{})
+		var mu sync.Mutex
+		var ran [][]int
+		run := func(ctx context.Context, rows []int) ([]int, error) {
+			mu.Lock()
+			ran = append(ran, slices.Clone(rows))
+			mu.Unlock()
+			switch rows[0] {
+			case 0:
+				<-gate
+			case 2:
+				return nil, errors.New("boom")
+			}
+			return want(rows), nil
+		}
+		b, _ := New(Config{MaxBatchSize: 2, MaxInflightBatches: 2}, run)
+		defer b.Close()
+		var err error
+		done := make(chan struct{})
+		go func() { _, err = b.Do(context.Background(), []int{0, 1, 2, 3, 4, 5, 6, 7}, 0); close(done) }()
+		synctest.Wait() // [0 1] held, [2 3] failed
+		mu.Lock()
+		n := len(ran)
+		mu.Unlock()
+		if n != 2 {
+			t.Errorf("batches run while the first was held: %v, want [0 1] and [2 3] only", ran)
+		}
+		close(gate)
+		<-done
+		if err == nil {
+			t.Error("no error")
+		}
+	})
+}
+
+// TestCancelledCallsDoNotPileUp: callers of a level that is not reached give up; their entries
+// leave the queue at once.
+func TestCancelledCallsDoNotPileUp(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := &recorder{gate: make(chan struct{})}
+		b, _ := New(Config{MaxBatchSize: 1}, r.run, WithObserver(r))
+		defer b.Close()
+		var wg sync.WaitGroup
+		wg.Go(func() { b.Do(context.Background(), []int{0}, 1) }) // held at the gate
+		synctest.Wait()
+		for i := 0; i < 100; i++ {
+			wg.Go(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+				defer cancel()
+				b.Do(ctx, []int{i + 1}, 0)
+			})
+		}
+		time.Sleep(2 * time.Millisecond) // synctest's fake clock: the callers' deadlines pass
+		synctest.Wait()
+		b.mu.Lock()
+		left := len(b.levels[0])
+		b.mu.Unlock()
+		if left != 0 || b.Queued() != 0 {
+			t.Errorf("%d dead entries and %d rows left in the queue", left, b.Queued())
+		}
+		close(r.gate)
+		wg.Wait()
+	})
+}

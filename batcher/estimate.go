@@ -55,7 +55,13 @@ func (e *estimator) fit() (a, b float64, ok bool) {
 	}
 	b = (e.n*e.sxy - e.sx*e.sy) / den
 	a = (e.sy - b*e.sx) / e.n
-	return max(a, 0), max(b, 0), true
+	switch {
+	case b < 0: // cost falls with size: noise; a cost per batch only
+		return e.sy / e.n, 0, true
+	case a < 0: // through the origin
+		return 0, e.sxy / e.sxx, true
+	}
+	return a, b, true
 }
 
 func (e *estimator) arrive(now time.Time, rows int) {

@@ -64,6 +64,7 @@ type Service struct {
 func New(cfg Config, models []*Model, metrics *Metrics) (*Service, error) {
 	cfg.setDefaults()
 	s := &Service{cfg: cfg, metrics: metrics}
+	var started []*Model
 	for _, m := range models {
 		if metrics != nil {
 			m.metrics = metrics.forModel(m.Name)
@@ -84,10 +85,14 @@ func New(cfg Config, models []*Model, metrics *Metrics) (*Service, error) {
 			return m.runBatch(ctx, buf, len(rows))
 		}, opts...)
 		if err != nil {
-			s.Close()
+			for _, sm := range started {
+				sm.batch.Close()
+				sm.batch = nil
+			}
 			return nil, fmt.Errorf("model %q: batching: %w", m.Name, err)
 		}
 		m.batch = b
+		started = append(started, m)
 	}
 	mm := make(map[string]*Model, len(models))
 	for _, x := range models {
