@@ -18,6 +18,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.SetOutput(stderr)
 	duration := fs.Duration("duration", 5*time.Second, "measured window of each scenario")
 	warmup := fs.Duration("warmup", time.Second, "load before each window, not counted")
+	repeat := fs.Int("repeat", 1, "rounds of the scenarios; each figure is the median of the rounds")
 	concurrency := fs.Int("concurrency", 32, "callers of the unary scenarios (closed loop), or workers (open loop)")
 	conns := fs.Int("conns", 1, "gRPC connections the callers share")
 	batchVMs := fs.Int("batch-vms", 256, "VMs per PredictBandwidthBatch call (and rows per ceiling batch)")
@@ -50,7 +51,7 @@ goes to stderr, the table to stdout.
 		return 1
 	}
 	cfg := bench.Config{
-		Duration: *duration, Warmup: *warmup, Concurrency: *concurrency, Conns: *conns,
+		Duration: *duration, Warmup: *warmup, Concurrency: *concurrency, Conns: *conns, Repeat: *repeat,
 		BatchVMs: *batchVMs, BatchConcurrency: *batchConcurrency, Rate: *rate,
 		Command: []string{exe}, Embedded: examples.FS, ONNXRuntime: *lib,
 	}
@@ -68,6 +69,7 @@ goes to stderr, the table to stdout.
 	}{
 		{"-duration must be positive", *duration <= 0},
 		{"-warmup must not be negative", *warmup < 0},
+		{"-repeat must be at least 1", *repeat < 1},
 		{"-concurrency must be at least 1", *concurrency < 1},
 		{"-conns must be at least 1", *conns < 1},
 		{"-batch-vms must be at least 1", *batchVMs < 1},

@@ -65,6 +65,9 @@ type Config struct {
 	ONNXRuntime string
 	// StartTimeout bounds a server's start, model loading included. 0: 60s.
 	StartTimeout time.Duration
+	// Repeat runs the selected scenarios this many rounds, one after the other (so slow drifts of a
+	// shared machine spread over every scenario alike), and reports each figure's median. 0: 1.
+	Repeat int
 }
 
 func (c Config) withDefaults() Config {
@@ -99,6 +102,9 @@ func (c Config) Validate() error {
 	}
 	if c.Warmup < 0 || c.Warmup > time.Minute {
 		bad("warmup: %v is not in 0..1m", c.Warmup)
+	}
+	if c.Repeat < 0 || c.Repeat > 20 {
+		bad("repeat: %d is not in 0..20", c.Repeat)
 	}
 	if c.Concurrency < 1 || c.Concurrency > 4096 {
 		bad("concurrency: %d is not in 1..4096", c.Concurrency)
@@ -262,21 +268,28 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 	rep := &Report{Machine: machine(), Settings: r.settings()}
 	var failures []error
 	capped := false
+	rounds := max(cfg.Repeat, 1)
+	runs := make([][]Row, len(selected))
+	for round := 1; round <= rounds; round++ {
+		for i, s := range selected {
+			fmt.Fprintf(progress, "bench: [round %d/%d, %d/%d] %s: %s\n", round, rounds, i+1, len(selected), s.name, s.desc)
+			row, err := r.run(ctx, s)
+			if ctx.Err() != nil {
+				return rep, ctx.Err()
+			}
+			if err != nil {
+				fmt.Fprintf(progress, "bench:   failed: %v\n", err)
+				row.Failed = err.Error()
+				failures = append(failures, fmt.Errorf("%s: %w", s.name, err))
+			} else {
+				fmt.Fprintf(progress, "bench:   %s\n", summary(row))
+			}
+			capped = capped || row.Capped
+			runs[i] = append(runs[i], row)
+		}
+	}
 	for i, s := range selected {
-		fmt.Fprintf(progress, "bench: [%d/%d] %s: %s\n", i+1, len(selected), s.name, s.desc)
-		row, err := r.run(ctx, s)
-		if ctx.Err() != nil {
-			return rep, ctx.Err()
-		}
-		if err != nil {
-			fmt.Fprintf(progress, "bench:   failed: %v\n", err)
-			row.Failed = err.Error()
-			failures = append(failures, fmt.Errorf("%s: %w", s.name, err))
-		} else {
-			fmt.Fprintf(progress, "bench:   %s\n", summary(row))
-		}
-		capped = capped || row.Capped
-		rep.Rows = append(rep.Rows, row)
+		rep.Rows = append(rep.Rows, median(runs[i]))
 		rep.Legend = append(rep.Legend, fmt.Sprintf("%-11s %s", s.name, s.desc))
 	}
 	if capped {
@@ -291,6 +304,9 @@ func (r *runner) settings() string {
 		c.Duration, c.Warmup, c.Concurrency, c.Conns, c.BatchVMs, c.BatchConcurrency)
 	if c.Rate > 0 {
 		s += fmt.Sprintf("; unary scenarios open loop at %.0f calls/s", c.Rate)
+	}
+	if c.Repeat > 1 {
+		s += fmt.Sprintf("; each figure the median of %d rounds", c.Repeat)
 	}
 	return s
 }
@@ -445,6 +461,53 @@ func (r *runner) run(ctx context.Context, s scenario) (Row, error) {
 		r.best, r.bestRate, r.bestOn = &s, row.Rate, s.batching["disabled"] != true
 	}
 	return row, nil
+}
+
+// median folds the rounds of one scenario into one row: the median of each figure on its own (the
+// peak RSS: the largest), counts summed; a round that failed is left out unless all did.
+func median(rows []Row) Row {
+	var ok []Row
+	for _, x := range rows {
+		if x.Failed == "" {
+			ok = append(ok, x)
+		}
+	}
+	if len(ok) == 0 {
+		return rows[0]
+	}
+	out := ok[0]
+	if len(ok) == 1 {
+		return out
+	}
+	mid := func(get func(Row) float64) float64 {
+		v := make([]float64, len(ok))
+		for i, x := range ok {
+			v[i] = get(x)
+		}
+		slices.Sort(v)
+		if len(v)%2 == 1 {
+			return v[len(v)/2]
+		}
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	dur := func(get func(Row) time.Duration) time.Duration {
+		return time.Duration(mid(func(x Row) float64 { return float64(get(x)) }))
+	}
+	out.Rate = mid(func(x Row) float64 { return x.Rate })
+	out.Predictions = mid(func(x Row) float64 { return x.Predictions })
+	out.P50 = dur(func(x Row) time.Duration { return x.P50 })
+	out.P99 = dur(func(x Row) time.Duration { return x.P99 })
+	out.P999 = dur(func(x Row) time.Duration { return x.P999 })
+	out.CPU = dur(func(x Row) time.Duration { return x.CPU })
+	out.OK, out.Errors, out.Dropped = 0, 0, 0
+	for _, x := range ok {
+		out.PeakRSS = max(out.PeakRSS, x.PeakRSS)
+		out.OK += x.OK
+		out.Errors += x.Errors
+		out.Dropped += x.Dropped
+		out.Capped = out.Capped || x.Capped
+	}
+	return out
 }
 
 // fill copies a load result and the recorder's percentiles into a row; a batch row's calls make

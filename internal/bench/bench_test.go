@@ -558,3 +558,19 @@ func TestSmoke(t *testing.T) {
 		t.Errorf("%d table rows matched, want 2:\n%s", found, out.String())
 	}
 }
+
+func TestMedianOfRounds(t *testing.T) {
+	rows := []Row{
+		{Scenario: "x", Rate: 100, P99: 3 * time.Millisecond, PeakRSS: 10, OK: 1},
+		{Scenario: "x", Rate: 300, P99: 1 * time.Millisecond, PeakRSS: 30, OK: 2},
+		{Scenario: "x", Rate: 200, P99: 2 * time.Millisecond, PeakRSS: 20, OK: 3},
+		{Scenario: "x", Failed: "boom"},
+	}
+	m := median(rows)
+	if m.Rate != 200 || m.P99 != 2*time.Millisecond || m.PeakRSS != 30 || m.OK != 6 || m.Failed != "" {
+		t.Errorf("median %+v", m)
+	}
+	if m := median(rows[3:]); m.Failed != "boom" {
+		t.Errorf("all failed: %+v", m)
+	}
+}
