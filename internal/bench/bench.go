@@ -463,8 +463,8 @@ func (r *runner) run(ctx context.Context, s scenario) (Row, error) {
 	return row, nil
 }
 
-// median folds the rounds of one scenario into one row: the median of each figure on its own (the
-// peak RSS: the largest), counts summed; a round that failed is left out unless all did.
+// median folds the rounds of one scenario into one row: the median of each rate and latency on its
+// own, the largest peak RSS, CPU and counts summed; a round that failed is left out unless all did.
 func median(rows []Row) Row {
 	var ok []Row
 	for _, x := range rows {
@@ -498,9 +498,14 @@ func median(rows []Row) Row {
 	out.P50 = dur(func(x Row) time.Duration { return x.P50 })
 	out.P99 = dur(func(x Row) time.Duration { return x.P99 })
 	out.P999 = dur(func(x Row) time.Duration { return x.P999 })
-	out.CPU = dur(func(x Row) time.Duration { return x.CPU })
-	out.OK, out.Errors, out.Dropped = 0, 0, 0
+	// CPU and the counts are summed, so CPU per 1000 calls is over every round's calls.
+	out.CPU, out.OK, out.Errors, out.Dropped = 0, 0, 0, 0
 	for _, x := range ok {
+		if out.CPU >= 0 && x.CPU >= 0 {
+			out.CPU += x.CPU
+		} else {
+			out.CPU = -1
+		}
 		out.PeakRSS = max(out.PeakRSS, x.PeakRSS)
 		out.OK += x.OK
 		out.Errors += x.Errors

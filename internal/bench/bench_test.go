@@ -561,13 +561,13 @@ func TestSmoke(t *testing.T) {
 
 func TestMedianOfRounds(t *testing.T) {
 	rows := []Row{
-		{Scenario: "x", Rate: 100, P99: 3 * time.Millisecond, PeakRSS: 10, OK: 1},
-		{Scenario: "x", Rate: 300, P99: 1 * time.Millisecond, PeakRSS: 30, OK: 2},
-		{Scenario: "x", Rate: 200, P99: 2 * time.Millisecond, PeakRSS: 20, OK: 3},
+		{Scenario: "x", Rate: 100, P99: 3 * time.Millisecond, PeakRSS: 10, OK: 1, CPU: time.Second},
+		{Scenario: "x", Rate: 300, P99: 1 * time.Millisecond, PeakRSS: 30, OK: 2, CPU: time.Second},
+		{Scenario: "x", Rate: 200, P99: 2 * time.Millisecond, PeakRSS: 20, OK: 3, CPU: time.Second},
 		{Scenario: "x", Failed: "boom"},
 	}
 	m := median(rows)
-	if m.Rate != 200 || m.P99 != 2*time.Millisecond || m.PeakRSS != 30 || m.OK != 6 || m.Failed != "" {
+	if m.Rate != 200 || m.P99 != 2*time.Millisecond || m.PeakRSS != 30 || m.OK != 6 || m.CPU != 3*time.Second || m.Failed != "" {
 		t.Errorf("median %+v", m)
 	}
 	if m := median(rows[3:]); m.Failed != "boom" {
