@@ -57,7 +57,8 @@ func (t Thresholds) Severity(score float64) string {
 	return "none"
 }
 
-// Model is one loaded model as the pipeline uses it. It is immutable once built by NewModel.
+// Model is one loaded model as the pipeline uses it. NewModel builds it; its caller may set
+// Batching before handing it to New, which starts its batcher; after that it is immutable.
 type Model struct {
 	Name    string
 	Task    string
