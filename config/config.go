@@ -39,12 +39,21 @@ type Config struct {
 	ONNXRuntime ONNXRuntime `yaml:"onnxruntime"`
 	Models      []Model     `yaml:"models"`
 	Routes      Routes      `yaml:"routes"`
+	Cache       Cache       `yaml:"cache"`
 	// ShutdownTimeout bounds the drain of in-flight calls on SIGINT/SIGTERM. Zero: 10s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 
 	// Source is the file the config came from ("embedded:configs/default.yaml" for the default);
 	// not read from YAML.
 	Source string `yaml:"-"`
+}
+
+// Cache configures the prediction cache shared by the models.
+type Cache struct {
+	// Disabled turns the cache off.
+	Disabled bool `yaml:"disabled"`
+	// MaxEntries bounds the answers (rows) held. Zero: 100000.
+	MaxEntries int64 `yaml:"max_entries"`
 }
 
 // Listen holds the front ends' addresses. Empty disables nothing: zero values take the defaults
@@ -89,6 +98,9 @@ type Model struct {
 	Batching Batching `yaml:"batching"`
 	// Anomaly holds the verdict thresholds of an anomaly model.
 	Anomaly Anomaly `yaml:"anomaly"`
+	// CacheTTL is how long the prediction cache serves this model's answers; a negative value
+	// (-1s) keeps them out of the cache. Zero: 1m.
+	CacheTTL time.Duration `yaml:"cache_ttl"`
 }
 
 // Pool sizes an ONNX Runtime session pool.
@@ -168,6 +180,9 @@ func (c *Config) SetDefaults() {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 10 * time.Second
 	}
+	if c.Cache.MaxEntries == 0 {
+		c.Cache.MaxEntries = 100000
+	}
 	has := func(name string) string {
 		for _, m := range c.Models {
 			if m.Name == name {
@@ -186,6 +201,9 @@ func (c *Config) SetDefaults() {
 		}
 		if m.Pool.IntraOpThreads == 0 {
 			m.Pool.IntraOpThreads = 1
+		}
+		if m.CacheTTL == 0 {
+			m.CacheTTL = time.Minute
 		}
 		b := &m.Batching
 		if b.MaxBatchSize == 0 {
@@ -245,6 +263,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout < 0 {
 		add("shutdown_timeout", "must not be negative")
+	}
+	if c.Cache.MaxEntries < 1 || c.Cache.MaxEntries > 1<<30 {
+		add("cache.max_entries", "%d is not in 1..%d", c.Cache.MaxEntries, 1<<30)
 	}
 	names := map[string]string{}
 	for i, m := range c.Models {

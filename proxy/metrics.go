@@ -3,6 +3,8 @@ package proxy
 import (
 	"time"
 
+	"github.com/novacron/sidecar/cache"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -20,6 +22,7 @@ type Metrics struct {
 	queueRows    *prometheus.GaugeVec
 	rejected     *prometheus.CounterVec
 	cancelled    *prometheus.CounterVec
+	reg          prometheus.Registerer
 }
 
 // NewMetrics registers the sidecar's collectors, with the Go runtime and process collectors, on reg.
@@ -75,10 +78,26 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "sidecar_batch_cancellations_total",
 		Help: "Queued calls whose caller gave up (cancelled or deadline) before their rows ran, by model.",
 	}, []string{"model"})
+	m.reg = reg
 	reg.MustRegister(m.requests, m.duration, m.inferSeconds, m.inferRows, m.inferErrors, m.modelInfo,
 		m.queueSeconds, m.batchCalls, m.queueRows, m.rejected, m.cancelled,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// WatchCache exports the prediction cache's counters, read from stats at each scrape.
+func (m *Metrics) WatchCache(stats func() cache.Stats) {
+	counter := func(name, help string, get func(cache.Stats) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(get(stats())) })
+	}
+	m.reg.MustRegister(
+		counter("sidecar_cache_lookups_total", "Prediction cache lookups (hits + misses).", func(s cache.Stats) uint64 { return s.Lookups }),
+		counter("sidecar_cache_hits_total", "Prediction cache hits.", func(s cache.Stats) uint64 { return s.Hits }),
+		counter("sidecar_cache_misses_total", "Prediction cache misses.", func(s cache.Stats) uint64 { return s.Misses }),
+		counter("sidecar_cache_fills_total", "Model runs that filled the cache (one per key at a time).", func(s cache.Stats) uint64 { return s.Fills }),
+		counter("sidecar_cache_evictions_total", "Entries evicted to make room.", func(s cache.Stats) uint64 { return s.Evictions }),
+		counter("sidecar_cache_rejected_sets_total", "Answers offered to the cache and not kept (admission policy or contention).", func(s cache.Stats) uint64 { return s.Rejected }),
+	)
 }
 
 func (m *Metrics) setModels(models []*Model) {

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/novacron/sidecar/backends"
 	"github.com/novacron/sidecar/batcher"
@@ -81,8 +82,13 @@ type Model struct {
 	// Batching configures the model's batcher; nil sends each call to the backend as one batch.
 	// Set it before giving the model to New.
 	Batching *batcher.Config
+	// CacheTTL is how long the prediction cache serves this model's answers; negative: not cached.
+	// Zero takes the cache's default.
+	CacheTTL time.Duration
 	batch    *batcher.Batcher[[]float32, rowOut]
 	metrics  *modelMetrics
+	// keyPrefix is name, version and spec fingerprint: the cache key's fixed parts.
+	keyPrefix [3][]byte
 }
 
 type outSpec struct {
@@ -95,6 +101,7 @@ type outSpec struct {
 // and returns the pipeline's view of it.
 func NewModel(name, task string, spec *features.Spec, b backends.Backend, meta backends.Metadata, th Thresholds) (*Model, error) {
 	m := &Model{Name: name, Task: task, Spec: spec, Backend: b, Meta: meta, Version: meta.Version, thresholds: th}
+	defer func() { m.keyPrefix = [3][]byte{[]byte(m.Name), []byte(m.Version), []byte(spec.Fingerprint())} }()
 	fail := func(format string, args ...any) (*Model, error) {
 		return nil, fmt.Errorf("model %q (%s): %s", name, task, fmt.Sprintf(format, args...))
 	}

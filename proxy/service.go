@@ -18,6 +18,7 @@ import (
 
 	"github.com/novacron/sidecar/backends"
 	"github.com/novacron/sidecar/batcher"
+	"github.com/novacron/sidecar/cache"
 	"github.com/novacron/sidecar/features"
 	aipb "github.com/novacron/sidecar/proto/novacron/ai"
 )
@@ -32,6 +33,8 @@ type Config struct {
 	MaxBatchVMs, MaxNodes int
 	// MaxMessageBytes bounds gRPC messages and HTTP bodies. Zero: 4 MiB.
 	MaxMessageBytes int
+	// Cache, when set, answers repeated rows (see infer); the Service does not close it.
+	Cache *cache.Cache[[]float32]
 }
 
 // Routes name the default model of each RPC family.
@@ -57,13 +60,14 @@ type Service struct {
 	cfg     Config
 	models  atomic.Pointer[map[string]*Model]
 	metrics *Metrics
+	cache   *cache.Cache[[]float32] // nil: no prediction cache
 }
 
 // New makes a Service over the given models, starting the batcher of each model whose Batching is
 // set. metrics may be nil. Close stops the batchers.
 func New(cfg Config, models []*Model, metrics *Metrics) (*Service, error) {
 	cfg.setDefaults()
-	s := &Service{cfg: cfg, metrics: metrics}
+	s := &Service{cfg: cfg, metrics: metrics, cache: cfg.Cache}
 	var started []*Model
 	for _, m := range models {
 		if metrics != nil {
@@ -160,23 +164,86 @@ func (s *Service) withTimeout(ctx context.Context) (context.Context, context.Can
 	return context.WithTimeout(ctx, s.cfg.RequestTimeout)
 }
 
-// rowOut is one answered row: row i of a checked batch result.
-type rowOut struct {
-	res *backends.Result
-	i   int
+// rowOut is one answered row: the task's outputs for it (Model.outputs), in order, concatenated.
+// It is shared (the cache holds it) and must not be changed.
+type rowOut []float32
+
+// out returns the values of one output of an answered row.
+func (m *Model) out(r rowOut, name string) []float32 {
+	off := 0
+	for _, o := range m.outputs {
+		if o.name == name {
+			return r[off : off+o.width]
+		}
+		off += o.width
+	}
+	return nil
 }
 
-// f32 returns the row's width values of a float32 output that runBatch checked.
-func (r rowOut) f32(name string, width int) []float32 {
-	t, _ := r.res.Output(name)
-	d := t.Data.([]float32)
-	return d[r.i*width : (r.i+1)*width]
-}
-
-// infer runs rows canonical input rows (data holds rows x Spec.Size() values) through the model's
-// batcher, or straight to its backend as one batch when batching is off, and returns one answer
-// per row, in order. priority orders queued calls (higher first).
+// infer answers rows canonical input rows (data holds rows x Spec.Size() values), one answer per
+// row, in order: from the prediction cache where it holds them, else through the model's batcher
+// (or straight to its backend when batching is off). A single row's concurrent misses run the
+// model once. The cache key hashes the model's name, version and spec fingerprint with the row's
+// exact bits, so an answer of another model or spec can never be served. priority orders queued
+// calls (higher first).
 func (s *Service) infer(ctx context.Context, m *Model, rows int, data []float32, priority int) ([]rowOut, error) {
+	if s.cache == nil || m.CacheTTL < 0 {
+		return s.compute(ctx, m, rows, data, priority)
+	}
+	size := m.Spec.Size()
+	buf := make([]byte, 0, 4*size)
+	key := func(row []float32) cache.Key {
+		buf = cache.AppendFloat32s(buf[:0], row)
+		return s.cache.Key(m.keyPrefix[0], m.keyPrefix[1], m.keyPrefix[2], buf)
+	}
+	if rows == 1 {
+		v, _, err := s.cache.Do(ctx, key(data), m.CacheTTL, func(ctx context.Context) ([]float32, error) {
+			r, err := s.compute(ctx, m, 1, data, priority)
+			if err != nil {
+				return nil, err
+			}
+			return r[0], nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		return []rowOut{v}, nil
+	}
+	out := make([]rowOut, rows)
+	keys := make([]cache.Key, rows)
+	var missing []int
+	for i := range out {
+		keys[i] = key(data[i*size : (i+1)*size])
+		if v, ok := s.cache.Get(keys[i]); ok {
+			out[i] = v
+		} else {
+			missing = append(missing, i)
+		}
+	}
+	if len(missing) == 0 {
+		return out, nil
+	}
+	miss := data
+	if len(missing) < rows {
+		miss = make([]float32, 0, len(missing)*size)
+		for _, i := range missing {
+			miss = append(miss, data[i*size:(i+1)*size]...)
+		}
+	}
+	res, err := s.compute(ctx, m, len(missing), miss, priority)
+	if err != nil {
+		return nil, err
+	}
+	for j, i := range missing {
+		out[i] = res[j]
+		s.cache.Set(keys[i], res[j], m.CacheTTL)
+	}
+	return out, nil
+}
+
+// compute runs rows through the model's batcher, or straight to its backend as one batch when
+// batching is off.
+func (s *Service) compute(ctx context.Context, m *Model, rows int, data []float32, priority int) ([]rowOut, error) {
 	if m.batch == nil {
 		return m.runBatch(ctx, data, rows)
 	}
@@ -222,9 +289,23 @@ func (m *Model) runBatch(ctx context.Context, data []float32, rows int) ([]rowOu
 			}
 		}
 	}
+	width := 0
+	for _, o := range m.outputs {
+		width += o.width
+	}
+	all := make([]float32, rows*width)
+	off := 0
+	for _, o := range m.outputs {
+		t, _ := res.Output(o.name)
+		d := t.Data.([]float32)
+		for i := 0; i < rows; i++ {
+			copy(all[i*width+off:], d[i*o.width:(i+1)*o.width])
+		}
+		off += o.width
+	}
 	out := make([]rowOut, rows)
 	for i := range out {
-		out[i] = rowOut{res, i}
+		out[i] = all[i*width : (i+1)*width : (i+1)*width]
 	}
 	return out, nil
 }
@@ -369,7 +450,7 @@ func forecastRows(m *Model, rows []rowOut, reqs []*aipb.BandwidthRequest) []*aip
 	h := m.horizon
 	out := make([]*aipb.BandwidthResponse, len(reqs))
 	for i, req := range reqs {
-		fc, sg := rows[i].f32(outForecast, h), rows[i].f32(outSigma, h)
+		fc, sg := m.out(rows[i], outForecast), m.out(rows[i], outSigma)
 		n := h
 		if hm := int(req.GetHorizonMinutes()); hm > 0 && hm < h {
 			n = hm
@@ -420,7 +501,7 @@ func (s *Service) DetectAnomaly(ctx context.Context, req *aipb.AnomalyRequest) (
 	if err != nil {
 		return nil, err
 	}
-	p := res[0].f32(outProbs, len(m.labels))
+	p := m.out(res[0], outProbs)
 	for j, pj := range p {
 		if pj < 0 || pj > 1 {
 			return nil, fmt.Errorf("model %q: output %q class %s is %v, not a probability: %w", m.Name, outProbs, m.labels[j], pj, ErrBadOutput)
@@ -534,7 +615,7 @@ func (s *Service) OptimizePlacement(ctx context.Context, req *aipb.PlacementRequ
 	}
 	sc := make([]float32, rows)
 	for i := range sc {
-		sc[i] = res[i].f32(outScore, 1)[0]
+		sc[i] = m.out(res[i], outScore)[0]
 	}
 	cands := make([]*aipb.PlacementCandidate, len(nodes))
 	type contrib struct {

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"math"
+	"os"
 	"strings"
 	"testing"
 
 	"google.golang.org/grpc/codes"
 
 	"github.com/novacron/sidecar/backends"
+	"github.com/novacron/sidecar/cache"
 	"github.com/novacron/sidecar/features"
 	aipb "github.com/novacron/sidecar/proto/novacron/ai"
 )
@@ -124,5 +126,64 @@ func TestSeverity(t *testing.T) {
 		if got := th.Severity(score); got != want {
 			t.Errorf("Severity(%v) = %s, want %s", score, got, want)
 		}
+	}
+}
+
+// TestReloadNeverServesTheOldModel: two versions of a model share one cache; after the swap every
+// answer is the new model's, for an input the old one answered and cached.
+func TestReloadNeverServesTheOldModel(t *testing.T) {
+	c, err := cache.New[[]float32](cache.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	req := &aipb.AnomalyRequest{VmId: "v", CurrentMetrics: &aipb.VMMetrics{Cpu: 1}}
+	ask := func(version string, probs []float32, specEdit func(string) string) *aipb.AnomalyResponse {
+		t.Helper()
+		sp := spec(t, "anomaly")
+		if specEdit != nil {
+			b, err := os.ReadFile("../examples/specs/anomaly.yaml")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sp, err = features.Parse([]byte(specEdit(string(b)))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		meta := anomalyMeta("normal,a,b")
+		meta.Version = version
+		m, err := NewModel("anomaly", TaskAnomaly, sp, &brokenBackend{out: []backends.Tensor{backends.F32("probs", nil, probs)}}, meta, Thresholds{0.5, 0.7, 0.85, 0.95})
+		if err != nil {
+			t.Fatal(err)
+		}
+		svc, err := New(Config{Routes: Routes{Anomaly: "anomaly"}, Cache: c}, []*Model{m}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := svc.DetectAnomaly(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Wait()
+		return resp
+	}
+	v1 := ask("v1", []float32{0.9, 0.05, 0.05}, nil)
+	if again := ask("v1", []float32{0.1, 0.1, 0.8}, nil); again.Score != v1.Score {
+		t.Fatalf("the same model and input were not answered from the cache: %v then %v", v1, again)
+	}
+	v2 := ask("v2", []float32{0.1, 0.1, 0.8}, nil)
+	if math.Abs(v2.Score-0.9) > 1e-6 || v2.AnomalyType != "b" || v2.ModelVersion != "v2" {
+		t.Errorf("after the reload to v2: %v (v1 answered %v)", v2, v1)
+	}
+	// Same version, another spec: the edit (latency's clip) leaves this input's canonical row as it
+	// was, so only the fingerprint in the key tells the answers apart.
+	respec := ask("v1", []float32{0.2, 0.7, 0.1}, func(y string) string {
+		return strings.Replace(y, "clip: {min: 0, max: 5000}", "clip: {min: 0, max: 4000}", 1)
+	})
+	if math.Abs(respec.Score-0.8) > 1e-6 || respec.AnomalyType != "a" {
+		t.Errorf("after a spec change: %v, want the new spec's model's answer", respec)
+	}
+	if s := c.Stats(); s.Hits+s.Misses != s.Lookups {
+		t.Errorf("stats %+v", s)
 	}
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/novacron/sidecar/backends/onnx"
 	"github.com/novacron/sidecar/batcher"
+	"github.com/novacron/sidecar/cache"
 	"github.com/novacron/sidecar/config"
 	"github.com/novacron/sidecar/features"
 	aipb "github.com/novacron/sidecar/proto/novacron/ai"
@@ -37,6 +38,7 @@ type App struct {
 	log    io.Writer
 	rt     *onnx.Runtime
 	models []*proxy.Model
+	cache  *cache.Cache[[]float32]
 	grpc   *grpc.Server
 	health *health.Server
 	http   *http.Server
@@ -73,6 +75,7 @@ func (a *App) start(ctx context.Context, embedded fs.FS) error {
 	}
 
 	for i, mc := range cfg.Models {
+		a.models[i].CacheTTL = mc.CacheTTL
 		if bc := mc.Batching; !bc.Disabled {
 			a.models[i].Batching = &batcher.Config{MaxBatchSize: bc.MaxBatchSize, MaxQueueDelay: bc.MaxQueueDelay,
 				PreferredBatchSizes: bc.PreferredBatchSizes, MaxQueueSize: bc.MaxQueueSize, MaxInflightBatches: bc.MaxInflightBatches,
@@ -80,7 +83,14 @@ func (a *App) start(ctx context.Context, embedded fs.FS) error {
 		}
 	}
 	metrics := proxy.NewMetrics(a.Registry)
+	if !cfg.Cache.Disabled {
+		if a.cache, err = cache.New[[]float32](cache.Config{MaxEntries: cfg.Cache.MaxEntries}); err != nil {
+			return err
+		}
+		metrics.WatchCache(a.cache.Stats)
+	}
 	a.Service, err = proxy.New(proxy.Config{
+		Cache:           a.cache,
 		Routes:          proxy.Routes{Bandwidth: cfg.Routes.PredictBandwidth, Anomaly: cfg.Routes.DetectAnomaly, Placement: cfg.Routes.OptimizePlacement},
 		RequestTimeout:  cfg.Limits.RequestTimeout,
 		MaxBatchVMs:     cfg.Limits.MaxBatchVMs,
@@ -253,6 +263,10 @@ func (a *App) closeBackends() error {
 	var errs []error
 	for _, m := range a.models {
 		errs = append(errs, m.Backend.Close()) // waits for Infer calls in flight; later ones fail Unavailable
+	}
+	if a.cache != nil {
+		a.cache.Close()
+		a.cache = nil
 	}
 	if a.rt != nil {
 		errs = append(errs, a.rt.Close())

@@ -580,3 +580,33 @@ func TestFingerprintMismatchRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestCachedAnswerEqualsFresh: the second identical call is a cache hit and equals, exactly, the
+// answer of a sidecar without a cache.
+func TestCachedAnswerEqualsFresh(t *testing.T) {
+	cached := start(t, nil)
+	fresh := start(t, func(c *config.Config) { c.Cache.Disabled = true })
+	ctx := context.Background()
+	want, err := fresh.client.PredictBandwidth(ctx, bandwidthReq(9))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		got, err := cached.client.PredictBandwidth(ctx, bandwidthReq(9))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := cmp.Diff(want, got, protocmp.Transform()); d != "" {
+			t.Fatalf("call %d differs from the uncached answer:\n%s", i, d)
+		}
+	}
+	m := scrape(t, cached.base)
+	for _, want := range []string{"sidecar_cache_hits_total 2", "sidecar_cache_misses_total 1", "sidecar_cache_lookups_total 3", "sidecar_cache_fills_total 1"} {
+		if !strings.Contains(m, want+"\n") {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	if strings.Contains(scrape(t, fresh.base), "sidecar_cache_") {
+		t.Error("a sidecar with the cache disabled exports cache metrics")
+	}
+}

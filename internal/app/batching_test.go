@@ -166,6 +166,7 @@ func TestOverload(t *testing.T) {
 	s := start(t, func(c *config.Config) {
 		c.Models[0].Batching.MaxBatchSize = 8
 		c.Models[0].Batching.MaxQueueSize = 16
+		c.Cache.Disabled = true // every call the same input: the cache would answer them all
 	})
 	ref, err := s.client.PredictBandwidth(context.Background(), bandwidthReq(5))
 	if err != nil {

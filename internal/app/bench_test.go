@@ -20,9 +20,10 @@ func BenchmarkPredictBandwidthGRPC(b *testing.B) {
 		name string
 		edit func(*config.Config)
 	}{
-		{"batching=off", func(c *config.Config) { c.Models[0].Batching.Disabled = true }},
-		{"inflight=1", func(c *config.Config) { c.Models[0].Batching.MaxInflightBatches = 1 }},
-		{"inflight=2", nil},
+		{"batching=off", func(c *config.Config) { c.Models[0].Batching.Disabled = true; c.Cache.Disabled = true }},
+		{"inflight=1", func(c *config.Config) { c.Models[0].Batching.MaxInflightBatches = 1; c.Cache.Disabled = true }},
+		{"inflight=2", func(c *config.Config) { c.Cache.Disabled = true }},
+		{"cache-hit", nil}, // the same input every call: answered from the prediction cache
 	} {
 		b.Run(v.name, func(b *testing.B) { benchUnary(b, v.edit) })
 	}
