@@ -311,3 +311,31 @@ func BenchmarkCanonicalizeBandwidth(b *testing.B) {
 }
 
 func TestMain(m *testing.M) { os.Exit(m.Run()) }
+
+// TestGoldenVectors: the committed golden vectors hold, bit for bit, for each example spec; and the
+// check fails when a value, or the spec, changes.
+func TestGoldenVectors(t *testing.T) {
+	for _, name := range []string{"bandwidth", "anomaly", "placement"} {
+		spec := mustLoad(t, "../examples/specs/"+name+".yaml")
+		b, err := os.ReadFile("../examples/specs/golden/" + name + ".json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := spec.CheckGolden(b); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	spec := mustLoad(t, "../examples/specs/anomaly.yaml")
+	b, _ := os.ReadFile("../examples/specs/golden/anomaly.json")
+	tampered := strings.Replace(string(b), `"-0.5"`, `"-0.49999997"`, 1)
+	if err := spec.CheckGolden([]byte(tampered)); err == nil || !strings.Contains(err.Error(), "golden -0.49999997, now -0.5") {
+		t.Errorf("a changed value: %v", err)
+	}
+	other, err := Parse([]byte(strings.Replace(base, "window: 3", "window: 4", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.CheckGolden(b); err == nil || !strings.Contains(err.Error(), "the spec changed") {
+		t.Errorf("another spec: %v", err)
+	}
+}

@@ -17,7 +17,7 @@ import (
 
 func featuresCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, "usage: sidecar features transform|fingerprint [flags]\n")
+		fmt.Fprint(stderr, "usage: sidecar features transform|fingerprint|golden [flags]\n")
 		return 2
 	}
 	switch args[0] {
@@ -25,8 +25,10 @@ func featuresCmd(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		return transformCmd(ctx, args[1:], stdout, stderr)
 	case "fingerprint":
 		return fingerprintCmd(args[1:], stdout, stderr)
+	case "golden":
+		return goldenCmd(args[1:], stdout, stderr)
 	}
-	fmt.Fprintf(stderr, "sidecar features: unknown command %q (want transform or fingerprint)\n", args[0])
+	fmt.Fprintf(stderr, "sidecar features: unknown command %q (want transform, fingerprint or golden)\n", args[0])
 	return 2
 }
 
@@ -248,4 +250,44 @@ func (p *progressBar) done(read int64, rows int) {
 	} else if p.lastTick < 10 {
 		fmt.Fprintln(p.w, p.line(read, rows))
 	}
+}
+
+// goldenCmd writes (-write) or checks a spec's golden vectors file.
+func goldenCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("features golden", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	specPath := fs.String("spec", "", "feature spec YAML file (required)")
+	file := fs.String("file", "", "golden vectors JSON file (required)")
+	write := fs.Bool("write", false, "write the file from the spec instead of checking it")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *specPath == "" || *file == "" {
+		fmt.Fprintln(stderr, "sidecar features golden: -spec and -file are required")
+		return 2
+	}
+	spec, err := features.LoadFile(*specPath)
+	if err != nil {
+		fmt.Fprintln(stderr, "sidecar features golden:", err)
+		return 1
+	}
+	if *write {
+		b, _ := json.MarshalIndent(spec.MakeGolden(), "", "  ")
+		if err := os.WriteFile(*file, append(b, '\n'), 0o644); err != nil {
+			fmt.Fprintln(stderr, "sidecar features golden:", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "wrote %s (%d cases, fingerprint %.12s)\n", *file, len(spec.MakeGolden().Cases), spec.Fingerprint())
+		return 0
+	}
+	b, err := os.ReadFile(*file)
+	if err == nil {
+		err = spec.CheckGolden(b)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "sidecar features golden: %s: %v\n", *file, err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: golden vectors hold for spec %s\n", *file, spec.Name)
+	return 0
 }

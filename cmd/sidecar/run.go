@@ -12,6 +12,7 @@ commands:
   serve                        run the sidecar (the default when no command is given)
   features transform           turn a raw CSV into a model's input matrix (the training matrix)
   features fingerprint         print a feature spec's SHA-256 fingerprint
+  features golden              check (or -write) a spec's golden vectors file
   bench                        the load harness: the sidecar against a no-op server and ONNX Runtime
   help                         this text
 

@@ -57,6 +57,11 @@ step "1/3 generate raw data (seed $SEED) -> $OUT"
 step "2/3 sidecar features transform (the sidecar's own Go canonicalizer)"
 # Built once and run three times; the same as `go run ./cmd/sidecar features transform ...`.
 (cd "$ROOT" && go build -o "$OUT/sidecar" ./cmd/sidecar)
+# Golden vectors first: the canonicalizer that writes the matrices must give, bit for bit, the
+# committed answers for the committed inputs; training stops here otherwise.
+for spec in bandwidth anomaly placement; do
+	(cd "$ROOT" && "$OUT/sidecar" features golden --spec "examples/specs/$spec.yaml" --file "examples/specs/golden/$spec.json")
+done
 for spec in bandwidth anomaly placement; do
 	in=$OUT/metrics.csv
 	[[ $spec == placement ]] && in=$OUT/placement.csv

@@ -1,0 +1,158 @@
+package features
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"strconv"
+)
+
+// Golden is a file of golden vectors: raw inputs and the canonical rows a spec makes of them, so
+// that any change in canonicalization (code or spec) is seen, by a Go test and by the training
+// pipeline before it trains.
+type Golden struct {
+	Spec        string       `json:"spec"`
+	Fingerprint string       `json:"fingerprint"`
+	Cases       []GoldenCase `json:"cases"`
+}
+
+// GoldenCase is one input: Raw in the layout of Canonicalize (null for a missing value), and
+// either the canonical row (as shortest round-trip float32 strings, exact) or the error.
+type GoldenCase struct {
+	Name      string     `json:"name"`
+	Raw       []*float64 `json:"raw"`
+	Canonical []string   `json:"canonical,omitempty"`
+	Error     string     `json:"error,omitempty"`
+}
+
+// goldenInputs are the cases every spec's golden file holds: typical values, both clip bounds and
+// beyond, zero, and missing values at the first and a later step.
+func (s *Spec) goldenInputs() []struct {
+	name string
+	raw  []float64
+} {
+	n := s.Size()
+	w := s.Width()
+	typical := make([]float64, n)
+	for i := range typical {
+		f := s.Features[i%w]
+		v := 1.0
+		if f.Normalize.Method == NormZScore {
+			v = f.Normalize.Mean + f.Normalize.Std*float64(i/w%3-1)/2
+		}
+		typical[i] = v
+	}
+	with := func(f func(i int, v float64) float64) []float64 {
+		out := make([]float64, n)
+		for i, v := range typical {
+			out[i] = f(i, v)
+		}
+		return out
+	}
+	return []struct {
+		name string
+		raw  []float64
+	}{
+		{"typical", typical},
+		{"zero", with(func(int, float64) float64 { return 0 })},
+		{"below clip", with(func(int, float64) float64 { return -1e6 })},
+		{"above clip", with(func(int, float64) float64 { return 1e12 })},
+		{"fractions", with(func(i int, v float64) float64 { return v*1.000001 + 0.1 })},
+		{"missing later", with(func(i int, v float64) float64 {
+			if i >= w && i%w == 0 {
+				return math.NaN()
+			}
+			return v
+		})},
+		{"missing first", with(func(i int, v float64) float64 {
+			if i == 0 {
+				return math.NaN()
+			}
+			return v
+		})},
+	}
+}
+
+// MakeGolden computes the golden vectors of a spec.
+func (s *Spec) MakeGolden() Golden {
+	g := Golden{Spec: s.Name, Fingerprint: s.Fingerprint()}
+	for _, in := range s.goldenInputs() {
+		c := GoldenCase{Name: in.name}
+		for _, v := range in.raw {
+			if math.IsNaN(v) {
+				c.Raw = append(c.Raw, nil)
+			} else {
+				v := v
+				c.Raw = append(c.Raw, &v)
+			}
+		}
+		dst := make([]float32, len(in.raw))
+		if err := s.Canonicalize(dst, in.raw); err != nil {
+			c.Error = err.Error()
+		} else {
+			for _, v := range dst {
+				c.Canonical = append(c.Canonical, strconv.FormatFloat(float64(v), 'g', -1, 32))
+			}
+		}
+		g.Cases = append(g.Cases, c)
+	}
+	return g
+}
+
+// CheckGolden canonicalizes the raw inputs of a golden file with the spec as it is now and
+// compares every value bit for bit (or the error) with the file's; the file's fingerprint must be
+// the spec's. It returns every difference.
+func (s *Spec) CheckGolden(b []byte) error {
+	var g Golden
+	if err := json.Unmarshal(b, &g); err != nil {
+		return fmt.Errorf("golden file: %w", err)
+	}
+	if fp := s.Fingerprint(); g.Fingerprint != fp {
+		return fmt.Errorf("golden file is for fingerprint %s, the spec has %s: the spec changed; regenerate the golden file (sidecar features golden -write) and retrain", g.Fingerprint, fp)
+	}
+	if len(g.Cases) == 0 {
+		return fmt.Errorf("golden file has no cases")
+	}
+	var diffs []string
+	for _, c := range g.Cases {
+		raw := make([]float64, len(c.Raw))
+		for i, p := range c.Raw {
+			raw[i] = math.NaN()
+			if p != nil {
+				raw[i] = *p
+			}
+		}
+		dst := make([]float32, len(raw))
+		err := s.Canonicalize(dst, raw)
+		switch {
+		case err != nil || c.Error != "":
+			if err == nil || err.Error() != c.Error {
+				diffs = append(diffs, fmt.Sprintf("case %q: error %q, now %v", c.Name, c.Error, err))
+			}
+		case len(c.Canonical) != len(dst):
+			diffs = append(diffs, fmt.Sprintf("case %q: %d values, now %d", c.Name, len(c.Canonical), len(dst)))
+		default:
+			for j, v := range dst {
+				if now := strconv.FormatFloat(float64(v), 'g', -1, 32); now != c.Canonical[j] {
+					diffs = append(diffs, fmt.Sprintf("case %q value %d: golden %s, now %s", c.Name, j, c.Canonical[j], now))
+					break
+				}
+			}
+		}
+	}
+	if len(diffs) > 0 {
+		return fmt.Errorf("canonicalization differs from the golden vectors (code changed?):\n  %s", joinLines(diffs))
+	}
+	return nil
+}
+
+func joinLines(s []string) string {
+	out := ""
+	for i, l := range s {
+		if i > 0 {
+			out += "\n  "
+		}
+		out += l
+	}
+	return out
+}
