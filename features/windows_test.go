@@ -1,0 +1,153 @@
+package features
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+func sample(i int) [6]float64 {
+	return [6]float64{float64(10 + i), 50, 20, float64(300 + i), 8, 0.001}
+}
+
+func TestWindowsFillReadAndEqualOffline(t *testing.T) {
+	spec := mustLoad(t, "../examples/specs/bandwidth.yaml")
+	w, err := NewWindows(spec, WindowConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 11, 28, 1, 0, 0, 0, time.UTC)
+	raw := make([]float64, spec.Size())
+	for i := 0; i < 12; i++ {
+		at := t0.Add(time.Duration(i) * time.Minute)
+		if err := w.Push("vm-1", at, sample(i), at); err != nil {
+			t.Fatal(err)
+		}
+		err := w.Raw(raw, "vm-1", at)
+		if i < 9 {
+			// Steps before the first sample are missing; policy "previous" has nothing to carry.
+			dst := make([]float32, spec.Size())
+			if err == nil {
+				err = spec.Canonicalize(dst, raw)
+			}
+			if err == nil {
+				t.Fatalf("a window of %d samples was served", i+1)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The window is the last 10 samples, oldest first: 2..11, as the flat request would carry it.
+	var want []float64
+	for i := 2; i < 12; i++ {
+		s := sample(i)
+		want = append(want, s[:]...)
+	}
+	for i := range want {
+		if raw[i] != want[i] {
+			t.Fatalf("value %d: %v, want %v", i, raw[i], want[i])
+		}
+	}
+}
+
+func TestWindowsGapStaleAndOrder(t *testing.T) {
+	spec := mustLoad(t, "../examples/specs/bandwidth.yaml")
+	w, _ := NewWindows(spec, WindowConfig{MaxAge: 3 * time.Minute})
+	t0 := time.Date(2026, 11, 28, 1, 0, 0, 0, time.UTC)
+	for i := 0; i < 10; i++ {
+		if i == 6 {
+			continue // a minute with no sample
+		}
+		at := t0.Add(time.Duration(i)*time.Minute + 7*time.Second) // jitter within half a step
+		if err := w.Push("vm", at, sample(i), at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw := make([]float64, spec.Size())
+	now := t0.Add(9*time.Minute + 30*time.Second)
+	if err := w.Raw(raw, "vm", now); err != nil {
+		t.Fatal(err)
+	}
+	// 9 samples for 10 steps on the grid ending at minute 9: minute 6 is the gap.
+	if !math.IsNaN(raw[6*6]) || raw[5*6] != 15 || raw[7*6] != 17 {
+		t.Fatalf("gap at step 6 not where expected: %v", raw)
+	}
+	dst := make([]float32, spec.Size())
+	if err := spec.Canonicalize(dst, raw); err != nil {
+		t.Fatalf("policy previous should fill the gap: %v", err)
+	}
+	if dst[6*6] != dst[5*6] {
+		t.Errorf("gap filled with %v, want the previous step's %v", dst[6*6], dst[5*6])
+	}
+	// Stale: read four minutes after the newest sample.
+	err := w.Raw(raw, "vm", t0.Add(13*time.Minute))
+	if !errors.Is(err, ErrNotReady) || !strings.Contains(err.Error(), `vm "vm": newest metrics are 3m53s old, max age 3m0s`) {
+		t.Errorf("stale: %v", err)
+	}
+	if err := w.Raw(raw, "nobody", now); !errors.Is(err, ErrNotReady) {
+		t.Errorf("unknown VM: %v", err)
+	}
+	at := t0.Add(2 * time.Minute)
+	if err := w.Push("vm", at, sample(0), now); err == nil || !strings.Contains(err.Error(), "older than its newest sample") {
+		t.Errorf("out of order: %v", err)
+	}
+	if err := w.Push("vm", now, [6]float64{math.Inf(1)}, now); err == nil || !strings.Contains(err.Error(), "metrics.cpu") {
+		t.Errorf("infinite: %v", err)
+	}
+}
+
+func TestWindowsBoundAndExpiry(t *testing.T) {
+	spec := mustLoad(t, "../examples/specs/bandwidth.yaml")
+	w, _ := NewWindows(spec, WindowConfig{MaxVMs: windowShards * 2, IdleExpiry: time.Hour})
+	t0 := time.Date(2026, 11, 28, 1, 0, 0, 0, time.UTC)
+	refused := 0
+	for i := 0; i < windowShards*4; i++ {
+		if err := w.Push(fmt.Sprint("vm-", i), t0, sample(0), t0); errors.Is(err, ErrTooManyVMs) {
+			refused++
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if w.Len() > windowShards*2 || refused == 0 {
+		t.Fatalf("tracked %d, refused %d: the bound did not hold", w.Len(), refused)
+	}
+	// Two hours later the idle VMs make room.
+	later := t0.Add(2 * time.Hour)
+	if err := w.Push("vm-new", later, sample(0), later); err != nil {
+		t.Errorf("after idle expiry: %v", err)
+	}
+}
+
+// TestWindowMemory measures the memory one tracked VM costs (the target is under 2 KiB for the
+// bandwidth spec) and logs it; 100k VMs fit the default bound.
+func TestWindowMemory(t *testing.T) {
+	spec := mustLoad(t, "../examples/specs/bandwidth.yaml")
+	const n = 20000
+	w, _ := NewWindows(spec, WindowConfig{})
+	t0 := time.Date(2026, 11, 28, 1, 0, 0, 0, time.UTC)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := 0; i < n; i++ {
+		for s := 0; s < spec.Window; s++ {
+			at := t0.Add(time.Duration(s) * time.Minute)
+			if err := w.Push(fmt.Sprintf("vm-%06d", i), at, sample(s), at); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	per := float64(after.HeapAlloc-before.HeapAlloc) / n
+	t.Logf("memory per tracked VM window (bandwidth spec, %d steps): %.0f bytes", spec.Window, per)
+	if per > 2048 {
+		t.Errorf("%.0f bytes per VM, above the 2 KiB target", per)
+	}
+	runtime.KeepAlive(w)
+}
