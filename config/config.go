@@ -40,6 +40,7 @@ type Config struct {
 	Models      []Model     `yaml:"models"`
 	Routes      Routes      `yaml:"routes"`
 	Cache       Cache       `yaml:"cache"`
+	Windows     Windows     `yaml:"windows"`
 	// ShutdownTimeout bounds the drain of in-flight calls on SIGINT/SIGTERM. Zero: 10s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 
@@ -54,6 +55,20 @@ type Cache struct {
 	Disabled bool `yaml:"disabled"`
 	// MaxEntries bounds the answers (rows) held. Zero: 100000.
 	MaxEntries int64 `yaml:"max_entries"`
+}
+
+// Windows bounds the per-VM metric windows kept for PushMetrics (one store per forecast model).
+type Windows struct {
+	// MaxVMs bounds the VMs tracked; a new VM beyond it is refused unless an idle one expires.
+	// Zero: 100000.
+	MaxVMs int `yaml:"max_vms"`
+	// IdleExpiry lets a VM that pushed nothing for this long be dropped when room is needed.
+	// Zero: 30m.
+	IdleExpiry time.Duration `yaml:"idle_expiry"`
+	// Step is the time between a window's steps. Zero: 1m.
+	Step time.Duration `yaml:"step"`
+	// MaxAge refuses (FAILED_PRECONDITION) a window whose newest sample is older. Zero: 2 x step.
+	MaxAge time.Duration `yaml:"max_age"`
 }
 
 // Listen holds the front ends' addresses. Empty disables nothing: zero values take the defaults
@@ -263,6 +278,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout < 0 {
 		add("shutdown_timeout", "must not be negative")
+	}
+	if c.Windows.MaxVMs < 0 || c.Windows.IdleExpiry < 0 || c.Windows.Step < 0 || c.Windows.MaxAge < 0 {
+		add("windows", "values must not be negative")
 	}
 	if c.Cache.MaxEntries < 1 || c.Cache.MaxEntries > 1<<30 {
 		add("cache.max_entries", "%d is not in 1..%d", c.Cache.MaxEntries, 1<<30)

@@ -48,7 +48,9 @@ func Code(err error) codes.Code {
 	case errors.Is(err, features.ErrInvalid), errors.Is(err, backends.ErrInvalidInput),
 		errors.Is(err, ErrUnsupportedMediaType):
 		return codes.InvalidArgument
-	case errors.Is(err, ErrTooLarge), errors.Is(err, batcher.ErrOverloaded):
+	case errors.Is(err, features.ErrNotReady):
+		return codes.FailedPrecondition
+	case errors.Is(err, ErrTooLarge), errors.Is(err, batcher.ErrOverloaded), errors.Is(err, features.ErrTooManyVMs):
 		return codes.ResourceExhausted
 	case errors.Is(err, batcher.ErrTooLarge):
 		return codes.InvalidArgument

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"io"
 	"path"
 	"time"
 
@@ -73,6 +74,30 @@ func (a *aiServer) PredictBandwidth(ctx context.Context, r *aipb.BandwidthReques
 
 func (a *aiServer) PredictBandwidthBatch(ctx context.Context, r *aipb.BandwidthBatchRequest) (*aipb.BandwidthBatchResponse, error) {
 	return a.svc.PredictBandwidthBatch(ctx, r)
+}
+
+func (a *aiServer) PushMetrics(ctx context.Context, r *aipb.PushMetricsRequest) (*aipb.PushMetricsResponse, error) {
+	return a.svc.PushMetrics(ctx, r)
+}
+
+// StreamMetrics stores each message's samples as it arrives and answers the total when the client
+// closes the stream; the first bad sample ends the stream with its error.
+func (a *aiServer) StreamMetrics(stream grpc.ClientStreamingServer[aipb.PushMetricsRequest, aipb.PushMetricsResponse]) error {
+	var total int64
+	for {
+		req, err := stream.Recv()
+		if err == io.EOF {
+			return stream.SendAndClose(&aipb.PushMetricsResponse{Accepted: total})
+		}
+		if err != nil {
+			return err
+		}
+		resp, err := recovered(func() (*aipb.PushMetricsResponse, error) { return a.svc.PushMetrics(stream.Context(), req) })
+		if err != nil {
+			return grpcError(fmt.Errorf("after %d samples stored: %w", total, err))
+		}
+		total += resp.GetAccepted()
+	}
 }
 
 func (a *aiServer) DetectAnomaly(ctx context.Context, r *aipb.AnomalyRequest) (*aipb.AnomalyResponse, error) {

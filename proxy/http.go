@@ -10,10 +10,13 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -45,6 +48,7 @@ func NewHTTPHandler(svc *Service, opt HTTPOptions) http.Handler {
 	mux.Handle("POST /api/v1/predict", route(svc, "PredictBandwidth", svc.PredictBandwidth))
 	mux.Handle("POST /api/v1/predict/batch", route(svc, "PredictBandwidthBatch", svc.PredictBandwidthBatch))
 	mux.Handle("POST /api/v1/anomaly", route(svc, "DetectAnomaly", svc.DetectAnomaly))
+	mux.Handle("POST /api/v1/metrics", route(svc, "PushMetrics", svc.PushMetrics))
 	mux.Handle("POST /api/v1/placement", route(svc, "OptimizePlacement", svc.OptimizePlacement))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -174,9 +178,21 @@ func writeError(w http.ResponseWriter, err error) {
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(d.Seconds()))))
 	}
 	var b errorBody
-	b.Error.Code = Code(err).String()
+	b.Error.Code = codeName(Code(err))
 	b.Error.Message = err.Error()
 	writeJSON(w, httpStatus(err), b)
+}
+
+// codeName is a gRPC code's canonical name, as google.rpc.Status JSON spells it: INVALID_ARGUMENT.
+func codeName(c codes.Code) string {
+	var b strings.Builder
+	for i, r := range c.String() {
+		if i > 0 && r >= 'A' && r <= 'Z' {
+			b.WriteByte('_')
+		}
+		b.WriteRune(unicode.ToUpper(r))
+	}
+	return b.String()
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -86,6 +86,7 @@ type Model struct {
 	// Zero takes the cache's default.
 	CacheTTL time.Duration
 	batch    *batcher.Batcher[[]float32, rowOut]
+	windows  *features.Windows // forecast models: the pushed per-VM windows
 	metrics  *modelMetrics
 	// keyPrefix is name, version and spec fingerprint: the cache key's fixed parts.
 	keyPrefix [3][]byte

@@ -35,6 +35,10 @@ type Config struct {
 	MaxMessageBytes int
 	// Cache, when set, answers repeated rows (see infer); the Service does not close it.
 	Cache *cache.Cache[[]float32]
+	// Windows bounds the per-VM metric windows each forecast model keeps for PushMetrics.
+	Windows features.WindowConfig
+	// Now is the clock of the windows (pushes without a timestamp, max-age checks). Nil: time.Now.
+	Now func() time.Time
 }
 
 // Routes name the default model of each RPC family.
@@ -68,8 +72,18 @@ type Service struct {
 func New(cfg Config, models []*Model, metrics *Metrics) (*Service, error) {
 	cfg.setDefaults()
 	s := &Service{cfg: cfg, metrics: metrics, cache: cfg.Cache}
+	if s.cfg.Now == nil {
+		s.cfg.Now = time.Now
+	}
 	var started []*Model
 	for _, m := range models {
+		if m.Task == TaskForecast && m.windows == nil {
+			w, err := features.NewWindows(m.Spec, cfg.Windows)
+			if err != nil {
+				return nil, fmt.Errorf("model %q: %w", m.Name, err)
+			}
+			m.windows = w
+		}
 		if metrics != nil {
 			m.metrics = metrics.forModel(m.Name)
 		}
@@ -356,7 +370,7 @@ func (s *Service) PredictBandwidth(ctx context.Context, req *aipb.BandwidthReque
 		return nil, err
 	}
 	buf := make([]float32, m.Spec.Size())
-	if err := canonWindow(m, buf, req, -1); err != nil {
+	if err := canonWindow(m, buf, req, -1, s.cfg.Now()); err != nil {
 		return nil, err
 	}
 	res, err := s.infer(ctx, m, 1, buf, priority(ctx, PriorityHigh))
@@ -383,11 +397,12 @@ func (s *Service) PredictBandwidthBatch(ctx context.Context, req *aipb.Bandwidth
 	}
 	size := m.Spec.Size()
 	buf := make([]float32, len(vms)*size)
+	now := s.cfg.Now()
 	for i, vm := range vms {
 		if vm.GetModel() != "" && vm.GetModel() != m.Name {
 			return nil, invalid(fmt.Sprintf("vms[%d].model", i), fmt.Sprintf("%q differs from the batch's model %q; one batch runs one model", vm.GetModel(), m.Name))
 		}
-		if err := canonWindow(m, buf[i*size:(i+1)*size], vm, i); err != nil {
+		if err := canonWindow(m, buf[i*size:(i+1)*size], vm, i, now); err != nil {
 			return nil, err
 		}
 	}
@@ -400,8 +415,8 @@ func (s *Service) PredictBandwidthBatch(ctx context.Context, req *aipb.Bandwidth
 
 // canonWindow validates one BandwidthRequest and canonicalizes its window into dst. vm is the
 // request's index in a batch call, or -1; it only names fields in errors.
-func canonWindow(m *Model, dst []float32, req *aipb.BandwidthRequest, vm int) error {
-	if err := canonWindowAt(m, dst, req); err != nil {
+func canonWindow(m *Model, dst []float32, req *aipb.BandwidthRequest, vm int, now time.Time) error {
+	if err := canonWindowAt(m, dst, req, now); err != nil {
 		if vm >= 0 {
 			if fe, ok := err.(*features.FieldError); ok {
 				return invalid(fmt.Sprintf("vms[%d].%s", vm, fe.Field), fe.Reason)
@@ -413,7 +428,20 @@ func canonWindow(m *Model, dst []float32, req *aipb.BandwidthRequest, vm int) er
 	return nil
 }
 
-func canonWindowAt(m *Model, dst []float32, req *aipb.BandwidthRequest) error {
+// canonStored canonicalizes a VM's pushed window. What keeps it from being served (nothing pushed,
+// too old, a gap the spec's policy refuses) is ErrNotReady: FAILED_PRECONDITION, naming the VM.
+func canonStored(m *Model, dst []float32, vm string, now time.Time) error {
+	raw := make([]float64, m.Spec.Size())
+	if err := m.windows.Raw(raw, vm, now); err != nil {
+		return err
+	}
+	if err := m.Spec.Canonicalize(dst, raw); err != nil {
+		return fmt.Errorf("vm %q: stored window: %v: %w", vm, err, features.ErrNotReady)
+	}
+	return nil
+}
+
+func canonWindowAt(m *Model, dst []float32, req *aipb.BandwidthRequest, now time.Time) error {
 	const prefix = ""
 	if req.GetVmId() == "" {
 		return invalid(prefix+"vm_id", "required")
@@ -422,6 +450,9 @@ func canonWindowAt(m *Model, dst []float32, req *aipb.BandwidthRequest) error {
 		return invalid(prefix+"horizon_minutes", fmt.Sprintf("%d is negative; give 0 for the model's whole horizon (%d) or 1..%d", h, m.horizon, m.horizon))
 	}
 	raw := req.GetHistoricalMetrics()
+	if len(raw) == 0 && m.windows != nil {
+		return canonStored(m, dst, req.GetVmId(), now)
+	}
 	if len(raw) != m.Spec.Size() {
 		return invalid(prefix+"historical_metrics", fmt.Sprintf("got %d values, want %d: %d steps x %d features (%s), oldest step first",
 			len(raw), m.Spec.Size(), m.Spec.Steps(), m.Spec.Width(), strings.Join(m.Spec.FeatureNames(), ", ")))
@@ -465,6 +496,40 @@ func forecastRows(m *Model, rows []rowOut, reqs []*aipb.BandwidthRequest) []*aip
 		out[i] = &aipb.BandwidthResponse{Predictions: preds, Confidence: conf, ModelVersion: m.Version, VmId: req.GetVmId()}
 	}
 	return out
+}
+
+// ---- PushMetrics ----
+
+// PushMetrics stores samples in the window of every forecast model, in order; it stops at the first
+// bad sample (naming it) with the ones before it stored.
+func (s *Service) PushMetrics(ctx context.Context, req *aipb.PushMetricsRequest) (*aipb.PushMetricsResponse, error) {
+	now := s.cfg.Now()
+	var accepted int64
+	for i, smp := range req.GetSamples() {
+		at := fmt.Sprintf("samples[%d]", i)
+		m := smp.GetMetrics()
+		if m == nil {
+			return nil, invalid(at+".metrics", fmt.Sprintf("required (%d samples before it stored)", accepted))
+		}
+		t := now
+		if ms := smp.GetTimestampMs(); ms != 0 {
+			t = time.UnixMilli(ms)
+		}
+		values := [6]float64{m.GetCpu(), m.GetMemory(), m.GetDiskIo(), m.GetNetworkIo(), m.GetLatency(), m.GetErrorRate()}
+		for _, model := range *s.models.Load() {
+			if model.windows == nil {
+				continue
+			}
+			if err := model.windows.Push(smp.GetVmId(), t, values, now); err != nil {
+				if fe, ok := err.(*features.FieldError); ok {
+					return nil, invalid(at+"."+fe.Field, fmt.Sprintf("%s (%d samples before it stored)", fe.Reason, accepted))
+				}
+				return nil, fmt.Errorf("%s: %w", at, err)
+			}
+		}
+		accepted++
+	}
+	return &aipb.PushMetricsResponse{Accepted: accepted}, nil
 }
 
 // ---- DetectAnomaly ----

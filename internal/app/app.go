@@ -90,7 +90,9 @@ func (a *App) start(ctx context.Context, embedded fs.FS) error {
 		metrics.WatchCache(a.cache.Stats)
 	}
 	a.Service, err = proxy.New(proxy.Config{
-		Cache:           a.cache,
+		Cache: a.cache,
+		Windows: features.WindowConfig{MaxVMs: cfg.Windows.MaxVMs, IdleExpiry: cfg.Windows.IdleExpiry,
+			Step: cfg.Windows.Step, MaxAge: cfg.Windows.MaxAge},
 		Routes:          proxy.Routes{Bandwidth: cfg.Routes.PredictBandwidth, Anomaly: cfg.Routes.DetectAnomaly, Placement: cfg.Routes.OptimizePlacement},
 		RequestTimeout:  cfg.Limits.RequestTimeout,
 		MaxBatchVMs:     cfg.Limits.MaxBatchVMs,

@@ -610,3 +610,82 @@ func TestCachedAnswerEqualsFresh(t *testing.T) {
 		t.Error("a sidecar with the cache disabled exports cache metrics")
 	}
 }
+
+// pushWindow sends window(seed)'s ten steps as samples one minute apart, the newest at end.
+func pushSamples(vm string, seed int, end time.Time) []*aipb.MetricsSample {
+	w := window(seed)
+	var out []*aipb.MetricsSample
+	for s := 0; s < 10; s++ {
+		v := w[s*6 : s*6+6]
+		out = append(out, &aipb.MetricsSample{VmId: vm, TimestampMs: end.Add(time.Duration(s-9) * time.Minute).UnixMilli(),
+			Metrics: &aipb.VMMetrics{Cpu: v[0], Memory: v[1], DiskIo: v[2], NetworkIo: v[3], Latency: v[4], ErrorRate: v[5]}})
+	}
+	return out
+}
+
+// TestPushThenPredict: metrics pushed one by one (unary, streaming, HTTP) make the window a
+// PredictBandwidth with no historical_metrics uses; its answer equals the call that sends the same
+// window explicitly. A stale or unknown VM is refused with FAILED_PRECONDITION / 400.
+func TestPushThenPredict(t *testing.T) {
+	s := start(t, nil)
+	ctx := context.Background()
+	now := time.Now()
+	want, err := s.client.PredictBandwidth(ctx, &aipb.BandwidthRequest{VmId: "vm-a", HistoricalMetrics: window(4), HorizonMinutes: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Unary pushes, one sample per call.
+	for _, smp := range pushSamples("vm-a", 4, now) {
+		if r, err := s.client.PushMetrics(ctx, &aipb.PushMetricsRequest{Samples: []*aipb.MetricsSample{smp}}); err != nil || r.Accepted != 1 {
+			t.Fatalf("push: %v %v", r, err)
+		}
+	}
+	// A client stream for another VM.
+	st, err := s.client.StreamMetrics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, smp := range pushSamples("vm-b", 4, now) {
+		if err := st.Send(&aipb.PushMetricsRequest{Samples: []*aipb.MetricsSample{smp}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r, err := st.CloseAndRecv(); err != nil || r.Accepted != 10 {
+		t.Fatalf("stream: %v %v", r, err)
+	}
+	// HTTP for a third.
+	body, _ := protojson.Marshal(&aipb.PushMetricsRequest{Samples: pushSamples("vm-c", 4, now)})
+	if code, out := s.post(t, "/api/v1/metrics", "application/json", body); code != 200 || !strings.Contains(string(out), `"accepted":"10"`) && !strings.Contains(string(out), `"accepted": "10"`) {
+		t.Fatalf("HTTP push: %d %s", code, out)
+	}
+	for _, vm := range []string{"vm-a", "vm-b", "vm-c"} {
+		got, err := s.client.PredictBandwidth(ctx, &aipb.BandwidthRequest{VmId: vm, HorizonMinutes: 5})
+		if err != nil {
+			t.Fatalf("%s: %v", vm, err)
+		}
+		if !near(got.Predictions, want.Predictions, 1e-6) || got.Confidence != want.Confidence {
+			t.Errorf("%s from pushed metrics: %v, want the explicit window's %v", vm, got, want)
+		}
+	}
+	code, out := s.post(t, "/api/v1/predict", "application/json", []byte(`{"vm_id":"vm-c","horizon_minutes":5}`))
+	var viaHTTP aipb.BandwidthResponse
+	if err := protojson.Unmarshal(out, &viaHTTP); code != 200 || err != nil || !near(viaHTTP.Predictions, want.Predictions, 1e-6) {
+		t.Errorf("HTTP predict from pushed metrics: %d %s", code, out)
+	}
+	// Stale and unknown.
+	if _, err := s.client.PushMetrics(ctx, &aipb.PushMetricsRequest{Samples: pushSamples("vm-old", 4, now.Add(-10*time.Minute))}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.client.PredictBandwidth(ctx, &aipb.BandwidthRequest{VmId: "vm-old"})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), `vm "vm-old": newest metrics are 10m`) {
+		t.Errorf("stale window: %v", err)
+	}
+	if code, out := s.post(t, "/api/v1/predict", "application/json", []byte(`{"vm_id":"vm-none"}`)); code != 400 || !strings.Contains(string(out), "FAILED_PRECONDITION") {
+		t.Errorf("unknown VM over HTTP: %d %s", code, out)
+	}
+	// A bad sample is named.
+	_, err = s.client.PushMetrics(ctx, &aipb.PushMetricsRequest{Samples: []*aipb.MetricsSample{{VmId: "v"}}})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "samples[0].metrics: required") {
+		t.Errorf("bad sample: %v", err)
+	}
+}

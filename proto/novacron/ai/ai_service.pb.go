@@ -28,6 +28,156 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type MetricsSample struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	VmId  string                 `protobuf:"bytes,1,opt,name=vm_id,json=vmId,proto3" json:"vm_id,omitempty"`
+	// When the metrics were taken, Unix time in milliseconds; 0: when the sidecar receives them.
+	TimestampMs   int64      `protobuf:"varint,2,opt,name=timestamp_ms,json=timestampMs,proto3" json:"timestamp_ms,omitempty"`
+	Metrics       *VMMetrics `protobuf:"bytes,3,opt,name=metrics,proto3" json:"metrics,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetricsSample) Reset() {
+	*x = MetricsSample{}
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetricsSample) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetricsSample) ProtoMessage() {}
+
+func (x *MetricsSample) ProtoReflect() protoreflect.Message {
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetricsSample.ProtoReflect.Descriptor instead.
+func (*MetricsSample) Descriptor() ([]byte, []int) {
+	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *MetricsSample) GetVmId() string {
+	if x != nil {
+		return x.VmId
+	}
+	return ""
+}
+
+func (x *MetricsSample) GetTimestampMs() int64 {
+	if x != nil {
+		return x.TimestampMs
+	}
+	return 0
+}
+
+func (x *MetricsSample) GetMetrics() *VMMetrics {
+	if x != nil {
+		return x.Metrics
+	}
+	return nil
+}
+
+type PushMetricsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Samples       []*MetricsSample       `protobuf:"bytes,1,rep,name=samples,proto3" json:"samples,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushMetricsRequest) Reset() {
+	*x = PushMetricsRequest{}
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushMetricsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushMetricsRequest) ProtoMessage() {}
+
+func (x *PushMetricsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushMetricsRequest.ProtoReflect.Descriptor instead.
+func (*PushMetricsRequest) Descriptor() ([]byte, []int) {
+	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PushMetricsRequest) GetSamples() []*MetricsSample {
+	if x != nil {
+		return x.Samples
+	}
+	return nil
+}
+
+type PushMetricsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Samples stored.
+	Accepted      int64 `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushMetricsResponse) Reset() {
+	*x = PushMetricsResponse{}
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushMetricsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushMetricsResponse) ProtoMessage() {}
+
+func (x *PushMetricsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushMetricsResponse.ProtoReflect.Descriptor instead.
+func (*PushMetricsResponse) Descriptor() ([]byte, []int) {
+	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PushMetricsResponse) GetAccepted() int64 {
+	if x != nil {
+		return x.Accepted
+	}
+	return 0
+}
+
 type BandwidthRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	VmId  string                 `protobuf:"bytes,1,opt,name=vm_id,json=vmId,proto3" json:"vm_id,omitempty"`
@@ -46,7 +196,7 @@ type BandwidthRequest struct {
 
 func (x *BandwidthRequest) Reset() {
 	*x = BandwidthRequest{}
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[0]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -58,7 +208,7 @@ func (x *BandwidthRequest) String() string {
 func (*BandwidthRequest) ProtoMessage() {}
 
 func (x *BandwidthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[0]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -71,7 +221,7 @@ func (x *BandwidthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BandwidthRequest.ProtoReflect.Descriptor instead.
 func (*BandwidthRequest) Descriptor() ([]byte, []int) {
-	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{0}
+	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *BandwidthRequest) GetVmId() string {
@@ -115,7 +265,7 @@ type BandwidthResponse struct {
 
 func (x *BandwidthResponse) Reset() {
 	*x = BandwidthResponse{}
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[1]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -127,7 +277,7 @@ func (x *BandwidthResponse) String() string {
 func (*BandwidthResponse) ProtoMessage() {}
 
 func (x *BandwidthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[1]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -140,7 +290,7 @@ func (x *BandwidthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BandwidthResponse.ProtoReflect.Descriptor instead.
 func (*BandwidthResponse) Descriptor() ([]byte, []int) {
-	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{1}
+	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *BandwidthResponse) GetPredictions() []float64 {
@@ -182,7 +332,7 @@ type BandwidthBatchRequest struct {
 
 func (x *BandwidthBatchRequest) Reset() {
 	*x = BandwidthBatchRequest{}
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[2]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -194,7 +344,7 @@ func (x *BandwidthBatchRequest) String() string {
 func (*BandwidthBatchRequest) ProtoMessage() {}
 
 func (x *BandwidthBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[2]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -207,7 +357,7 @@ func (x *BandwidthBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BandwidthBatchRequest.ProtoReflect.Descriptor instead.
 func (*BandwidthBatchRequest) Descriptor() ([]byte, []int) {
-	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{2}
+	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *BandwidthBatchRequest) GetVms() []*BandwidthRequest {
@@ -233,7 +383,7 @@ type BandwidthBatchResponse struct {
 
 func (x *BandwidthBatchResponse) Reset() {
 	*x = BandwidthBatchResponse{}
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[3]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -245,7 +395,7 @@ func (x *BandwidthBatchResponse) String() string {
 func (*BandwidthBatchResponse) ProtoMessage() {}
 
 func (x *BandwidthBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[3]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -258,7 +408,7 @@ func (x *BandwidthBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BandwidthBatchResponse.ProtoReflect.Descriptor instead.
 func (*BandwidthBatchResponse) Descriptor() ([]byte, []int) {
-	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{3}
+	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *BandwidthBatchResponse) GetResults() []*BandwidthResponse {
@@ -281,7 +431,7 @@ type PlacementRequest struct {
 
 func (x *PlacementRequest) Reset() {
 	*x = PlacementRequest{}
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[4]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -293,7 +443,7 @@ func (x *PlacementRequest) String() string {
 func (*PlacementRequest) ProtoMessage() {}
 
 func (x *PlacementRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[4]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -306,7 +456,7 @@ func (x *PlacementRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlacementRequest.ProtoReflect.Descriptor instead.
 func (*PlacementRequest) Descriptor() ([]byte, []int) {
-	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{4}
+	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PlacementRequest) GetWorkloadId() string {
@@ -349,7 +499,7 @@ type PlacementResponse struct {
 
 func (x *PlacementResponse) Reset() {
 	*x = PlacementResponse{}
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[5]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -361,7 +511,7 @@ func (x *PlacementResponse) String() string {
 func (*PlacementResponse) ProtoMessage() {}
 
 func (x *PlacementResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[5]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -374,7 +524,7 @@ func (x *PlacementResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlacementResponse.ProtoReflect.Descriptor instead.
 func (*PlacementResponse) Descriptor() ([]byte, []int) {
-	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{5}
+	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PlacementResponse) GetCandidates() []*PlacementCandidate {
@@ -409,7 +559,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[6]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -421,7 +571,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[6]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -434,7 +584,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{6}
+	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *NodeInfo) GetNodeId() string {
@@ -469,7 +619,7 @@ type PlacementCandidate struct {
 
 func (x *PlacementCandidate) Reset() {
 	*x = PlacementCandidate{}
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[7]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -481,7 +631,7 @@ func (x *PlacementCandidate) String() string {
 func (*PlacementCandidate) ProtoMessage() {}
 
 func (x *PlacementCandidate) ProtoReflect() protoreflect.Message {
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[7]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -494,7 +644,7 @@ func (x *PlacementCandidate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlacementCandidate.ProtoReflect.Descriptor instead.
 func (*PlacementCandidate) Descriptor() ([]byte, []int) {
-	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{7}
+	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PlacementCandidate) GetNodeId() string {
@@ -530,7 +680,7 @@ type AnomalyRequest struct {
 
 func (x *AnomalyRequest) Reset() {
 	*x = AnomalyRequest{}
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[8]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -542,7 +692,7 @@ func (x *AnomalyRequest) String() string {
 func (*AnomalyRequest) ProtoMessage() {}
 
 func (x *AnomalyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[8]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -555,7 +705,7 @@ func (x *AnomalyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnomalyRequest.ProtoReflect.Descriptor instead.
 func (*AnomalyRequest) Descriptor() ([]byte, []int) {
-	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{8}
+	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AnomalyRequest) GetVmId() string {
@@ -593,7 +743,7 @@ type AnomalyResponse struct {
 
 func (x *AnomalyResponse) Reset() {
 	*x = AnomalyResponse{}
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[9]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -605,7 +755,7 @@ func (x *AnomalyResponse) String() string {
 func (*AnomalyResponse) ProtoMessage() {}
 
 func (x *AnomalyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[9]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -618,7 +768,7 @@ func (x *AnomalyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnomalyResponse.ProtoReflect.Descriptor instead.
 func (*AnomalyResponse) Descriptor() ([]byte, []int) {
-	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{9}
+	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AnomalyResponse) GetIsAnomaly() bool {
@@ -670,7 +820,7 @@ type VMMetrics struct {
 
 func (x *VMMetrics) Reset() {
 	*x = VMMetrics{}
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[10]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -682,7 +832,7 @@ func (x *VMMetrics) String() string {
 func (*VMMetrics) ProtoMessage() {}
 
 func (x *VMMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[10]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -695,7 +845,7 @@ func (x *VMMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMMetrics.ProtoReflect.Descriptor instead.
 func (*VMMetrics) Descriptor() ([]byte, []int) {
-	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{10}
+	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *VMMetrics) GetCpu() float64 {
@@ -744,7 +894,15 @@ var File_novacron_ai_ai_service_proto protoreflect.FileDescriptor
 
 const file_novacron_ai_ai_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1cnovacron/ai/ai_service.proto\x12\vnovacron.ai\"\x95\x01\n" +
+	"\x1cnovacron/ai/ai_service.proto\x12\vnovacron.ai\"y\n" +
+	"\rMetricsSample\x12\x13\n" +
+	"\x05vm_id\x18\x01 \x01(\tR\x04vmId\x12!\n" +
+	"\ftimestamp_ms\x18\x02 \x01(\x03R\vtimestampMs\x120\n" +
+	"\ametrics\x18\x03 \x01(\v2\x16.novacron.ai.VMMetricsR\ametrics\"J\n" +
+	"\x12PushMetricsRequest\x124\n" +
+	"\asamples\x18\x01 \x03(\v2\x1a.novacron.ai.MetricsSampleR\asamples\"1\n" +
+	"\x13PushMetricsResponse\x12\x1a\n" +
+	"\baccepted\x18\x01 \x01(\x03R\baccepted\"\x95\x01\n" +
 	"\x10BandwidthRequest\x12\x13\n" +
 	"\x05vm_id\x18\x01 \x01(\tR\x04vmId\x12-\n" +
 	"\x12historical_metrics\x18\x02 \x03(\x01R\x11historicalMetrics\x12'\n" +
@@ -804,12 +962,14 @@ const file_novacron_ai_ai_service_proto_rawDesc = "" +
 	"network_io\x18\x04 \x01(\x01R\tnetworkIo\x12\x18\n" +
 	"\alatency\x18\x05 \x01(\x01R\alatency\x12\x1d\n" +
 	"\n" +
-	"error_rate\x18\x06 \x01(\x01R\terrorRate2\xe0\x02\n" +
+	"error_rate\x18\x06 \x01(\x01R\terrorRate2\x88\x04\n" +
 	"\tAIService\x12Q\n" +
 	"\x10PredictBandwidth\x12\x1d.novacron.ai.BandwidthRequest\x1a\x1e.novacron.ai.BandwidthResponse\x12R\n" +
 	"\x11OptimizePlacement\x12\x1d.novacron.ai.PlacementRequest\x1a\x1e.novacron.ai.PlacementResponse\x12J\n" +
 	"\rDetectAnomaly\x12\x1b.novacron.ai.AnomalyRequest\x1a\x1c.novacron.ai.AnomalyResponse\x12`\n" +
-	"\x15PredictBandwidthBatch\x12\".novacron.ai.BandwidthBatchRequest\x1a#.novacron.ai.BandwidthBatchResponseB4Z2github.com/novacron/sidecar/proto/novacron/ai;aipbb\x06proto3"
+	"\x15PredictBandwidthBatch\x12\".novacron.ai.BandwidthBatchRequest\x1a#.novacron.ai.BandwidthBatchResponse\x12P\n" +
+	"\vPushMetrics\x12\x1f.novacron.ai.PushMetricsRequest\x1a .novacron.ai.PushMetricsResponse\x12T\n" +
+	"\rStreamMetrics\x12\x1f.novacron.ai.PushMetricsRequest\x1a .novacron.ai.PushMetricsResponse(\x01B4Z2github.com/novacron/sidecar/proto/novacron/ai;aipbb\x06proto3"
 
 var (
 	file_novacron_ai_ai_service_proto_rawDescOnce sync.Once
@@ -823,41 +983,50 @@ func file_novacron_ai_ai_service_proto_rawDescGZIP() []byte {
 	return file_novacron_ai_ai_service_proto_rawDescData
 }
 
-var file_novacron_ai_ai_service_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_novacron_ai_ai_service_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_novacron_ai_ai_service_proto_goTypes = []any{
-	(*BandwidthRequest)(nil),       // 0: novacron.ai.BandwidthRequest
-	(*BandwidthResponse)(nil),      // 1: novacron.ai.BandwidthResponse
-	(*BandwidthBatchRequest)(nil),  // 2: novacron.ai.BandwidthBatchRequest
-	(*BandwidthBatchResponse)(nil), // 3: novacron.ai.BandwidthBatchResponse
-	(*PlacementRequest)(nil),       // 4: novacron.ai.PlacementRequest
-	(*PlacementResponse)(nil),      // 5: novacron.ai.PlacementResponse
-	(*NodeInfo)(nil),               // 6: novacron.ai.NodeInfo
-	(*PlacementCandidate)(nil),     // 7: novacron.ai.PlacementCandidate
-	(*AnomalyRequest)(nil),         // 8: novacron.ai.AnomalyRequest
-	(*AnomalyResponse)(nil),        // 9: novacron.ai.AnomalyResponse
-	(*VMMetrics)(nil),              // 10: novacron.ai.VMMetrics
-	nil,                            // 11: novacron.ai.PlacementRequest.RequirementsEntry
+	(*MetricsSample)(nil),          // 0: novacron.ai.MetricsSample
+	(*PushMetricsRequest)(nil),     // 1: novacron.ai.PushMetricsRequest
+	(*PushMetricsResponse)(nil),    // 2: novacron.ai.PushMetricsResponse
+	(*BandwidthRequest)(nil),       // 3: novacron.ai.BandwidthRequest
+	(*BandwidthResponse)(nil),      // 4: novacron.ai.BandwidthResponse
+	(*BandwidthBatchRequest)(nil),  // 5: novacron.ai.BandwidthBatchRequest
+	(*BandwidthBatchResponse)(nil), // 6: novacron.ai.BandwidthBatchResponse
+	(*PlacementRequest)(nil),       // 7: novacron.ai.PlacementRequest
+	(*PlacementResponse)(nil),      // 8: novacron.ai.PlacementResponse
+	(*NodeInfo)(nil),               // 9: novacron.ai.NodeInfo
+	(*PlacementCandidate)(nil),     // 10: novacron.ai.PlacementCandidate
+	(*AnomalyRequest)(nil),         // 11: novacron.ai.AnomalyRequest
+	(*AnomalyResponse)(nil),        // 12: novacron.ai.AnomalyResponse
+	(*VMMetrics)(nil),              // 13: novacron.ai.VMMetrics
+	nil,                            // 14: novacron.ai.PlacementRequest.RequirementsEntry
 }
 var file_novacron_ai_ai_service_proto_depIdxs = []int32{
-	0,  // 0: novacron.ai.BandwidthBatchRequest.vms:type_name -> novacron.ai.BandwidthRequest
-	1,  // 1: novacron.ai.BandwidthBatchResponse.results:type_name -> novacron.ai.BandwidthResponse
-	11, // 2: novacron.ai.PlacementRequest.requirements:type_name -> novacron.ai.PlacementRequest.RequirementsEntry
-	6,  // 3: novacron.ai.PlacementRequest.available_nodes:type_name -> novacron.ai.NodeInfo
-	7,  // 4: novacron.ai.PlacementResponse.candidates:type_name -> novacron.ai.PlacementCandidate
-	10, // 5: novacron.ai.AnomalyRequest.current_metrics:type_name -> novacron.ai.VMMetrics
-	0,  // 6: novacron.ai.AIService.PredictBandwidth:input_type -> novacron.ai.BandwidthRequest
-	4,  // 7: novacron.ai.AIService.OptimizePlacement:input_type -> novacron.ai.PlacementRequest
-	8,  // 8: novacron.ai.AIService.DetectAnomaly:input_type -> novacron.ai.AnomalyRequest
-	2,  // 9: novacron.ai.AIService.PredictBandwidthBatch:input_type -> novacron.ai.BandwidthBatchRequest
-	1,  // 10: novacron.ai.AIService.PredictBandwidth:output_type -> novacron.ai.BandwidthResponse
-	5,  // 11: novacron.ai.AIService.OptimizePlacement:output_type -> novacron.ai.PlacementResponse
-	9,  // 12: novacron.ai.AIService.DetectAnomaly:output_type -> novacron.ai.AnomalyResponse
-	3,  // 13: novacron.ai.AIService.PredictBandwidthBatch:output_type -> novacron.ai.BandwidthBatchResponse
-	10, // [10:14] is the sub-list for method output_type
-	6,  // [6:10] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	13, // 0: novacron.ai.MetricsSample.metrics:type_name -> novacron.ai.VMMetrics
+	0,  // 1: novacron.ai.PushMetricsRequest.samples:type_name -> novacron.ai.MetricsSample
+	3,  // 2: novacron.ai.BandwidthBatchRequest.vms:type_name -> novacron.ai.BandwidthRequest
+	4,  // 3: novacron.ai.BandwidthBatchResponse.results:type_name -> novacron.ai.BandwidthResponse
+	14, // 4: novacron.ai.PlacementRequest.requirements:type_name -> novacron.ai.PlacementRequest.RequirementsEntry
+	9,  // 5: novacron.ai.PlacementRequest.available_nodes:type_name -> novacron.ai.NodeInfo
+	10, // 6: novacron.ai.PlacementResponse.candidates:type_name -> novacron.ai.PlacementCandidate
+	13, // 7: novacron.ai.AnomalyRequest.current_metrics:type_name -> novacron.ai.VMMetrics
+	3,  // 8: novacron.ai.AIService.PredictBandwidth:input_type -> novacron.ai.BandwidthRequest
+	7,  // 9: novacron.ai.AIService.OptimizePlacement:input_type -> novacron.ai.PlacementRequest
+	11, // 10: novacron.ai.AIService.DetectAnomaly:input_type -> novacron.ai.AnomalyRequest
+	5,  // 11: novacron.ai.AIService.PredictBandwidthBatch:input_type -> novacron.ai.BandwidthBatchRequest
+	1,  // 12: novacron.ai.AIService.PushMetrics:input_type -> novacron.ai.PushMetricsRequest
+	1,  // 13: novacron.ai.AIService.StreamMetrics:input_type -> novacron.ai.PushMetricsRequest
+	4,  // 14: novacron.ai.AIService.PredictBandwidth:output_type -> novacron.ai.BandwidthResponse
+	8,  // 15: novacron.ai.AIService.OptimizePlacement:output_type -> novacron.ai.PlacementResponse
+	12, // 16: novacron.ai.AIService.DetectAnomaly:output_type -> novacron.ai.AnomalyResponse
+	6,  // 17: novacron.ai.AIService.PredictBandwidthBatch:output_type -> novacron.ai.BandwidthBatchResponse
+	2,  // 18: novacron.ai.AIService.PushMetrics:output_type -> novacron.ai.PushMetricsResponse
+	2,  // 19: novacron.ai.AIService.StreamMetrics:output_type -> novacron.ai.PushMetricsResponse
+	14, // [14:20] is the sub-list for method output_type
+	8,  // [8:14] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_novacron_ai_ai_service_proto_init() }
@@ -871,7 +1040,7 @@ func file_novacron_ai_ai_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_novacron_ai_ai_service_proto_rawDesc), len(file_novacron_ai_ai_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -30,6 +30,8 @@ const (
 	AIService_OptimizePlacement_FullMethodName     = "/novacron.ai.AIService/OptimizePlacement"
 	AIService_DetectAnomaly_FullMethodName         = "/novacron.ai.AIService/DetectAnomaly"
 	AIService_PredictBandwidthBatch_FullMethodName = "/novacron.ai.AIService/PredictBandwidthBatch"
+	AIService_PushMetrics_FullMethodName           = "/novacron.ai.AIService/PushMetrics"
+	AIService_StreamMetrics_FullMethodName         = "/novacron.ai.AIService/StreamMetrics"
 )
 
 // AIServiceClient is the client API for AIService service.
@@ -42,6 +44,11 @@ type AIServiceClient interface {
 	// Added: many VMs in one call (the seed's section 4 batch API). Every VM is a row of one
 	// model batch; results come back in the order of the request's vms.
 	PredictBandwidthBatch(ctx context.Context, in *BandwidthBatchRequest, opts ...grpc.CallOption) (*BandwidthBatchResponse, error)
+	// Added: agents push each VM's metrics as they collect them; a PredictBandwidth whose
+	// historical_metrics is empty then uses the VM's stored window. StreamMetrics takes the same
+	// pushes on one client stream and answers once, when the client closes it.
+	PushMetrics(ctx context.Context, in *PushMetricsRequest, opts ...grpc.CallOption) (*PushMetricsResponse, error)
+	StreamMetrics(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[PushMetricsRequest, PushMetricsResponse], error)
 }
 
 type aIServiceClient struct {
@@ -92,6 +99,29 @@ func (c *aIServiceClient) PredictBandwidthBatch(ctx context.Context, in *Bandwid
 	return out, nil
 }
 
+func (c *aIServiceClient) PushMetrics(ctx context.Context, in *PushMetricsRequest, opts ...grpc.CallOption) (*PushMetricsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PushMetricsResponse)
+	err := c.cc.Invoke(ctx, AIService_PushMetrics_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *aIServiceClient) StreamMetrics(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[PushMetricsRequest, PushMetricsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AIService_ServiceDesc.Streams[0], AIService_StreamMetrics_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[PushMetricsRequest, PushMetricsResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AIService_StreamMetricsClient = grpc.ClientStreamingClient[PushMetricsRequest, PushMetricsResponse]
+
 // AIServiceServer is the server API for AIService service.
 // All implementations must embed UnimplementedAIServiceServer
 // for forward compatibility.
@@ -102,6 +132,11 @@ type AIServiceServer interface {
 	// Added: many VMs in one call (the seed's section 4 batch API). Every VM is a row of one
 	// model batch; results come back in the order of the request's vms.
 	PredictBandwidthBatch(context.Context, *BandwidthBatchRequest) (*BandwidthBatchResponse, error)
+	// Added: agents push each VM's metrics as they collect them; a PredictBandwidth whose
+	// historical_metrics is empty then uses the VM's stored window. StreamMetrics takes the same
+	// pushes on one client stream and answers once, when the client closes it.
+	PushMetrics(context.Context, *PushMetricsRequest) (*PushMetricsResponse, error)
+	StreamMetrics(grpc.ClientStreamingServer[PushMetricsRequest, PushMetricsResponse]) error
 	mustEmbedUnimplementedAIServiceServer()
 }
 
@@ -123,6 +158,12 @@ func (UnimplementedAIServiceServer) DetectAnomaly(context.Context, *AnomalyReque
 }
 func (UnimplementedAIServiceServer) PredictBandwidthBatch(context.Context, *BandwidthBatchRequest) (*BandwidthBatchResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PredictBandwidthBatch not implemented")
+}
+func (UnimplementedAIServiceServer) PushMetrics(context.Context, *PushMetricsRequest) (*PushMetricsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PushMetrics not implemented")
+}
+func (UnimplementedAIServiceServer) StreamMetrics(grpc.ClientStreamingServer[PushMetricsRequest, PushMetricsResponse]) error {
+	return status.Error(codes.Unimplemented, "method StreamMetrics not implemented")
 }
 func (UnimplementedAIServiceServer) mustEmbedUnimplementedAIServiceServer() {}
 func (UnimplementedAIServiceServer) testEmbeddedByValue()                   {}
@@ -217,6 +258,31 @@ func _AIService_PredictBandwidthBatch_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AIService_PushMetrics_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PushMetricsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AIServiceServer).PushMetrics(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AIService_PushMetrics_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AIServiceServer).PushMetrics(ctx, req.(*PushMetricsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AIService_StreamMetrics_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(AIServiceServer).StreamMetrics(&grpc.GenericServerStream[PushMetricsRequest, PushMetricsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AIService_StreamMetricsServer = grpc.ClientStreamingServer[PushMetricsRequest, PushMetricsResponse]
+
 // AIService_ServiceDesc is the grpc.ServiceDesc for AIService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -240,7 +306,17 @@ var AIService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "PredictBandwidthBatch",
 			Handler:    _AIService_PredictBandwidthBatch_Handler,
 		},
+		{
+			MethodName: "PushMetrics",
+			Handler:    _AIService_PushMetrics_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "StreamMetrics",
+			Handler:       _AIService_StreamMetrics_Handler,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "novacron/ai/ai_service.proto",
 }
