@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -150,4 +151,73 @@ func TestWindowMemory(t *testing.T) {
 		t.Errorf("%.0f bytes per VM, above the 2 KiB target", per)
 	}
 	runtime.KeepAlive(w)
+}
+
+// TestPushedWindowsEqualOfflineMatrix: the rows the online path builds from metrics pushed one by
+// one equal, bit for bit, the offline matrix the transform writes from the same file.
+func TestPushedWindowsEqualOfflineMatrix(t *testing.T) {
+	spec := mustLoad(t, "../examples/specs/bandwidth.yaml")
+	w, err := NewWindows(spec, WindowConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 11, 28, 1, 0, 0, 0, time.UTC)
+	var in strings.Builder
+	in.WriteString("vm_id,timestamp,cpu,memory,disk_io,network_io,latency,error_rate,anomaly_type\n")
+	const steps = 30
+	type pushed struct {
+		vm string
+		at time.Time
+		v  [6]float64
+	}
+	var order []pushed
+	for s := 0; s < steps; s++ {
+		for _, vm := range []string{"a", "b"} {
+			v := [6]float64{float64(s) * 3.7, 40 + float64(s%7), 12.25 * float64(s%5), 100 + 11.1*float64(s), 3 + float64(s%4)/3, 0.001 * float64(s%3)}
+			at := t0.Add(time.Duration(s) * time.Minute)
+			order = append(order, pushed{vm, at, v})
+			fmt.Fprintf(&in, "%s,%d", vm, at.Unix())
+			for _, x := range v {
+				fmt.Fprintf(&in, ",%s", strconv.FormatFloat(x, 'g', -1, 64))
+			}
+			in.WriteString(",normal\n")
+		}
+	}
+	var out strings.Builder
+	if _, err := spec.Transform(strings.NewReader(in.String()), &out, TransformOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// Offline rows by (vm, last step time).
+	offline := map[string][]string{}
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n")[1:] {
+		cells := strings.Split(line, ",")
+		offline[cells[0]+"@"+cells[1]] = cells[2 : 2+spec.Size()]
+	}
+	raw := make([]float64, spec.Size())
+	row := make([]float32, spec.Size())
+	compared := 0
+	for _, p := range order {
+		if err := w.Push(p.vm, p.at, p.v, p.at); err != nil {
+			t.Fatal(err)
+		}
+		want, ok := offline[fmt.Sprintf("%s@%d", p.vm, p.at.Unix())]
+		if !ok {
+			continue // the offline matrix has no row here (too early, or no labels after it)
+		}
+		if err := w.Raw(raw, p.vm, p.at); err != nil {
+			t.Fatal(err)
+		}
+		if err := spec.Canonicalize(row, raw); err != nil {
+			t.Fatal(err)
+		}
+		for i, cell := range want {
+			if got := strconv.FormatFloat(float64(row[i]), 'g', -1, 32); got != cell {
+				t.Fatalf("%s at %v value %d: online %s, offline %s", p.vm, p.at, i, got, cell)
+			}
+		}
+		compared++
+	}
+	if compared != 2*(steps-spec.Window-10+1) {
+		t.Errorf("compared %d rows, want every offline row", compared)
+	}
 }
