@@ -23,6 +23,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -96,6 +97,10 @@ type Feature struct {
 	Normalize Normalize `yaml:"normalize,omitempty"`
 	// Description is free text, not part of the fingerprint.
 	Description string `yaml:"description,omitempty"`
+	// MaxAge, for sequence specs served from pushed windows, refuses a window whose newest sample
+	// is older than this (FAILED_PRECONDITION naming the feature); zero leaves it to the store's
+	// max age. It governs freshness, not values, so it is not part of the fingerprint.
+	MaxAge time.Duration `yaml:"max_age,omitempty"`
 }
 
 // Convert is a linear unit conversion.
@@ -264,6 +269,9 @@ func (s *Spec) Validate() error {
 			}
 		default:
 			add("%s.missing.policy: %q is not one of error, constant, mean, previous", at, f.Missing.Policy)
+		}
+		if f.MaxAge < 0 {
+			add("%s.max_age: %v is negative", at, f.MaxAge)
 		}
 		if !finite(f.Missing.Value) {
 			add("%s.missing.value: must be finite", at)

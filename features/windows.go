@@ -164,8 +164,14 @@ func (w *Windows) Raw(dst []float64, vm string, now time.Time) error {
 	if !ok || vw.last == 0 {
 		return fmt.Errorf("vm %q: no metrics pushed (PushMetrics or POST /api/v1/metrics), or expired after %v idle: %w", vm, w.cfg.IdleExpiry, ErrNotReady)
 	}
-	if age := now.Sub(time.Unix(0, vw.last)); age > w.cfg.MaxAge {
+	age := now.Sub(time.Unix(0, vw.last))
+	if age > w.cfg.MaxAge {
 		return fmt.Errorf("vm %q: newest metrics are %v old, max age %v: %w", vm, age.Round(time.Millisecond), w.cfg.MaxAge, ErrNotReady)
+	}
+	for _, f := range w.spec.Features {
+		if f.MaxAge > 0 && age > f.MaxAge {
+			return fmt.Errorf("vm %q: newest metrics are %v old, feature %s has max_age %v: %w", vm, age.Round(time.Millisecond), f.Name, f.MaxAge, ErrNotReady)
+		}
 	}
 	n, width := w.spec.Window, w.spec.Width()
 	step, half := w.cfg.Step.Nanoseconds(), w.cfg.Step.Nanoseconds()/2

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -219,5 +220,36 @@ func TestPushedWindowsEqualOfflineMatrix(t *testing.T) {
 	}
 	if compared != 2*(steps-spec.Window-10+1) {
 		t.Errorf("compared %d rows, want every offline row", compared)
+	}
+}
+
+// TestFeatureMaxAge: a feature's max_age refuses a window the store's own max age would serve, and
+// leaves the fingerprint alone.
+func TestFeatureMaxAge(t *testing.T) {
+	y, err := os.ReadFile("../examples/specs/bandwidth.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := mustLoad(t, "../examples/specs/bandwidth.yaml")
+	spec, err := Parse([]byte(strings.Replace(string(y), "    unit: Mbit/s\n", "    unit: Mbit/s\n    max_age: 90s\n", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spec.Fingerprint() != plain.Fingerprint() {
+		t.Error("max_age changed the fingerprint")
+	}
+	w, _ := NewWindows(spec, WindowConfig{MaxAge: 5 * time.Minute})
+	t0 := time.Date(2026, 11, 28, 1, 0, 0, 0, time.UTC)
+	for i := 0; i < 10; i++ {
+		at := t0.Add(time.Duration(i) * time.Minute)
+		w.Push("vm", at, sample(i), at)
+	}
+	raw := make([]float64, spec.Size())
+	if err := w.Raw(raw, "vm", t0.Add(10*time.Minute)); err != nil {
+		t.Fatalf("60s old: %v", err)
+	}
+	err = w.Raw(raw, "vm", t0.Add(11*time.Minute))
+	if !errors.Is(err, ErrNotReady) || !strings.Contains(err.Error(), "feature network_io has max_age 1m30s") {
+		t.Errorf("120s old: %v", err)
 	}
 }
