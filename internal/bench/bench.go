@@ -181,6 +181,7 @@ func scenarios() []scenario {
 		{name: "http", kind: SidecarHTTP, desc: "sidecar, POST /api/v1/predict, best batching variant"},
 		{name: "batch", kind: BatchRPC, desc: "sidecar, PredictBandwidthBatch, best batching variant"},
 		{name: "ceiling", kind: Ceiling, desc: "ONNX Runtime in the bench process: the bandwidth model, same batch size, sessions and threads, in a loop"},
+		{name: "cache-hit", kind: CacheHit, label: "default", desc: "sidecar, default config, each caller repeating its own input: answered from the prediction cache"},
 	}
 	for _, load := range []struct {
 		name string
@@ -347,6 +348,8 @@ func (r *runner) run(ctx context.Context, s scenario) (Row, error) {
 		command = append(slices.Clone(c.Command), "bench-noop", "-grpc", "127.0.0.1:0", "-http", "127.0.0.1:0")
 	case SidecarGRPC:
 		cfgOf = &s
+	case CacheHit:
+		cfgOf = &scenario{name: "default", label: "default"}
 	default:
 		if r.best == nil {
 			if s.kind == HalfRate {
@@ -413,7 +416,7 @@ func (r *runner) run(ctx context.Context, s scenario) (Row, error) {
 	case BatchRPC:
 		call, cleanup, err = batchCaller(cctx, srv.grpc, workers, c.Conns, c.BatchVMs)
 	default:
-		call, cleanup, err = grpcCaller(cctx, srv.grpc, workers, c.Conns)
+		call, cleanup, err = grpcCaller(cctx, srv.grpc, workers, c.Conns, s.kind != CacheHit)
 	}
 	if err != nil {
 		return row, err

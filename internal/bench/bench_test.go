@@ -467,7 +467,7 @@ func TestNoopServer(t *testing.T) {
 	case err := <-errc:
 		t.Fatal(err)
 	}
-	call, cleanup, err := grpcCaller(ctx, a.grpc, 2, 1)
+	call, cleanup, err := grpcCaller(ctx, a.grpc, 2, 1, true)
 	if err != nil {
 		t.Fatal(err)
 	}

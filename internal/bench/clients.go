@@ -73,7 +73,7 @@ func checkForecast(r *aipb.BandwidthResponse) error {
 
 // grpcCaller makes unary PredictBandwidth calls: worker w sends its own window (seed w) over
 // connection w mod conns. Each connection is checked with one call first.
-func grpcCaller(ctx context.Context, addr string, workers, conns int) (callFunc, func(), error) {
+func grpcCaller(ctx context.Context, addr string, workers, conns int, perturb bool) (callFunc, func(), error) {
 	ccs, closeAll, err := dial(addr, conns)
 	if err != nil {
 		return nil, nil, err
@@ -102,8 +102,10 @@ func grpcCaller(ctx context.Context, addr string, workers, conns int) (callFunc,
 	}
 	call := func(ctx context.Context, w int) error {
 		s := &st[w]
-		s.k++
-		s.req.HistoricalMetrics[59] = perturbed(s.k)
+		if perturb {
+			s.k++
+			s.req.HistoricalMetrics[59] = perturbed(s.k)
+		}
 		resp, err := clients[w%len(clients)].PredictBandwidth(ctx, s.req)
 		if err != nil {
 			return err

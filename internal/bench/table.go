@@ -54,6 +54,7 @@ const (
 	SidecarHTTP             // sidecar, POST /api/v1/predict
 	BatchRPC                // sidecar, PredictBandwidthBatch
 	Ceiling                 // ONNX Runtime in the bench process, same model, batch size, threads
+	CacheHit                // sidecar, unary gRPC, each caller repeating one input: prediction cache hits
 )
 
 func (k Kind) protocol() string {
@@ -104,7 +105,7 @@ func (r *Report) row(kind Kind) (Row, bool) {
 // reference returns the rate a row is compared with: the floor of its protocol, or the ceiling.
 func (r *Report) reference(x Row) (float64, bool) {
 	switch x.Kind {
-	case FloorGRPC, SidecarGRPC:
+	case FloorGRPC, SidecarGRPC, CacheHit:
 		f, ok := r.row(FloorGRPC)
 		return f.Rate, ok
 	case FloorHTTP, SidecarHTTP:
@@ -195,7 +196,7 @@ func (r *Report) unaryCells(x Row) []string {
 // refLoad is the load of the row x is compared with; a percentage is only shown for equal loads.
 func (r *Report) refLoad(x Row) string {
 	switch x.Kind {
-	case FloorGRPC, SidecarGRPC:
+	case FloorGRPC, SidecarGRPC, CacheHit:
 		f, _ := r.row(FloorGRPC)
 		return f.Load
 	case FloorHTTP, SidecarHTTP:
@@ -309,9 +310,14 @@ func (r *Report) Targets() []Target {
 				ad.Rate >= 0.95*bestFixed.Rate, fmt.Sprintf("by %.0f%%", 100*(1-ad.Rate/bestFixed.Rate)))
 		}
 	}
+	if h, ok := r.row(CacheHit); ok && hasFloor && h.Load == floor.Load {
+		pct := 100 * h.Rate / floor.Rate
+		judge("cache hit path over gRPC: within 10% of the floor's req/s (issue 4)",
+			fmt.Sprintf("%.0f%% (%.0f of %.0f req/s)", pct, h.Rate, floor.Rate), pct >= 90, fmt.Sprintf("by %.0f points", 90-pct))
+	}
 	var peak Row
 	for _, x := range r.Rows {
-		if (x.Kind == SidecarGRPC || x.Kind == HalfRate || x.Kind == SidecarHTTP || x.Kind == BatchRPC) && x.PeakRSS > peak.PeakRSS {
+		if (x.Kind == SidecarGRPC || x.Kind == CacheHit || x.Kind == HalfRate || x.Kind == SidecarHTTP || x.Kind == BatchRPC) && x.PeakRSS > peak.PeakRSS {
 			peak = x
 		}
 	}
