@@ -30,6 +30,8 @@ type TransformOptions struct {
 	Progress func(rows int)
 	// ProgressEvery defaults to 65536 rows.
 	ProgressEvery int
+	// Input, when set, wraps a CSV input reader (TransformFile), e.g. to count bytes read.
+	Input func(io.Reader) io.Reader
 }
 
 // Columns returns the header of the matrix Transform writes for this spec.
@@ -77,17 +79,70 @@ type step struct {
 // Empty cells are missing values; text that is not a number is an error naming line and column.
 // Transform streams: memory holds one window per entity, not the file.
 func (s *Spec) Transform(in io.Reader, out io.Writer, opt TransformOptions) (TransformStats, error) {
-	st := TransformStats{Skipped: map[string]int{}, Columns: s.Columns()}
-	if opt.ProgressEvery <= 0 {
-		opt.ProgressEvery = 1 << 16
+	src, err := newCSVSource(in)
+	if err != nil {
+		return TransformStats{}, err
 	}
+	bw := bufio.NewWriterSize(out, 1<<20)
+	st, err := s.transform(src, &csvSink{w: csv.NewWriter(bw)}, opt)
+	if ferr := bw.Flush(); err == nil {
+		err = ferr
+	}
+	return st, err
+}
+
+// recordSource yields the records of a raw input file as text cells.
+type recordSource interface {
+	header() []string
+	// next returns the next record (valid until the following call), its line (or row) number, or
+	// io.EOF.
+	next() ([]string, int, error)
+}
+
+// recordSink takes the matrix's header, then its rows.
+type recordSink interface {
+	write(rec []string) error
+	close() error
+}
+
+type csvSource struct {
+	r    *csv.Reader
+	head []string
+}
+
+func newCSVSource(in io.Reader) (*csvSource, error) {
 	r := csv.NewReader(bufio.NewReaderSize(in, 1<<20))
 	r.ReuseRecord = true
 	header, err := r.Read()
 	if err != nil {
-		return st, fmt.Errorf("reading header: %w", err)
+		return nil, fmt.Errorf("reading header: %w", err)
 	}
-	header = slices.Clone(header) // the reader reuses its record
+	return &csvSource{r: r, head: slices.Clone(header)}, nil // the reader reuses its record
+}
+
+func (c *csvSource) header() []string { return c.head }
+
+func (c *csvSource) next() ([]string, int, error) {
+	rec, err := c.r.Read()
+	if err != nil {
+		return nil, 0, err
+	}
+	line, _ := c.r.FieldPos(0)
+	return rec, line, nil
+}
+
+type csvSink struct{ w *csv.Writer }
+
+func (c *csvSink) write(rec []string) error { return c.w.Write(rec) }
+func (c *csvSink) close() error             { c.w.Flush(); return c.w.Error() }
+
+func (s *Spec) transform(in recordSource, out recordSink, opt TransformOptions) (TransformStats, error) {
+	st := TransformStats{Skipped: map[string]int{}, Columns: s.Columns()}
+	if opt.ProgressEvery <= 0 {
+		opt.ProgressEvery = 1 << 16
+	}
+	header := in.header()
+	var err error
 	col := map[string]int{}
 	for i, h := range header {
 		col[strings.TrimSpace(h)] = i
@@ -123,8 +178,8 @@ func (s *Spec) Transform(in io.Reader, out io.Writer, opt TransformOptions) (Tra
 		}
 	}
 
-	w := csv.NewWriter(bufio.NewWriterSize(out, 1<<20))
-	if err := w.Write(st.Columns); err != nil {
+	w := out
+	if err := w.write(st.Columns); err != nil {
 		return st, err
 	}
 	horizon := 0
@@ -152,7 +207,7 @@ func (s *Spec) Transform(in io.Reader, out io.Writer, opt TransformOptions) (Tra
 		}
 		rec = append(rec, labels...)
 		st.OutputRows++
-		return w.Write(rec)
+		return w.write(rec)
 	}
 	skip := func(err error) error {
 		var ve *ValueError
@@ -164,7 +219,7 @@ func (s *Spec) Transform(in io.Reader, out io.Writer, opt TransformOptions) (Tra
 	}
 
 	for {
-		fields, err := r.Read()
+		fields, line, err := in.next()
 		if err == io.EOF {
 			break
 		}
@@ -172,7 +227,6 @@ func (s *Spec) Transform(in io.Reader, out io.Writer, opt TransformOptions) (Tra
 			return st, err
 		}
 		st.InputRows++
-		line, _ := r.FieldPos(0)
 		if st.InputRows%opt.ProgressEvery == 0 && opt.Progress != nil {
 			opt.Progress(st.InputRows)
 		}
@@ -242,8 +296,7 @@ func (s *Spec) Transform(in io.Reader, out io.Writer, opt TransformOptions) (Tra
 	if opt.Progress != nil {
 		opt.Progress(st.InputRows)
 	}
-	w.Flush()
-	return st, w.Error()
+	return st, w.close()
 }
 
 // parseCell reads one raw value: empty is missing (NaN); anything else must be a finite number.
@@ -257,4 +310,14 @@ func parseCell(c string) (float64, error) {
 		return 0, fmt.Errorf("%q is not a finite number (leave the cell empty for a missing value)", c)
 	}
 	return v, nil
+}
+
+func newCSVWriter(out io.Writer) *csv.Writer { return csv.NewWriter(out) }
+
+// wrap applies the options' input wrapper (a progress counter), if any.
+func (o TransformOptions) wrap(r io.Reader) io.Reader {
+	if o.Input != nil {
+		return o.Input(r)
+	}
+	return r
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -73,8 +74,8 @@ func transformCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs := flag.NewFlagSet("features transform", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	specPath := fs.String("spec", "", "feature spec YAML file (required)")
-	inPath := fs.String("in", "", "raw input CSV (required)")
-	outPath := fs.String("out", "", "output matrix CSV (required); OUT.meta.json is written beside it")
+	inPath := fs.String("in", "", "raw input, CSV or .parquet (required)")
+	outPath := fs.String("out", "", "output matrix, CSV or .parquet (required); OUT.meta.json is written beside it")
 	quiet := fs.Bool("quiet", false, "no progress bar")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -92,28 +93,20 @@ func transformCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return fail(err)
 	}
-	in, err := os.Open(*inPath)
+	info, err := os.Stat(*inPath)
 	if err != nil {
 		return fail(err)
 	}
-	defer in.Close()
-	info, err := in.Stat()
-	if err != nil {
-		return fail(err)
-	}
-	tmp := *outPath + ".tmp"
-	out, err := os.Create(tmp)
-	if err != nil {
-		return fail(err)
-	}
+	// The output's extension decides its format, so the temporary file keeps it.
+	tmp := filepath.Join(filepath.Dir(*outPath), ".tmp-"+filepath.Base(*outPath))
 	defer os.Remove(tmp)
 
-	cr := &countingReader{r: in}
+	cr := &countingReader{}
 	var bar *progressBar
 	if !*quiet {
 		bar = newProgressBar(stderr, "transform "+spec.Name, info.Size())
 	}
-	opt := features.TransformOptions{ProgressEvery: 8192}
+	opt := features.TransformOptions{ProgressEvery: 8192, Input: func(r io.Reader) io.Reader { cr.r = r; return cr }}
 	opt.Progress = func(rows int) {
 		if ctx.Err() != nil {
 			panic(errInterrupted)
@@ -122,10 +115,7 @@ func transformCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			bar.update(cr.n.Load(), rows)
 		}
 	}
-	stats, err := transformGuarded(spec, cr, out, opt)
-	if cerr := out.Close(); err == nil {
-		err = cerr
-	}
+	stats, err := transformGuarded(func() (features.TransformStats, error) { return spec.TransformFile(*inPath, tmp, opt) })
 	if bar != nil {
 		bar.done(cr.n.Load(), stats.InputRows)
 	}
@@ -162,7 +152,7 @@ var errInterrupted = fmt.Errorf("interrupted")
 
 // transformGuarded runs the transform, turning an interrupt raised from the progress callback into
 // an error.
-func transformGuarded(spec *features.Spec, in io.Reader, out io.Writer, opt features.TransformOptions) (st features.TransformStats, err error) {
+func transformGuarded(run func() (features.TransformStats, error)) (st features.TransformStats, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			if r != errInterrupted {
@@ -171,7 +161,7 @@ func transformGuarded(spec *features.Spec, in io.Reader, out io.Writer, opt feat
 			err = errInterrupted
 		}
 	}()
-	return spec.Transform(in, out, opt)
+	return run()
 }
 
 type countingReader struct {
