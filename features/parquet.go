@@ -68,6 +68,24 @@ func (s *Spec) TransformFile(inPath, outPath string, opt TransformOptions) (Tran
 	return st, err
 }
 
+// ParquetRows is the number of rows a Parquet file holds, from its footer.
+func ParquetRows(path string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	pf, err := parquet.OpenFile(f, info.Size())
+	if err != nil {
+		return 0, fmt.Errorf("parquet: %w", err)
+	}
+	return pf.NumRows(), nil
+}
+
 // parquetSource reads the rows of a Parquet file as text cells, column by column in the file's
 // leaf order; a null is an empty cell (a missing value).
 type parquetSource struct {

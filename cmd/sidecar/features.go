@@ -107,17 +107,32 @@ func transformCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		bar = newProgressBar(stderr, "transform "+spec.Name, info.Size())
 	}
 	opt := features.TransformOptions{ProgressEvery: 8192, Input: func(r io.Reader) io.Reader { cr.r = r; return cr }}
+	// A Parquet input is read by row groups, not as a byte stream: its bar counts rows against the
+	// file's row count.
+	byRows := int64(0)
+	if features.IsParquet(*inPath) && bar != nil {
+		if n, err := features.ParquetRows(*inPath); err == nil {
+			byRows = n
+			bar.total, bar.unit, bar.enabled = n, "rows", n >= 100000
+		}
+	}
+	progress := func(rows int) int64 {
+		if byRows > 0 {
+			return int64(rows)
+		}
+		return cr.n.Load()
+	}
 	opt.Progress = func(rows int) {
 		if ctx.Err() != nil {
 			panic(errInterrupted)
 		}
 		if bar != nil {
-			bar.update(cr.n.Load(), rows)
+			bar.update(progress(rows), rows)
 		}
 	}
 	stats, err := transformGuarded(func() (features.TransformStats, error) { return spec.TransformFile(*inPath, tmp, opt) })
 	if bar != nil {
-		bar.done(cr.n.Load(), stats.InputRows)
+		bar.done(progress(stats.InputRows), stats.InputRows)
 	}
 	if err != nil {
 		return fail(err)
@@ -186,6 +201,8 @@ type progressBar struct {
 	tty      bool
 	lastTick int64
 	enabled  bool
+	// unit is "" for bytes (shown in MB), or "rows" when total counts rows.
+	unit string
 }
 
 func newProgressBar(w io.Writer, label string, total int64) *progressBar {
@@ -208,6 +225,9 @@ func (p *progressBar) line(read int64, rows int) string {
 	bar := strings.Repeat("=", fill)
 	if fill < width {
 		bar += ">" + strings.Repeat(" ", width-fill-1)
+	}
+	if p.unit == "rows" {
+		return fmt.Sprintf("%s [%s] %3.0f%%  %d/%d rows  %.1fs", p.label, bar, frac*100, read, p.total, time.Since(p.start).Seconds())
 	}
 	return fmt.Sprintf("%s [%s] %3.0f%%  %.1f/%.1f MB  %d rows  %.1fs", p.label, bar, frac*100,
 		float64(read)/1e6, float64(p.total)/1e6, rows, time.Since(p.start).Seconds())
