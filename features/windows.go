@@ -95,7 +95,8 @@ func (w *Windows) shard(vm string) *windowShard {
 
 // Push stores one sample of a VM's metrics, in VMMetrics field order (cpu, memory, disk_io,
 // network_io, latency, error_rate), taken at time at; now is the store's clock, for idle expiry.
-// A sample at the time of the newest replaces it; an older one is refused.
+// A sample at the time of the newest replaces it; an older one, or one more than a step ahead of
+// now, is refused.
 func (w *Windows) Push(vm string, at time.Time, metrics [6]float64, now time.Time) error {
 	if vm == "" {
 		return &FieldError{Field: "vm_id", Reason: "required"}
@@ -104,6 +105,11 @@ func (w *Windows) Push(vm string, at time.Time, metrics [6]float64, now time.Tim
 		if math.IsNaN(v) || math.IsInf(v, 0) {
 			return &FieldError{Field: "metrics." + vmMetricsFields[i], Reason: fmt.Sprintf("%v is not a finite number", v)}
 		}
+	}
+	if at.After(now.Add(w.cfg.Step)) {
+		// A clock far ahead would make every later sample "older than the newest".
+		return &FieldError{Field: "timestamp", Reason: fmt.Sprintf("vm %q: %s is more than a step (%v) ahead of the sidecar's clock %s",
+			vm, at.UTC().Format(time.RFC3339Nano), w.cfg.Step, now.UTC().Format(time.RFC3339Nano))}
 	}
 	t := at.UnixNano()
 	sh := w.shard(vm)

@@ -102,6 +102,9 @@ func TestWindowsGapStaleAndOrder(t *testing.T) {
 	if err := w.Push("vm", now, [6]float64{math.Inf(1)}, now); err == nil || !strings.Contains(err.Error(), "metrics.cpu") {
 		t.Errorf("infinite: %v", err)
 	}
+	if err := w.Push("vm", now.Add(time.Hour), sample(0), now); err == nil || !strings.Contains(err.Error(), "ahead of the sidecar's clock") {
+		t.Errorf("future: %v", err)
+	}
 }
 
 func TestWindowsBoundAndExpiry(t *testing.T) {
