@@ -178,15 +178,27 @@ func (c *Cache[V]) Do(ctx context.Context, k Key, ttl time.Duration, fill func(c
 		c.mu.Unlock()
 
 		c.fills.Add(1)
-		f.v, f.err = fill(ctx)
-		if f.err == nil {
-			c.Set(k, f.v, ttl)
+		c.run(f, k, ctx, ttl, fill)
+		return f.v, false, f.err
+	}
+}
+
+// run fills f and always releases its waiters, also when fill panics (the panic goes on up).
+func (c *Cache[V]) run(f *flight[V], k Key, ctx context.Context, ttl time.Duration, fill func(context.Context) (V, error)) {
+	finished := false
+	defer func() {
+		if !finished {
+			f.err = errors.New("cache: the fill function panicked")
 		}
 		c.mu.Lock()
 		delete(c.flights, k)
 		c.mu.Unlock()
 		close(f.done)
-		return f.v, false, f.err
+	}()
+	f.v, f.err = fill(ctx)
+	finished = true
+	if f.err == nil {
+		c.Set(k, f.v, ttl)
 	}
 }
 
@@ -207,7 +219,7 @@ func (c *Cache[V]) Stats() Stats {
 	h, m := c.hits.Load(), c.miss.Load()
 	rm := c.r.Metrics
 	return Stats{Lookups: h + m, Hits: h, Misses: m, Fills: c.fills.Load(), Shared: c.shared.Load(),
-		Evictions: rm.KeysEvicted(), Rejected: c.refused.Load() + rm.SetsRejected() + rm.SetsDropped()}
+		Evictions: rm.KeysEvicted(), Rejected: c.refused.Load() + rm.SetsRejected()}
 }
 
 // Close stops ristretto's goroutines and frees the entries.

@@ -210,3 +210,18 @@ func BenchmarkGetHit(b *testing.B) {
 		}
 	}
 }
+
+// TestPanickingFillReleasesTheKey: a fill that panics fails its waiters and leaves the key usable.
+func TestPanickingFillReleasesTheKey(t *testing.T) {
+	c := newC[int](t, Config{})
+	k := c.Key([]byte("k"))
+	func() {
+		defer func() { recover() }()
+		c.Do(context.Background(), k, 0, func(context.Context) (int, error) { panic("boom") })
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if v, _, err := c.Do(ctx, k, 0, func(context.Context) (int, error) { return 3, nil }); err != nil || v != 3 {
+		t.Fatalf("after a panicking fill: %d %v", v, err)
+	}
+}

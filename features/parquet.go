@@ -104,7 +104,16 @@ func newParquetSource(f io.ReaderAt, size int64) (*parquetSource, error) {
 	r := parquet.NewReader(pf)
 	var head []string
 	for _, path := range r.Schema().Columns() {
-		head = append(head, strings.Join(path, "."))
+		name := strings.Join(path, ".")
+		leaf, _ := r.Schema().Lookup(path...)
+		if leaf.MaxRepetitionLevel > 0 {
+			return nil, fmt.Errorf("parquet: column %s is repeated (a list or map); a raw file needs one value per column and row", name)
+		}
+		switch leaf.Node.Type().Kind() {
+		case parquet.Int96, parquet.FixedLenByteArray:
+			return nil, fmt.Errorf("parquet: column %s has physical type %v, which the transform does not read; use a number or a string", name, leaf.Node.Type().Kind())
+		}
+		head = append(head, name)
 	}
 	return &parquetSource{r: r, head: head, rows: make([]parquet.Row, 1), rec: make([]string, len(head))}, nil
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/parquet-go/parquet-go"
@@ -138,5 +139,26 @@ func TestParquetRoundTrip(t *testing.T) {
 	}
 	if fp, ok := file.Lookup(MetaFingerprint); !ok || fp != spec.Fingerprint() {
 		t.Errorf("fingerprint metadata %q %v", fp, ok)
+	}
+}
+
+func TestParquetRepeatedColumnRefused(t *testing.T) {
+	type listRow struct {
+		VMID string    `parquet:"vm_id"`
+		CPU  []float64 `parquet:"cpu,list"`
+	}
+	path := filepath.Join(t.TempDir(), "list.parquet")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := parquet.NewGenericWriter[listRow](f)
+	w.Write([]listRow{{VMID: "a", CPU: []float64{10, 90}}})
+	w.Close()
+	f.Close()
+	spec := mustLoad(t, "../examples/specs/anomaly.yaml")
+	_, err = spec.TransformFile(path, filepath.Join(t.TempDir(), "m.csv"), TransformOptions{})
+	if err == nil || !strings.Contains(err.Error(), "is repeated") {
+		t.Errorf("a list column: %v", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"hash/maphash"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -41,6 +42,7 @@ type Windows struct {
 	spec   *Spec
 	cfg    WindowConfig
 	seed   maphash.Seed
+	count  atomic.Int64 // VMs tracked, across shards: the MaxVMs bound
 	shards [windowShards]windowShard
 }
 
@@ -106,25 +108,39 @@ func (w *Windows) Push(vm string, at time.Time, metrics [6]float64, now time.Tim
 			return &FieldError{Field: "metrics." + vmMetricsFields[i], Reason: fmt.Sprintf("%v is not a finite number", v)}
 		}
 	}
+	if at.Before(now.Add(-w.cfg.IdleExpiry)) {
+		return &FieldError{Field: "timestamp", Reason: fmt.Sprintf("vm %q: %s is older than the idle expiry (%v) before the sidecar's clock %s",
+			vm, at.UTC().Format(time.RFC3339Nano), w.cfg.IdleExpiry, now.UTC().Format(time.RFC3339Nano))}
+	}
 	if at.After(now.Add(w.cfg.Step)) {
 		// A clock far ahead would make every later sample "older than the newest".
 		return &FieldError{Field: "timestamp", Reason: fmt.Sprintf("vm %q: %s is more than a step (%v) ahead of the sidecar's clock %s",
 			vm, at.UTC().Format(time.RFC3339Nano), w.cfg.Step, now.UTC().Format(time.RFC3339Nano))}
 	}
 	t := at.UnixNano()
+	for attempt := 0; ; attempt++ {
+		err := w.push(vm, t, at, metrics, now)
+		if !errors.Is(err, ErrTooManyVMs) || attempt > 0 {
+			return err
+		}
+		w.expireAll(now) // idle VMs in any shard make room; then try once more
+	}
+}
+
+func (w *Windows) push(vm string, t int64, at time.Time, metrics [6]float64, now time.Time) error {
 	sh := w.shard(vm)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	vw, ok := sh.vms[vm]
 	if !ok {
-		if len(sh.vms) >= max(1, w.cfg.MaxVMs/windowShards) && !w.expireLocked(sh, now) {
+		if w.count.Load() >= int64(w.cfg.MaxVMs) {
 			return fmt.Errorf("vm %q: %w: %d tracked, none idle for %v (windows max_vms)", vm, ErrTooManyVMs, w.cfg.MaxVMs, w.cfg.IdleExpiry)
 		}
 		n := w.spec.Window
 		vw = &vmWindow{at: make([]int64, n), raw: make([]float64, n*w.spec.Width())}
 		sh.vms[vm] = vw
+		w.count.Add(1)
 	}
-	vw.seen = now.UnixNano()
 	slot := vw.head
 	switch {
 	case vw.last == 0 || t > vw.last:
@@ -135,6 +151,7 @@ func (w *Windows) Push(vm string, at time.Time, metrics [6]float64, now time.Tim
 		return &FieldError{Field: "timestamp", Reason: fmt.Sprintf("vm %q: %s is older than its newest sample %s; samples arrive in time order",
 			vm, at.UTC().Format(time.RFC3339Nano), time.Unix(0, vw.last).UTC().Format(time.RFC3339Nano))}
 	}
+	vw.seen = now.UnixNano() // only an accepted sample keeps a VM from idling out
 	vw.at[slot] = t
 	vw.last = max(vw.last, t)
 	width := w.spec.Width()
@@ -144,17 +161,20 @@ func (w *Windows) Push(vm string, at time.Time, metrics [6]float64, now time.Tim
 	return nil
 }
 
-// expireLocked drops the shard's VMs idle longer than IdleExpiry; it reports whether any went.
-func (w *Windows) expireLocked(sh *windowShard, now time.Time) bool {
+// expireAll drops the VMs idle longer than IdleExpiry, one shard at a time.
+func (w *Windows) expireAll(now time.Time) {
 	cut := now.Add(-w.cfg.IdleExpiry).UnixNano()
-	dropped := false
-	for vm, vw := range sh.vms {
-		if vw.seen < cut {
-			delete(sh.vms, vm)
-			dropped = true
+	for i := range w.shards {
+		sh := &w.shards[i]
+		sh.mu.Lock()
+		for vm, vw := range sh.vms {
+			if vw.seen < cut {
+				delete(sh.vms, vm)
+				w.count.Add(-1)
+			}
 		}
+		sh.mu.Unlock()
 	}
-	return dropped
 }
 
 // Raw returns a VM's window at read time now, in the layout of Canonicalize: the Window steps of
@@ -184,7 +204,10 @@ func (w *Windows) Raw(dst []float64, vm string, now time.Time) error {
 	for i := range dst {
 		dst[i] = math.NaN()
 	}
-	for slot, t := range vw.at {
+	// Oldest slot first, so that of two samples on one step the newer wins.
+	for i := range vw.at {
+		slot := (vw.head + i) % len(vw.at)
+		t := vw.at[slot]
 		if t == 0 {
 			continue
 		}

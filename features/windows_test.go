@@ -260,3 +260,33 @@ func TestFeatureMaxAge(t *testing.T) {
 		t.Errorf("120s old: %v", err)
 	}
 }
+
+func TestWindowsEdgeTimes(t *testing.T) {
+	spec := mustLoad(t, "../examples/specs/bandwidth.yaml")
+	w, _ := NewWindows(spec, WindowConfig{MaxVMs: 100})
+	now := time.Date(2026, 11, 28, 1, 0, 0, 0, time.UTC)
+	if err := w.Push("vm", time.UnixMilli(-288223118033311744), sample(0), now); err == nil || !strings.Contains(err.Error(), "older than the idle expiry") {
+		t.Errorf("far past: %v", err)
+	}
+	// Two samples on one step: the newer one is read.
+	for i := 0; i < 10; i++ {
+		at := now.Add(time.Duration(i-9) * time.Minute)
+		w.Push("vm", at, sample(i), now)
+	}
+	w.Push("vm", now.Add(-10*time.Second), sample(100), now) // older than the newest: refused
+	w.Push("vm", now.Add(20*time.Second), sample(200), now)  // the newest step, 20s later
+	raw := make([]float64, spec.Size())
+	if err := w.Raw(raw, "vm", now.Add(30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if raw[9*6] != 210 {
+		t.Errorf("newest step holds cpu %v, want the newest sample's 210", raw[9*6])
+	}
+	// The bound counts VMs across shards: exactly MaxVMs are tracked.
+	for i := 0; i < 300; i++ {
+		w.Push(fmt.Sprint("bound-", i), now, sample(0), now)
+	}
+	if n := w.Len(); n != 100 {
+		t.Errorf("tracked %d VMs, bound 100", n)
+	}
+}

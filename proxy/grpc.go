@@ -90,13 +90,13 @@ func (a *aiServer) StreamMetrics(stream grpc.ClientStreamingServer[aipb.PushMetr
 			return stream.SendAndClose(&aipb.PushMetricsResponse{Accepted: total})
 		}
 		if err != nil {
-			return err
+			return fmt.Errorf("%d samples of this stream stored before: %w", total, err)
 		}
 		resp, err := recovered(func() (*aipb.PushMetricsResponse, error) { return a.svc.PushMetrics(stream.Context(), req) })
-		if err != nil {
-			return grpcError(fmt.Errorf("after %d samples stored: %w", total, err))
-		}
 		total += resp.GetAccepted()
+		if err != nil {
+			return grpcError(fmt.Errorf("%d samples of this stream stored before: %w", total, err))
+		}
 	}
 }
 

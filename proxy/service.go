@@ -501,15 +501,18 @@ func forecastRows(m *Model, rows []rowOut, reqs []*aipb.BandwidthRequest) []*aip
 // ---- PushMetrics ----
 
 // PushMetrics stores samples in the window of every forecast model, in order; it stops at the first
-// bad sample (naming it) with the ones before it stored.
+// bad sample (naming it and how many before it were stored). The response's count is set on errors
+// too.
 func (s *Service) PushMetrics(ctx context.Context, req *aipb.PushMetricsRequest) (*aipb.PushMetricsResponse, error) {
 	now := s.cfg.Now()
+	resp := &aipb.PushMetricsResponse{}
 	var accepted int64
+	defer func() { resp.Accepted = accepted }()
 	for i, smp := range req.GetSamples() {
 		at := fmt.Sprintf("samples[%d]", i)
 		m := smp.GetMetrics()
 		if m == nil {
-			return nil, invalid(at+".metrics", fmt.Sprintf("required (%d samples before it stored)", accepted))
+			return resp, invalid(at+".metrics", fmt.Sprintf("required (%d samples before it stored)", accepted))
 		}
 		t := now
 		if ms := smp.GetTimestampMs(); ms != 0 {
@@ -522,14 +525,14 @@ func (s *Service) PushMetrics(ctx context.Context, req *aipb.PushMetricsRequest)
 			}
 			if err := model.windows.Push(smp.GetVmId(), t, values, now); err != nil {
 				if fe, ok := err.(*features.FieldError); ok {
-					return nil, invalid(at+"."+fe.Field, fmt.Sprintf("%s (%d samples before it stored)", fe.Reason, accepted))
+					return resp, invalid(at+"."+fe.Field, fmt.Sprintf("%s (%d samples before it stored)", fe.Reason, accepted))
 				}
-				return nil, fmt.Errorf("%s: %w", at, err)
+				return resp, fmt.Errorf("%s (%d samples before it stored): %w", at, accepted, err)
 			}
 		}
 		accepted++
 	}
-	return &aipb.PushMetricsResponse{Accepted: accepted}, nil
+	return resp, nil
 }
 
 // ---- DetectAnomaly ----
