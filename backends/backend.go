@@ -74,8 +74,11 @@ type TensorInfo struct {
 type Metadata struct {
 	Name    string
 	Version string
-	Inputs  []TensorInfo
-	Outputs []TensorInfo
+	// Platform names what runs the model, as Triton names platforms ("onnxruntime_onnx"), or
+	// "remote" for a model behind another server.
+	Platform string
+	Inputs   []TensorInfo
+	Outputs  []TensorInfo
 	// Props holds the model's custom metadata (ONNX metadata_props), such as the feature spec
 	// fingerprint and the labels of a classifier.
 	Props map[string]string

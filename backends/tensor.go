@@ -110,3 +110,31 @@ func (t Tensor) Check() error {
 	}
 	return nil
 }
+
+// ParseDType returns the element type the Open Inference Protocol names s ("FP32", "INT64", ...),
+// or false for a name the sidecar does not carry (INT8, UINT16, FP16, BF16, ...).
+func ParseDType(s string) (DType, bool) {
+	for i, n := range dtypeNames {
+		if i > 0 && n == s {
+			return DType(i), true
+		}
+	}
+	return Invalid, false
+}
+
+// DTypeNames lists the element types the sidecar carries, as the protocol names them.
+func DTypeNames() []string { return append([]string(nil), dtypeNames[1:]...) }
+
+// Size is the size in bytes of one element in the protocol's raw form, or 0 for BYTES (whose
+// elements carry their own length) and Invalid.
+func (d DType) Size() int {
+	switch d {
+	case FP32, INT32:
+		return 4
+	case FP64, INT64:
+		return 8
+	case BOOL:
+		return 1
+	}
+	return 0
+}

@@ -7,11 +7,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/bufbuild/protocompile"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/novacron/sidecar/proto/inference"
 	aipb "github.com/novacron/sidecar/proto/novacron/ai"
 )
 
@@ -123,5 +126,66 @@ func TestSeedCopyIsTheSeed(t *testing.T) {
 	}
 	if !bytes.Equal(want, got) {
 		t.Errorf("internal/seedpb/ai_service.proto differs from %s; copy it again and run make proto", shared)
+	}
+}
+
+// TestOpenInferenceProtocolNumbers pins inference/grpc_service.proto to the published Open
+// Inference Protocol (kserve/open-inference-protocol, open_inference_grpc.proto): every field's
+// number and type as the specification gives them, so a published client's messages decode here.
+// The generated code must match the .proto too.
+func TestOpenInferenceProtocolNumbers(t *testing.T) {
+	fd := compile(t, ".", "inference/grpc_service.proto")
+	if fd.Package() != "inference" || fd.Services().ByName("GRPCInferenceService") == nil {
+		t.Fatalf("package %s, want inference with service GRPCInferenceService", fd.Package())
+	}
+	spec := map[string][]string{
+		"ServerLiveResponse":     {"live=1 bool"},
+		"ServerReadyResponse":    {"ready=1 bool"},
+		"ModelReadyRequest":      {"name=1 string", "version=2 string"},
+		"ModelReadyResponse":     {"ready=1 bool"},
+		"ServerMetadataResponse": {"name=1 string", "version=2 string", "extensions=3 repeated string"},
+		"ModelMetadataRequest":   {"name=1 string", "version=2 string"},
+		"ModelMetadataResponse": {"name=1 string", "versions=2 repeated string", "platform=3 string",
+			"inputs=4 repeated message", "outputs=5 repeated message"},
+		"ModelMetadataResponse.TensorMetadata": {"name=1 string", "datatype=2 string", "shape=3 repeated int64"},
+		"ModelInferRequest": {"model_name=1 string", "model_version=2 string", "id=3 string", "parameters=4 repeated message",
+			"inputs=5 repeated message", "outputs=6 repeated message", "raw_input_contents=7 repeated bytes"},
+		"ModelInferRequest.InferInputTensor": {"name=1 string", "datatype=2 string", "shape=3 repeated int64",
+			"parameters=4 repeated message", "contents=5 message"},
+		"ModelInferRequest.InferRequestedOutputTensor": {"name=1 string", "parameters=2 repeated message"},
+		"ModelInferResponse": {"model_name=1 string", "model_version=2 string", "id=3 string", "parameters=4 repeated message",
+			"outputs=5 repeated message", "raw_output_contents=6 repeated bytes"},
+		"ModelInferResponse.InferOutputTensor": {"name=1 string", "datatype=2 string", "shape=3 repeated int64",
+			"parameters=4 repeated message", "contents=5 message"},
+		"InferParameter": {"bool_param=1 bool", "int64_param=2 int64", "string_param=3 string", "double_param=4 double", "uint64_param=5 uint64"},
+		"InferTensorContents": {"bool_contents=1 repeated bool", "int_contents=2 repeated int32", "int64_contents=3 repeated int64",
+			"uint_contents=4 repeated uint32", "uint64_contents=5 repeated uint64", "fp32_contents=6 repeated float",
+			"fp64_contents=7 repeated double", "bytes_contents=8 repeated bytes"},
+	}
+	for name, want := range spec {
+		d := fd.Messages().ByName(protoreflect.Name(strings.Split(name, ".")[0]))
+		if parts := strings.Split(name, "."); d != nil && len(parts) == 2 {
+			d = d.Messages().ByName(protoreflect.Name(parts[1]))
+		}
+		if d == nil {
+			t.Errorf("message %s missing", name)
+			continue
+		}
+		var got []string
+		for i := 0; i < d.Fields().Len(); i++ {
+			f := d.Fields().Get(i)
+			card := ""
+			if f.Cardinality() == protoreflect.Repeated {
+				card = "repeated "
+			}
+			got = append(got, fmt.Sprintf("%s=%d %s%s", f.Name(), f.Number(), card, f.Kind()))
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: fields %v, the specification has %v", name, got, want)
+		}
+	}
+	gen := inference.File_inference_grpc_service_proto
+	for _, d := range append(covers(fd, gen), covers(gen, fd)...) {
+		t.Errorf("generated code differs from inference/grpc_service.proto (run make proto): %s", d)
 	}
 }

@@ -13,13 +13,15 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/novacron/sidecar/proto/inference"
 	aipb "github.com/novacron/sidecar/proto/novacron/ai"
 )
 
 // HealthServiceModel is the gRPC health service name of one model: "model/NAME".
 func HealthServiceModel(name string) string { return "model/" + name }
 
-// NewGRPCServer builds the gRPC front end: novacron.ai.AIService over svc, grpc.health.v1 (the
+// NewGRPCServer builds the gRPC front end: novacron.ai.AIService and inference.GRPCInferenceService
+// (the Open Inference Protocol) over svc, grpc.health.v1 (the
 // returned health server; the caller sets statuses), and server reflection.
 func NewGRPCServer(svc *Service, opts ...grpc.ServerOption) (*grpc.Server, *health.Server) {
 	opts = append([]grpc.ServerOption{
@@ -29,6 +31,7 @@ func NewGRPCServer(svc *Service, opts ...grpc.ServerOption) (*grpc.Server, *heal
 	}, opts...)
 	srv := grpc.NewServer(opts...)
 	aipb.RegisterAIServiceServer(srv, &aiServer{svc: svc})
+	inference.RegisterGRPCInferenceServiceServer(srv, &oipServer{svc: svc})
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
 	reflection.Register(srv)

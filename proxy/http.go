@@ -50,6 +50,7 @@ func NewHTTPHandler(svc *Service, opt HTTPOptions) http.Handler {
 	mux.Handle("POST /api/v1/anomaly", route(svc, "DetectAnomaly", svc.DetectAnomaly))
 	mux.Handle("POST /api/v1/metrics", route(svc, "PushMetrics", svc.PushMetrics))
 	mux.Handle("POST /api/v1/placement", route(svc, "OptimizePlacement", svc.OptimizePlacement))
+	registerOIP(mux, svc)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, "ok\n")
@@ -105,35 +106,10 @@ func route[Req, Resp proto.Message](svc *Service, method string, call func(conte
 
 func serveJSON[Req, Resp proto.Message](svc *Service, w http.ResponseWriter, r *http.Request, call func(context.Context, Req) (Resp, error)) (Resp, error) {
 	var zero Resp
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil || mt != "application/json" {
-			return zero, fmt.Errorf("Content-Type: %q, want application/json: %w", ct, ErrUnsupportedMediaType)
-		}
-	} else {
-		return zero, fmt.Errorf("Content-Type: missing, want application/json: %w", ErrUnsupportedMediaType)
-	}
-	limit := int64(svc.cfg.MaxMessageBytes)
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	ctx, body, cancel, err := readRequest(svc, w, r, false)
+	defer cancel()
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return zero, fmt.Errorf("body: larger than %d bytes (limits.max_message_bytes): %w", limit, ErrTooLarge)
-		}
-		return zero, invalid("body", "reading: "+err.Error())
-	}
-	ctx := r.Context()
-	if p := r.Header.Get("X-Priority"); p != "" {
-		ctx = withPriority(ctx, p)
-	}
-	if t := r.Header.Get("X-Request-Timeout"); t != "" {
-		d, err := time.ParseDuration(t)
-		if err != nil || d <= 0 {
-			return zero, invalid("X-Request-Timeout", fmt.Sprintf("%q is not a positive duration such as 250ms", t))
-		}
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, d)
-		defer cancel()
+		return zero, err
 	}
 	req := newMessage[Req]()
 	if len(body) == 0 {
@@ -147,6 +123,41 @@ func serveJSON[Req, Resp proto.Message](svc *Service, w http.ResponseWriter, r *
 		return zero, invalid("body", fmt.Sprintf("not a valid %s JSON object: %v", req.ProtoReflect().Descriptor().Name(), trimProto(err)))
 	}
 	return call(ctx, req)
+}
+
+// readRequest checks an HTTP request's content type (application/json; a missing one only when
+// allowMissing), reads its body within limits.max_message_bytes, and applies the X-Priority and
+// X-Request-Timeout headers to its context. Call cancel when done, also on error.
+func readRequest(svc *Service, w http.ResponseWriter, r *http.Request, allowMissing bool) (ctx context.Context, body []byte, cancel context.CancelFunc, err error) {
+	ctx, cancel = r.Context(), func() {}
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || mt != "application/json" {
+			return ctx, nil, cancel, fmt.Errorf("Content-Type: %q, want application/json: %w", ct, ErrUnsupportedMediaType)
+		}
+	} else if !allowMissing {
+		return ctx, nil, cancel, fmt.Errorf("Content-Type: missing, want application/json: %w", ErrUnsupportedMediaType)
+	}
+	limit := int64(svc.cfg.MaxMessageBytes)
+	body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return ctx, nil, cancel, fmt.Errorf("body: larger than %d bytes (limits.max_message_bytes): %w", limit, ErrTooLarge)
+		}
+		return ctx, nil, cancel, invalid("body", "reading: "+err.Error())
+	}
+	if p := r.Header.Get("X-Priority"); p != "" {
+		ctx = withPriority(ctx, p)
+	}
+	if t := r.Header.Get("X-Request-Timeout"); t != "" {
+		d, err := time.ParseDuration(t)
+		if err != nil || d <= 0 {
+			return ctx, nil, cancel, invalid("X-Request-Timeout", fmt.Sprintf("%q is not a positive duration such as 250ms", t))
+		}
+		ctx, cancel = context.WithTimeout(ctx, d)
+	}
+	return ctx, body, cancel, nil
 }
 
 // newMessage makes a new message of a pointer type such as *aipb.BandwidthRequest.

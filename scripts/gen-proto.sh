@@ -11,10 +11,10 @@ GOBIN="$bin" go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 export PATH="$bin:$PATH"
 protoc -I proto --go_out=proto --go_opt=paths=source_relative \
   --go-grpc_out=proto --go-grpc_opt=paths=source_relative \
-  novacron/ai/ai_service.proto
+  novacron/ai/ai_service.proto inference/grpc_service.proto
 # The seed's proto, exactly as the seed wrote it (no go_package): the Go package is given here.
 protoc -I internal/seedpb \
   --go_out=internal/seedpb --go_opt=paths=source_relative --go_opt=Mai_service.proto=github.com/novacron/sidecar/internal/seedpb \
   --go-grpc_out=internal/seedpb --go-grpc_opt=paths=source_relative --go-grpc_opt=Mai_service.proto=github.com/novacron/sidecar/internal/seedpb \
   ai_service.proto
-echo "generated: proto/novacron/ai, internal/seedpb"
+echo "generated: proto/novacron/ai, proto/inference, internal/seedpb"

@@ -381,7 +381,7 @@ func TestMetadata(t *testing.T) {
 		want backends.Metadata
 	}{
 		{"affine.onnx", backends.Metadata{
-			Name: "m", Version: "test-1",
+			Name: "m", Version: "test-1", Platform: "onnxruntime_onnx",
 			Inputs:  []backends.TensorInfo{{Name: "x", DType: backends.FP32, Shape: []int64{-1, 3}}},
 			Outputs: []backends.TensorInfo{{Name: "y", DType: backends.FP32, Shape: []int64{-1, 3}}},
 			Props: map[string]string{
@@ -389,13 +389,13 @@ func TestMetadata(t *testing.T) {
 			},
 		}},
 		{"affine_nometa.onnx", backends.Metadata{
-			Name: "m", Version: "7", // the ONNX model_version
+			Name: "m", Version: "7", Platform: "onnxruntime_onnx", // the ONNX model_version
 			Inputs:  []backends.TensorInfo{{Name: "x", DType: backends.FP32, Shape: []int64{-1, 3}}},
 			Outputs: []backends.TensorInfo{{Name: "y", DType: backends.FP32, Shape: []int64{-1, 3}}},
 			Props:   map[string]string{},
 		}},
 		{"multi.onnx", backends.Metadata{
-			Name: "m", Version: "multi-1",
+			Name: "m", Version: "multi-1", Platform: "onnxruntime_onnx",
 			Inputs: []backends.TensorInfo{
 				{Name: "a", DType: backends.FP64, Shape: []int64{-1, 2}},
 				{Name: "b", DType: backends.INT64, Shape: []int64{-1, 2}},

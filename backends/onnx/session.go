@@ -309,7 +309,7 @@ func readMetadata(name string, sess *ort.DynamicAdvancedSession, fingerprint str
 			version = strconv.FormatInt(v, 10)
 		}
 	}
-	return backends.Metadata{Name: name, Version: version, Props: props}, nil
+	return backends.Metadata{Name: name, Version: version, Platform: "onnxruntime_onnx", Props: props}, nil
 }
 
 // Name is the model's name, as given to Load.

@@ -24,6 +24,7 @@ import (
 	"github.com/novacron/sidecar/cache"
 	"github.com/novacron/sidecar/config"
 	"github.com/novacron/sidecar/features"
+	"github.com/novacron/sidecar/proto/inference"
 	aipb "github.com/novacron/sidecar/proto/novacron/ai"
 	"github.com/novacron/sidecar/proxy"
 )
@@ -207,7 +208,8 @@ func (a *App) Ready(ctx context.Context) map[string]error {
 }
 
 // setHealth publishes per-model and per-service gRPC health: a model's entry ("model/NAME") is
-// SERVING when its backend is ready; novacron.ai.AIService and "" when every loaded model is.
+// SERVING when its backend is ready; novacron.ai.AIService, inference.GRPCInferenceService and ""
+// when every loaded model is.
 func (a *App) setHealth(ctx context.Context) {
 	all := healthpb.HealthCheckResponse_SERVING
 	for name, err := range a.Ready(ctx) {
@@ -221,6 +223,7 @@ func (a *App) setHealth(ctx context.Context) {
 		all = healthpb.HealthCheckResponse_NOT_SERVING
 	}
 	a.health.SetServingStatus(aipb.AIService_ServiceDesc.ServiceName, all)
+	a.health.SetServingStatus(inference.GRPCInferenceService_ServiceDesc.ServiceName, all)
 	a.health.SetServingStatus("", all)
 }
 

@@ -1,0 +1,421 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/bufbuild/protocompile"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/dynamicpb"
+
+	"github.com/novacron/sidecar/backends"
+	"github.com/novacron/sidecar/backends/kserve"
+	"github.com/novacron/sidecar/features"
+	"github.com/novacron/sidecar/proto/inference"
+	aipb "github.com/novacron/sidecar/proto/novacron/ai"
+)
+
+// oipRows makes n rows of raw feature values for spec (step-major, spec order, natural units,
+// distinct per row) and their canonical form.
+func oipRows(t *testing.T, spec *features.Spec, n int) (raw []float64, canon []float32) {
+	t.Helper()
+	size := spec.Size()
+	raw = make([]float64, n*size)
+	for i := range raw {
+		r, k := i/size, i%size
+		raw[i] = 1 + float64(r) + 0.37*float64(k%spec.Width()) + 0.05*float64(k/spec.Width())
+	}
+	canon = make([]float32, len(raw))
+	for r := 0; r < n; r++ {
+		if err := spec.Canonicalize(canon[r*size:(r+1)*size], raw[r*size:(r+1)*size]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return raw, canon
+}
+
+// rawFeatureTensors splits raw rows into one FP64 tensor per feature: [n, steps] for sequence
+// specs, [n] for row specs.
+func rawFeatureTensors(spec *features.Spec, n int, raw []float64) []backends.Tensor {
+	w, steps := spec.Width(), spec.Steps()
+	var out []backends.Tensor
+	for j, name := range spec.FeatureNames() {
+		d := make([]float64, 0, n*steps)
+		for i := j; i < len(raw); i += w {
+			d = append(d, raw[i])
+		}
+		shape := []int64{int64(n)}
+		if spec.Sequence() {
+			shape = []int64{int64(n), int64(steps)}
+		}
+		out = append(out, backends.Tensor{Name: name, DType: backends.FP64, Shape: shape, Data: d})
+	}
+	// Features in reverse order: the server matches them by name.
+	slices.Reverse(out)
+	return out
+}
+
+func canonShape(spec *features.Spec, n int) []int64 {
+	if spec.Sequence() {
+		return []int64{int64(n), int64(spec.Window), int64(spec.Width())}
+	}
+	return []int64{int64(n), int64(spec.Width())}
+}
+
+// restInfer posts a v2 REST inference and decodes its outputs.
+func (s *sidecar) restInfer(t *testing.T, model string, body any) (int, map[string][]float64, string) {
+	t.Helper()
+	b, _ := json.Marshal(body)
+	code, resp := s.post(t, "/v2/models/"+model+"/infer", "application/json", b)
+	if code != http.StatusOK {
+		return code, nil, string(resp)
+	}
+	var r struct {
+		ModelName string `json:"model_name"`
+		ID        string `json:"id"`
+		Outputs   []struct {
+			Name     string    `json:"name"`
+			Datatype string    `json:"datatype"`
+			Shape    []int64   `json:"shape"`
+			Data     []float32 `json:"data"`
+		} `json:"outputs"`
+	}
+	if err := json.Unmarshal(resp, &r); err != nil {
+		t.Fatalf("%s: %v", resp, err)
+	}
+	out := map[string][]float64{}
+	for _, o := range r.Outputs {
+		out[o.Name] = f32to64(o.Data)
+	}
+	return code, out, r.ID
+}
+
+func restTensors(ts []backends.Tensor) []map[string]any {
+	var out []map[string]any
+	for _, t := range ts {
+		out = append(out, map[string]any{"name": t.Name, "datatype": t.DType.String(), "shape": t.Shape, "data": t.Data})
+	}
+	return out
+}
+
+func f32to64(d []float32) []float64 {
+	out := make([]float64, len(d))
+	for i, v := range d {
+		out[i] = float64(v)
+	}
+	return out
+}
+
+// TestOIPModelInfer asks every example model the same rows in each of the protocol's forms (gRPC
+// typed, gRPC raw, REST; canonical rows and the spec's raw features) and checks that every form
+// gives the same numbers, and, for the forecaster, the numbers PredictBandwidth gives.
+func TestOIPModelInfer(t *testing.T) {
+	s := start(t, nil)
+	ctx := context.Background()
+	client := inference.NewGRPCInferenceServiceClient(s.conn)
+	for name, m := range s.app.Service.Models() {
+		t.Run(name, func(t *testing.T) {
+			const n = 3
+			raw, canon := oipRows(t, m.Spec, n)
+			feat := backends.F32("features", canonShape(m.Spec, n), canon)
+			forms := map[string][]backends.Tensor{"features": {feat}, "raw features": rawFeatureTensors(m.Spec, n, raw)}
+			var want map[string][]float64
+			for form, inputs := range forms {
+				for _, rawContents := range []bool{false, true} {
+					req := &inference.ModelInferRequest{ModelName: name, Id: "call-" + form}
+					kserve.SetInputs(req, inputs, rawContents)
+					resp, err := client.ModelInfer(ctx, req)
+					if err != nil {
+						t.Fatalf("%s (raw %v): %v", form, rawContents, err)
+					}
+					if resp.GetId() != req.Id || resp.GetModelName() != name || resp.GetModelVersion() != m.Version {
+						t.Errorf("%s: id %q model %q version %q, want %q %q %q", form, resp.GetId(), resp.GetModelName(), resp.GetModelVersion(), req.Id, name, m.Version)
+					}
+					if got := len(resp.GetRawOutputContents()) > 0; got != rawContents {
+						t.Errorf("%s: raw outputs %v for raw inputs %v", form, got, rawContents)
+					}
+					outs, err := kserve.Outputs(resp, backends.ErrInvalidInput)
+					if err != nil {
+						t.Fatal(err)
+					}
+					got := map[string][]float64{}
+					for _, o := range outs {
+						if o.DType != backends.FP32 || o.Shape[0] != n {
+							t.Fatalf("output %s is %s%v", o.Name, o.DType, o.Shape)
+						}
+						got[o.Name] = f32to64(o.Data.([]float32))
+					}
+					if want == nil {
+						want = got
+					} else if !equalOutputs(got, want) {
+						t.Errorf("%s (raw %v) answered %v, another form %v", form, rawContents, got, want)
+					}
+				}
+				code, got, id := s.restInfer(t, name, map[string]any{"id": "rest", "inputs": restTensors(inputs)})
+				if code != http.StatusOK || id != "rest" || !equalOutputs(got, want) {
+					t.Errorf("REST %s: %d id %q %v, gRPC answered %v", form, code, id, got, want)
+				}
+			}
+			if len(want) == 0 {
+				t.Fatal("no outputs")
+			}
+			if m.Task != "forecast" {
+				return
+			}
+			// The forecaster's answers are PredictBandwidth's.
+			for r := 0; r < n; r++ {
+				vm := raw[r*m.Spec.Size() : (r+1)*m.Spec.Size()]
+				bw, err := s.client.PredictBandwidth(ctx, &aipb.BandwidthRequest{VmId: "v", HistoricalMetrics: vm})
+				if err != nil {
+					t.Fatal(err)
+				}
+				h := len(bw.Predictions)
+				if got := want["forecast"][r*h : (r+1)*h]; !slices.Equal(got, bw.Predictions) {
+					t.Errorf("row %d: ModelInfer forecast %v, PredictBandwidth %v", r, got, bw.Predictions)
+				}
+			}
+		})
+	}
+}
+
+func equalOutputs(a, b map[string][]float64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if !slices.Equal(v, b[k]) {
+			return false
+		}
+	}
+	return true
+}
+
+func TestOIPOutputSelectionAndMetadata(t *testing.T) {
+	s := start(t, nil)
+	ctx := context.Background()
+	client := inference.NewGRPCInferenceServiceClient(s.conn)
+	m := s.app.Service.Models()["bandwidth"]
+	_, canon := oipRows(t, m.Spec, 1)
+	req := &inference.ModelInferRequest{ModelName: "bandwidth", Outputs: []*inference.ModelInferRequest_InferRequestedOutputTensor{{Name: "sigma"}}}
+	kserve.SetInputs(req, []backends.Tensor{backends.F32("features", canonShape(m.Spec, 1), canon)}, false)
+	resp, err := client.ModelInfer(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Outputs) != 1 || resp.Outputs[0].Name != "sigma" || resp.Outputs[0].Datatype != "FP32" || !slices.Equal(resp.Outputs[0].Shape, []int64{1, int64(m.Horizon())}) {
+		t.Errorf("asked for sigma, got %v", resp.Outputs)
+	}
+
+	md, err := client.ModelMetadata(ctx, &inference.ModelMetadataRequest{Name: "bandwidth"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if md.Platform != "onnxruntime_onnx" || len(md.Inputs) != 1 || md.Inputs[0].Name != "features" ||
+		!slices.Equal(md.Inputs[0].Shape, []int64{-1, 10, 6}) || len(md.Outputs) != 2 || !slices.Equal(md.Versions, []string{m.Version}) {
+		t.Errorf("metadata %v", md)
+	}
+	if live, err := client.ServerLive(ctx, &inference.ServerLiveRequest{}); err != nil || !live.Live {
+		t.Errorf("ServerLive %v %v", live, err)
+	}
+	if ready, err := client.ServerReady(ctx, &inference.ServerReadyRequest{}); err != nil || !ready.Ready {
+		t.Errorf("ServerReady %v %v", ready, err)
+	}
+	if ready, err := client.ModelReady(ctx, &inference.ModelReadyRequest{Name: "anomaly"}); err != nil || !ready.Ready {
+		t.Errorf("ModelReady %v %v", ready, err)
+	}
+	if _, err := client.ModelReady(ctx, &inference.ModelReadyRequest{Name: "nope"}); status.Code(err) != codes.NotFound {
+		t.Errorf("ModelReady of an unknown model: %v", err)
+	}
+	sm, err := client.ServerMetadata(ctx, &inference.ServerMetadataRequest{})
+	if err != nil || sm.Name != "novacron-sidecar" {
+		t.Errorf("ServerMetadata %v %v", sm, err)
+	}
+
+	for path, want := range map[string]int{
+		"/v2/health/live": 200, "/v2/health/ready": 200, "/v2": 200, "/v2/models/bandwidth": 200,
+		"/v2/models/bandwidth/ready": 200, "/v2/models/bandwidth/versions/" + m.Version: 200,
+		"/v2/models/bandwidth/versions/" + m.Version + "/ready": 200, "/v2/models/nope": 404,
+		"/v2/models/bandwidth/versions/999": 404, "/v2/models/nope/ready": 404,
+	} {
+		resp, err := http.Get(s.base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body map[string]any
+		json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET %s: %d %v, want %d", path, resp.StatusCode, body, want)
+		}
+		if want == 404 && !strings.Contains(fmt.Sprint(body["error"]), "nope") && !strings.Contains(fmt.Sprint(body["error"]), "999") {
+			t.Errorf("GET %s: error %v does not name what was not found", path, body)
+		}
+		if path == "/v2/models/bandwidth" && fmt.Sprint(body["inputs"]) != "[map[datatype:FP32 name:features shape:[-1 10 6]]]" {
+			t.Errorf("GET %s: inputs %v", path, body["inputs"])
+		}
+	}
+}
+
+// TestOIPBadInput sends each kind of bad v2 request over gRPC and REST: each gets the right code
+// and a message naming the field.
+func TestOIPBadInput(t *testing.T) {
+	s := start(t, nil)
+	ctx := context.Background()
+	client := inference.NewGRPCInferenceServiceClient(s.conn)
+	spec := s.app.Service.Models()["bandwidth"].Spec
+	_, canon := oipRows(t, spec, 2)
+	good := backends.F32("features", canonShape(spec, 2), canon)
+	nan := slices.Clone(canon)
+	nan[7] = float32(math.NaN())
+	cases := []struct {
+		name    string
+		model   string
+		inputs  []backends.Tensor
+		outputs []string
+		code    codes.Code
+		http    int
+		mention string
+	}{
+		{"unknown model", "nope", []backends.Tensor{good}, nil, codes.NotFound, 404, "nope"},
+		{"wrong dtype", "bandwidth", []backends.Tensor{{Name: "features", DType: backends.FP64, Shape: good.Shape, Data: make([]float64, len(canon))}}, nil, codes.InvalidArgument, 400, "inputs[0].datatype"},
+		{"wrong shape", "bandwidth", []backends.Tensor{backends.F32("features", []int64{2, 60}, canon)}, nil, codes.InvalidArgument, 400, "inputs[0].shape"},
+		{"no rows", "bandwidth", []backends.Tensor{backends.F32("features", []int64{0, 10, 6}, []float32{})}, nil, codes.InvalidArgument, 400, "0 rows"},
+		{"NaN in canonical rows", "bandwidth", []backends.Tensor{backends.F32("features", good.Shape, nan)}, nil, codes.InvalidArgument, 400, "element 7"},
+		{"unknown input", "bandwidth", []backends.Tensor{backends.F32("input0", good.Shape, canon)}, nil, codes.InvalidArgument, 400, "inputs"},
+		{"unknown output", "bandwidth", []backends.Tensor{good}, []string{"forecast", "nope"}, codes.InvalidArgument, 400, "outputs[1].name"},
+		{"missing raw feature", "anomaly", []backends.Tensor{{Name: "cpu", DType: backends.FP64, Shape: []int64{1}, Data: []float64{3}}}, nil, codes.InvalidArgument, 400, "inputs"},
+		{"raw feature of a string type", "bandwidth", rawBytesFeature(spec), nil, codes.InvalidArgument, 400, ".datatype"},
+		{"no inputs", "bandwidth", nil, nil, codes.InvalidArgument, 400, "inputs"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			req := &inference.ModelInferRequest{ModelName: c.model}
+			kserve.SetInputs(req, c.inputs, false)
+			for _, o := range c.outputs {
+				req.Outputs = append(req.Outputs, &inference.ModelInferRequest_InferRequestedOutputTensor{Name: o})
+			}
+			_, err := client.ModelInfer(ctx, req)
+			if status.Code(err) != c.code || !strings.Contains(status.Convert(err).Message(), c.mention) {
+				t.Errorf("gRPC: %v, want %s naming %q", err, c.code, c.mention)
+			}
+			body := map[string]any{"inputs": restTensors(c.inputs)}
+			if c.inputs == nil {
+				body["inputs"] = []any{}
+			}
+			var outs []map[string]string
+			for _, o := range c.outputs {
+				outs = append(outs, map[string]string{"name": o})
+			}
+			if outs != nil {
+				body["outputs"] = outs
+			}
+			if c.name == "NaN in canonical rows" {
+				return // JSON has no NaN
+			}
+			code, _, msg := s.restInfer(t, c.model, body)
+			if code != c.http || !strings.Contains(msg, c.mention) || !strings.Contains(msg, `"error"`) {
+				t.Errorf("REST: %d %s, want %d naming %q", code, msg, c.http, c.mention)
+			}
+		})
+	}
+	// Malformed tensors: the codec's errors reach the caller as INVALID_ARGUMENT.
+	bad := &inference.ModelInferRequest{ModelName: "bandwidth", Inputs: []*inference.ModelInferRequest_InferInputTensor{{Name: "features", Datatype: "FP32", Shape: []int64{1, 10, 6}}},
+		RawInputContents: [][]byte{make([]byte, 10)}}
+	if _, err := client.ModelInfer(ctx, bad); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "raw_input_contents[0]") {
+		t.Errorf("short raw contents: %v", err)
+	}
+	for body, mention := range map[string]string{
+		`{"inputs":[{"name":"features","datatype":"FP32","shape":[1,2],"data":[1]}]}`:       "inputs[0].data",
+		`{"inputs":[{"name":"features","datatype":"FP32","shape":[1],"data":["x"]}]}`:       "a string",
+		`{"inputs":[{"name":"features","datatype":"FP16","shape":[1],"data":[1]}]}`:         "inputs[0].datatype",
+		`{"inputs":[{"name":"features","datatype":"INT32","shape":[1],"data":[1.5]}]}`:      "inputs[0].data",
+		`{"inputs":[{"name":"features","datatype":"FP32","shape":[-1],"data":[1]}]}`:        "inputs[0].shape",
+		`{"inputs":[],"extra":1}`: "unknown field",
+		`not json`:                "body",
+	} {
+		code, resp := s.post(t, "/v2/models/bandwidth/infer", "application/json", []byte(body))
+		if code != 400 || !strings.Contains(string(resp), mention) {
+			t.Errorf("%s: %d %s, want 400 naming %q", body, code, resp, mention)
+		}
+	}
+	// The sidecar still answers after all of that.
+	if _, err := client.ModelInfer(ctx, func() *inference.ModelInferRequest {
+		r := &inference.ModelInferRequest{ModelName: "bandwidth"}
+		kserve.SetInputs(r, []backends.Tensor{good}, true)
+		return r
+	}()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func rawBytesFeature(spec *features.Spec) []backends.Tensor {
+	ts := rawFeatureTensors(spec, 1, make([]float64, spec.Size()))
+	ts[0] = backends.Tensor{Name: ts[0].Name, DType: backends.BYTES, Shape: ts[0].Shape, Data: slices.Repeat([][]byte{[]byte("x")}, ts[0].Elements())}
+	return ts
+}
+
+// TestOIPWithTheProtoFileOnly calls ModelInfer the way grpcurl -proto does: from the .proto file
+// alone (compiled at run time, no generated code, no reflection), with a request written as JSON.
+func TestOIPWithTheProtoFileOnly(t *testing.T) {
+	s := start(t, nil)
+	c := protocompile.Compiler{Resolver: &protocompile.SourceResolver{ImportPaths: []string{filepath.Join("..", "..", "proto")}}}
+	files, err := c.Compile(context.Background(), "inference/grpc_service.proto")
+	if err != nil {
+		t.Fatal(err)
+	}
+	method := files[0].Services().ByName("GRPCInferenceService").Methods().ByName("ModelInfer")
+	spec := s.app.Service.Models()["anomaly"].Spec
+	_, canon := oipRows(t, spec, 1)
+	reqJSON := fmt.Sprintf(`{"model_name":"anomaly","id":"7","inputs":[{"name":"features","datatype":"FP32","shape":[1,%d],"contents":{"fp32_contents":%s}}]}`,
+		spec.Width(), mustJSON(canon))
+	req := dynamicpb.NewMessage(method.Input())
+	if err := protojson.Unmarshal([]byte(reqJSON), req); err != nil {
+		t.Fatal(err)
+	}
+	resp := dynamicpb.NewMessage(method.Output())
+	fullMethod := fmt.Sprintf("/%s/%s", method.Parent().FullName(), method.Name())
+	if err := s.conn.Invoke(context.Background(), fullMethod, req, resp); err != nil {
+		t.Fatal(err)
+	}
+	got, err := protojson.Marshal(resp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same call through the generated client.
+	var typed inference.ModelInferRequest
+	if err := protojson.Unmarshal([]byte(reqJSON), &typed); err != nil {
+		t.Fatal(err)
+	}
+	want, err := inference.NewGRPCInferenceServiceClient(s.conn).ModelInfer(context.Background(), &typed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back inference.ModelInferResponse
+	if err := protojson.Unmarshal(got, &back); err != nil {
+		t.Fatal(err)
+	}
+	probs := back.GetOutputs()[0].GetContents().GetFp32Contents()
+	if back.GetId() != "7" || len(probs) == 0 || !slices.Equal(probs, want.GetOutputs()[0].GetContents().GetFp32Contents()) {
+		t.Errorf("from the .proto alone: %s; generated client: %v", got, want)
+	}
+	if fd := files[0].Messages().ByName("ModelInferRequest").Fields().ByName("raw_input_contents"); fd.Number() != 7 || fd.Kind() != protoreflect.BytesKind {
+		t.Errorf("raw_input_contents is %d %v", fd.Number(), fd.Kind())
+	}
+}
+
+func mustJSON(v any) string {
+	var b bytes.Buffer
+	json.NewEncoder(&b).Encode(v)
+	return strings.TrimSpace(b.String())
+}
