@@ -16,6 +16,10 @@ var (
 	ErrUnavailable = errors.New("backend unavailable")
 	// ErrModelLoad: a model could not be loaded (bad file, fingerprint mismatch).
 	ErrModelLoad = errors.New("model load failed")
+	// ErrBadResponse: an upstream answered something malformed or wrongly shaped (a wrong number
+	// of rows, a missing output, undecodable contents). Such an answer is never served; the pool
+	// counts it as the endpoint's failure.
+	ErrBadResponse = errors.New("bad response from upstream")
 )
 
 // Backend runs batches of one or more models. All methods may be called concurrently from any
