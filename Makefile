@@ -1,6 +1,8 @@
 # The two commands of the README:
 #   make run    start the sidecar with its embedded default (three example models, 127.0.0.1 only)
 #   make test   go vet, gofmt check and go test -race ./... (what CI runs)
+#   make chaos  the fault tests of e2e/failover (upstreams killed, slow, flaky, malformed) run longer
+#               (CHAOS_DURATION, default 30s each), with their summary table
 #   make bench  the load harness (sidecar bench): the sidecar against a no-op server and ONNX
 #               Runtime; about 1.5 minutes; flags in ARGS, e.g. make bench ARGS="-only floor,adaptive"
 # Both fetch ONNX Runtime's library on first use (scripts/fetch-onnxruntime.sh, cached in the
@@ -10,10 +12,14 @@ SHELL := /bin/bash
 GO ?= go
 ORT = $(shell scripts/fetch-onnxruntime.sh | tail -n 1)
 
-.PHONY: run test bench vet fmt-check build proto models onnxruntime
+.PHONY: run test bench chaos vet fmt-check build proto models onnxruntime python-grpc
 
 onnxruntime:
 	@scripts/fetch-onnxruntime.sh >/dev/null
+
+# Debian's python3-grpcio for the seed's Python service, a real upstream in the tests.
+python-grpc:
+	@scripts/ensure-python-grpc.sh >/dev/null
 
 run: onnxruntime build
 	ONNXRUNTIME_LIB="$(ORT)" exec bin/sidecar serve $(ARGS)
@@ -28,8 +34,13 @@ fmt-check:
 	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
 	if [ -n "$$out" ]; then echo "not gofmt'ed (run gofmt -w):"; echo "$$out"; exit 1; fi
 
-test: onnxruntime vet fmt-check
+test: onnxruntime python-grpc vet fmt-check
 	ONNXRUNTIME_LIB="$(ORT)" $(GO) test -race -count=1 ./...
+
+CHAOS_DURATION ?= 30s
+chaos: onnxruntime python-grpc
+	set -o pipefail; ONNXRUNTIME_LIB="$(ORT)" CHAOS_DURATION=$(CHAOS_DURATION) $(GO) test -count=1 -timeout 30m -v ./e2e/failover/ \
+		| grep -E '^(\||--- |FAIL|ok|PASS)'
 
 bench: onnxruntime
 	ONNXRUNTIME_LIB="$(ORT)" $(GO) run ./cmd/sidecar bench $(ARGS)
@@ -49,3 +60,6 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./features/
 	$(GO) test -run '^$$' -fuzz '^FuzzBandwidthJSON$$' -fuzztime $(FUZZTIME) ./proxy/
 	$(GO) test -run '^$$' -fuzz '^FuzzProtoRequests$$' -fuzztime $(FUZZTIME) ./proxy/
+	$(GO) test -run '^$$' -fuzz '^FuzzInputs$$' -fuzztime $(FUZZTIME) ./backends/kserve/
+	$(GO) test -run '^$$' -fuzz '^FuzzHTTPBatchResponse$$' -fuzztime $(FUZZTIME) ./backends/legacy/
+	$(GO) test -run '^$$' -fuzz '^FuzzUpstreamMessage$$' -fuzztime $(FUZZTIME) ./backends/legacy/

@@ -55,6 +55,9 @@ type Cache struct {
 	Disabled bool `yaml:"disabled"`
 	// MaxEntries bounds the answers (rows) held. Zero: 100000.
 	MaxEntries int64 `yaml:"max_entries"`
+	// MaxStale is how old an answer a stale fallback (models[].fallback: stale) may serve. Answers
+	// are kept this long past their TTL for it. Zero: 10m.
+	MaxStale time.Duration `yaml:"max_stale"`
 }
 
 // Windows bounds the per-VM metric windows kept for PushMetrics (one store per forecast model).
@@ -116,6 +119,102 @@ type Model struct {
 	// CacheTTL is how long the prediction cache serves this model's answers; a negative value
 	// (-1s) keeps them out of the cache. Zero: 1m.
 	CacheTTL time.Duration `yaml:"cache_ttl"`
+	// Backend says where the model runs: in the process (the default) or on remote servers.
+	Backend Backend `yaml:"backend"`
+	// Fallback answers when every endpoint of a remote backend is down: none (the default; the
+	// call fails UNAVAILABLE), local (the ONNX model at path, run in the process) or stale (the
+	// model's last cached answer for the same input, at most cache.max_stale old, marked stale).
+	Fallback string `yaml:"fallback"`
+}
+
+// Backend kinds.
+const (
+	BackendONNX       = "onnx"        // ONNX Runtime in the process, from models[].path
+	BackendKServe     = "kserve"      // Open Inference Protocol servers over gRPC (Triton, KServe, a sidecar)
+	BackendLegacyHTTP = "legacy_http" // the seed's HTTP/JSON AI service (/api/v1/predict...)
+	BackendLegacyGRPC = "legacy_grpc" // the seed's gRPC novacron.ai.AIService
+)
+
+// Fallback kinds.
+const (
+	FallbackNone  = "none"
+	FallbackLocal = "local"
+	FallbackStale = "stale"
+)
+
+// Backend is where a model runs. A remote backend balances over its endpoints (least outstanding
+// requests of two random choices), with a circuit breaker per endpoint, active health checks,
+// retries within a budget, optional hedging, and failover.
+type Backend struct {
+	// Kind is onnx, kserve, legacy_http or legacy_grpc. Zero: onnx.
+	Kind string `yaml:"kind"`
+	// Endpoints of a remote backend: host:port (kserve, legacy_grpc) or base URLs such as
+	// http://10.0.0.5:8080 (legacy_http). At least one for remote kinds; none for onnx.
+	Endpoints []string `yaml:"endpoints"`
+	// Model is the model's name on the remote servers (kserve). Zero: the model's name.
+	Model string `yaml:"model"`
+	// Version asks the remote servers for one version (kserve). Zero: the servers' choice.
+	Version string `yaml:"version"`
+	// Timeout bounds one attempt on one endpoint (the caller's deadline bounds them all). Zero: 2s.
+	Timeout time.Duration `yaml:"timeout"`
+	// Metadata gives a remote model's properties that the protocol does not carry
+	// (novacron.labels, novacron.confidence_scale, ...). Zero: read from the model at path when
+	// one is given.
+	Metadata map[string]string `yaml:"metadata"`
+	Health   Health            `yaml:"health"`
+	Breaker  Breaker           `yaml:"breaker"`
+	Retry    Retry             `yaml:"retry"`
+	// HedgeDelay sends a second attempt to another endpoint when the first has not answered after
+	// this long; the first answer wins. Zero: no hedging.
+	HedgeDelay time.Duration `yaml:"hedge_delay"`
+}
+
+// Remote reports whether the backend runs on other servers.
+func (b Backend) Remote() bool { return b.Kind != BackendONNX }
+
+// Health configures active health checks of each endpoint (gRPC: the protocol's ModelReady or
+// grpc.health.v1; HTTP: GET /healthz).
+type Health struct {
+	// Interval between checks of one endpoint. Zero: 1s. Negative: no active checks.
+	Interval time.Duration `yaml:"interval"`
+	// Timeout of one check. Zero: 500ms.
+	Timeout time.Duration `yaml:"timeout"`
+	// UnhealthyThreshold failed checks in a row mark an endpoint down. Zero: 1.
+	UnhealthyThreshold int `yaml:"unhealthy_threshold"`
+	// HealthyThreshold passed checks in a row mark it up again. Zero: 1.
+	HealthyThreshold int `yaml:"healthy_threshold"`
+}
+
+// Breaker configures each endpoint's circuit breaker (sony/gobreaker). Cancellations and bad
+// input never count as failures.
+type Breaker struct {
+	// ConsecutiveFailures open the breaker. Zero: 5.
+	ConsecutiveFailures int `yaml:"consecutive_failures"`
+	// FailureRatio also opens it when at least MinRequests calls of the last Interval failed in
+	// this proportion. Zero: off.
+	FailureRatio float64 `yaml:"failure_ratio"`
+	// MinRequests for FailureRatio. Zero: 10.
+	MinRequests int `yaml:"min_requests"`
+	// Interval over which FailureRatio counts. Zero: 10s.
+	Interval time.Duration `yaml:"interval"`
+	// OpenTimeout is how long an open breaker refuses before it lets probes through (half-open).
+	// Zero: 1s.
+	OpenTimeout time.Duration `yaml:"open_timeout"`
+	// HalfOpenRequests is how many probes a half-open breaker lets through; all must succeed to
+	// close it. Zero: 1.
+	HalfOpenRequests int `yaml:"half_open_requests"`
+}
+
+// Retry configures retries of failed attempts on another endpoint. Only failures that are safe to
+// retry are (the endpoint down, overloaded, timed out, or answering malformed); never bad input or
+// a caller's cancellation, and never past the caller's deadline.
+type Retry struct {
+	// MaxAttempts per call, the first included. Zero: 3. 1: no retries.
+	MaxAttempts int `yaml:"max_attempts"`
+	// Budget bounds retries and hedges to this fraction of calls (a sliding 10s window). Zero: 0.1.
+	Budget float64 `yaml:"budget"`
+	// MinPerSecond retries are always allowed, so that low traffic can retry. Zero: 10.
+	MinPerSecond float64 `yaml:"min_per_second"`
 }
 
 // Pool sizes an ONNX Runtime session pool.
@@ -198,6 +297,9 @@ func (c *Config) SetDefaults() {
 	if c.Cache.MaxEntries == 0 {
 		c.Cache.MaxEntries = 100000
 	}
+	if c.Cache.MaxStale == 0 {
+		c.Cache.MaxStale = 10 * time.Minute
+	}
 	has := func(name string) string {
 		for _, m := range c.Models {
 			if m.Name == name {
@@ -219,6 +321,39 @@ func (c *Config) SetDefaults() {
 		}
 		if m.CacheTTL == 0 {
 			m.CacheTTL = time.Minute
+		}
+		be := &m.Backend
+		def(&be.Kind, BackendONNX)
+		def(&be.Model, m.Name)
+		def(&m.Fallback, FallbackNone)
+		if be.Remote() {
+			dur := func(d *time.Duration, v time.Duration) {
+				if *d == 0 {
+					*d = v
+				}
+			}
+			num := func(n *int, v int) {
+				if *n == 0 {
+					*n = v
+				}
+			}
+			dur(&be.Timeout, 2*time.Second)
+			dur(&be.Health.Interval, time.Second)
+			dur(&be.Health.Timeout, 500*time.Millisecond)
+			num(&be.Health.UnhealthyThreshold, 1)
+			num(&be.Health.HealthyThreshold, 1)
+			num(&be.Breaker.ConsecutiveFailures, 5)
+			num(&be.Breaker.MinRequests, 10)
+			dur(&be.Breaker.Interval, 10*time.Second)
+			dur(&be.Breaker.OpenTimeout, time.Second)
+			num(&be.Breaker.HalfOpenRequests, 1)
+			num(&be.Retry.MaxAttempts, 3)
+			if be.Retry.Budget == 0 {
+				be.Retry.Budget = 0.1
+			}
+			if be.Retry.MinPerSecond == 0 {
+				be.Retry.MinPerSecond = 10
+			}
 		}
 		b := &m.Batching
 		if b.MaxBatchSize == 0 {
@@ -299,9 +434,7 @@ func (c *Config) Validate() error {
 		default:
 			add(p+".task", "%q is not one of forecast, anomaly, placement", m.Task)
 		}
-		if m.Path == "" {
-			add(p+".path", "required: the .onnx file (or embedded:models/NAME.onnx)")
-		}
+		validateBackend(c, p, m, add)
 		if m.Spec == "" {
 			add(p+".spec", "required: the feature spec YAML the model was trained with")
 		}
@@ -354,6 +487,80 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// validateBackend checks a model's backend and fallback.
+func validateBackend(c *Config, p string, m Model, add func(path, format string, args ...any)) {
+	be := m.Backend
+	switch be.Kind {
+	case BackendONNX:
+		if m.Path == "" {
+			add(p+".path", "required: the .onnx file (or embedded:models/NAME.onnx)")
+		}
+		if len(be.Endpoints) > 0 {
+			add(p+".backend.endpoints", "an onnx backend runs in the process; endpoints are for kserve, legacy_http and legacy_grpc")
+		}
+		if m.Fallback != FallbackNone {
+			add(p+".fallback", "%q: only a remote backend takes a fallback", m.Fallback)
+		}
+		return
+	case BackendKServe, BackendLegacyHTTP, BackendLegacyGRPC:
+	default:
+		add(p+".backend.kind", "%q is not one of onnx, kserve, legacy_http, legacy_grpc", be.Kind)
+		return
+	}
+	if len(be.Endpoints) == 0 {
+		add(p+".backend.endpoints", "a %s backend needs at least one endpoint", be.Kind)
+	}
+	seen := map[string]bool{}
+	for i, e := range be.Endpoints {
+		ep := fmt.Sprintf("%s.backend.endpoints[%d]", p, i)
+		if seen[e] {
+			add(ep, "%q is listed twice", e)
+		}
+		seen[e] = true
+		if be.Kind == BackendLegacyHTTP {
+			if !strings.HasPrefix(e, "http://") && !strings.HasPrefix(e, "https://") {
+				add(ep, "%q is not a base URL such as http://127.0.0.1:8080", e)
+			}
+		} else if _, _, err := net.SplitHostPort(e); err != nil {
+			add(ep, "%q is not host:port: %v", e, err)
+		}
+	}
+	if be.Timeout < 0 || be.HedgeDelay < 0 || be.Health.Timeout < 0 || be.Breaker.OpenTimeout < 0 || be.Breaker.Interval < 0 {
+		add(p+".backend", "durations must not be negative")
+	}
+	if be.Health.UnhealthyThreshold < 1 || be.Health.HealthyThreshold < 1 {
+		add(p+".backend.health", "thresholds must be at least 1")
+	}
+	if be.Breaker.ConsecutiveFailures < 1 || be.Breaker.HalfOpenRequests < 1 || be.Breaker.MinRequests < 1 {
+		add(p+".backend.breaker", "consecutive_failures, half_open_requests and min_requests must be at least 1")
+	}
+	if be.Breaker.FailureRatio < 0 || be.Breaker.FailureRatio > 1 {
+		add(p+".backend.breaker.failure_ratio", "%v is not in 0..1", be.Breaker.FailureRatio)
+	}
+	if be.Retry.MaxAttempts < 1 || be.Retry.MaxAttempts > 10 {
+		add(p+".backend.retry.max_attempts", "%d is not in 1..10", be.Retry.MaxAttempts)
+	}
+	if be.Retry.Budget < 0 || be.Retry.Budget > 1 || be.Retry.MinPerSecond < 0 {
+		add(p+".backend.retry", "budget must be in 0..1 and min_per_second not negative")
+	}
+	if be.HedgeDelay > 0 && be.HedgeDelay >= be.Timeout {
+		add(p+".backend.hedge_delay", "%v is not shorter than the attempt timeout %v", be.HedgeDelay, be.Timeout)
+	}
+	switch m.Fallback {
+	case FallbackNone:
+	case FallbackLocal:
+		if m.Path == "" {
+			add(p+".fallback", "local needs path: the .onnx model to run when every endpoint is down")
+		}
+	case FallbackStale:
+		if c.Cache.Disabled || m.CacheTTL < 0 {
+			add(p+".fallback", "stale serves cached answers; it needs the cache on and cache_ttl not negative")
+		}
+	default:
+		add(p+".fallback", "%q is not one of none, local, stale", m.Fallback)
+	}
 }
 
 // lineRE matches yaml.v3's "line N: " prefix, rewritten as "N: " after the file name.

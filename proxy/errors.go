@@ -60,7 +60,7 @@ func Code(err error) codes.Code {
 		return codes.DeadlineExceeded
 	case errors.Is(err, context.Canceled):
 		return codes.Canceled
-	case errors.Is(err, backends.ErrUnavailable):
+	case errors.Is(err, backends.ErrUnavailable), errors.Is(err, backends.ErrBadResponse):
 		return codes.Unavailable
 	}
 	if s, ok := status.FromError(err); ok {
@@ -104,6 +104,8 @@ func httpStatus(err error) int {
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, ErrUnsupportedMediaType):
 		return http.StatusUnsupportedMediaType
+	case errors.Is(err, backends.ErrBadResponse) && !errors.Is(err, backends.ErrUnavailable):
+		return http.StatusBadGateway // an upstream answered something malformed
 	}
 	switch Code(err) {
 	case codes.OK:

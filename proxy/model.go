@@ -10,6 +10,7 @@ import (
 	"github.com/novacron/sidecar/backends"
 	"github.com/novacron/sidecar/batcher"
 	"github.com/novacron/sidecar/features"
+	aipb "github.com/novacron/sidecar/proto/novacron/ai"
 )
 
 // Tasks, as the config names them.
@@ -86,8 +87,12 @@ type Model struct {
 	// Zero takes the cache's default.
 	CacheTTL time.Duration
 	batch    *batcher.Batcher[[]float32, rowOut]
-	windows  *features.Windows // forecast models: the pushed per-VM windows
-	metrics  *modelMetrics
+	// legacy, when set, serves the model's calls on a legacy AI service (see NewLegacyModel);
+	// legacyBatch batches its forecasts.
+	legacy      Forwarder
+	legacyBatch *batcher.Batcher[*aipb.BandwidthRequest, *aipb.BandwidthResponse]
+	windows     *features.Windows // forecast models: the pushed per-VM windows
+	metrics     *modelMetrics
 	// keyPrefix is name, version and spec fingerprint: the cache key's fixed parts.
 	keyPrefix [3][]byte
 }

@@ -125,6 +125,9 @@ func (s *Service) Infer(ctx context.Context, c *InferCall) (*InferAnswer, error)
 	if err != nil {
 		return nil, err
 	}
+	if m.legacy != nil {
+		return nil, invalid("model_name", fmt.Sprintf("%q is served by a legacy AI service, which takes NovaCron calls (novacron.ai.AIService, /api/v1/...), not tensors", m.Name))
+	}
 	// The outputs first: a bad name costs no model run.
 	outs := m.outputs
 	if len(c.Outputs) > 0 {

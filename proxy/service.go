@@ -87,12 +87,22 @@ func New(cfg Config, models []*Model, metrics *Metrics) (*Service, error) {
 		if metrics != nil {
 			m.metrics = metrics.forModel(m.Name)
 		}
-		if m.Batching == nil || m.batch != nil {
-			continue
-		}
 		opts := []batcher.Option{}
 		if m.metrics != nil {
 			opts = append(opts, batcher.WithObserver(m.metrics))
+		}
+		if m.legacy != nil {
+			if err := m.startLegacyBatcher(opts); err != nil {
+				for _, sm := range started {
+					sm.closeBatchers()
+				}
+				return nil, fmt.Errorf("model %q: batching: %w", m.Name, err)
+			}
+			started = append(started, m)
+			continue
+		}
+		if m.Batching == nil || m.batch != nil {
+			continue
 		}
 		size := m.Spec.Size()
 		b, err := batcher.New(*m.Batching, func(ctx context.Context, rows [][]float32) ([]rowOut, error) {
@@ -104,8 +114,7 @@ func New(cfg Config, models []*Model, metrics *Metrics) (*Service, error) {
 		}, opts...)
 		if err != nil {
 			for _, sm := range started {
-				sm.batch.Close()
-				sm.batch = nil
+				sm.closeBatchers()
 			}
 			return nil, fmt.Errorf("model %q: batching: %w", m.Name, err)
 		}
@@ -128,10 +137,18 @@ func New(cfg Config, models []*Model, metrics *Metrics) (*Service, error) {
 func (s *Service) Close() {
 	if p := s.models.Load(); p != nil {
 		for _, m := range *p {
-			if m.batch != nil {
-				m.batch.Close()
-			}
+			m.closeBatchers()
 		}
+	}
+}
+
+// closeBatchers stops the model's batchers once the calls they hold have run.
+func (m *Model) closeBatchers() {
+	if m.batch != nil {
+		m.batch.Close()
+	}
+	if m.legacyBatch != nil {
+		m.legacyBatch.Close()
 	}
 }
 
@@ -373,6 +390,13 @@ func (s *Service) PredictBandwidth(ctx context.Context, req *aipb.BandwidthReque
 	if err := canonWindow(m, buf, req, -1, s.cfg.Now()); err != nil {
 		return nil, err
 	}
+	if m.legacy != nil {
+		out, err := s.legacyForecast(ctx, m, []*aipb.BandwidthRequest{req}, priority(ctx, PriorityHigh))
+		if err != nil {
+			return nil, err
+		}
+		return out[0], nil
+	}
 	res, err := s.infer(ctx, m, 1, buf, priority(ctx, PriorityHigh))
 	if err != nil {
 		return nil, err
@@ -405,6 +429,13 @@ func (s *Service) PredictBandwidthBatch(ctx context.Context, req *aipb.Bandwidth
 		if err := canonWindow(m, buf[i*size:(i+1)*size], vm, i, now); err != nil {
 			return nil, err
 		}
+	}
+	if m.legacy != nil {
+		out, err := s.legacyForecast(ctx, m, vms, priority(ctx, PriorityLow))
+		if err != nil {
+			return nil, err
+		}
+		return &aipb.BandwidthBatchResponse{Results: out}, nil
 	}
 	res, err := s.infer(ctx, m, len(vms), buf, priority(ctx, PriorityLow))
 	if err != nil {
@@ -565,6 +596,13 @@ func (s *Service) DetectAnomaly(ctx context.Context, req *aipb.AnomalyRequest) (
 	if err := m.Spec.Canonicalize(buf, raw); err != nil {
 		return nil, fmt.Errorf("current_metrics: %w", err)
 	}
+	if m.legacy != nil {
+		out, err := m.legacy.DetectAnomaly(ctx, req)
+		if err != nil {
+			return nil, fmt.Errorf("model %q: %w", m.Name, err)
+		}
+		return out, nil
+	}
 	res, err := s.infer(ctx, m, 1, buf, priority(ctx, PriorityHigh))
 	if err != nil {
 		return nil, err
@@ -677,6 +715,13 @@ func (s *Service) OptimizePlacement(ctx context.Context, req *aipb.PlacementRequ
 		}
 	}
 	rows := len(nodes) * per
+	if m.legacy != nil {
+		out, err := m.legacy.OptimizePlacement(ctx, req)
+		if err != nil {
+			return nil, fmt.Errorf("model %q: %w", m.Name, err)
+		}
+		return out, nil
+	}
 	res, err := s.infer(ctx, m, rows, buf, priority(ctx, PriorityHigh))
 	if err != nil {
 		return nil, err

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/novacron/sidecar/backends"
 	"github.com/novacron/sidecar/backends/onnx"
 	"github.com/novacron/sidecar/batcher"
 	"github.com/novacron/sidecar/cache"
@@ -71,7 +73,7 @@ func (a *App) start(ctx context.Context, embedded fs.FS) error {
 		return err
 	}
 	fmt.Fprintf(log, "onnxruntime %s from %s\n", a.rt.Version(), a.rt.Path())
-	if a.models, err = LoadModels(ctx, cfg, a.rt, embedded, log); err != nil {
+	if a.models, err = LoadModels(ctx, cfg, a.rt, embedded, log, a.Registry); err != nil {
 		return err
 	}
 
@@ -146,13 +148,26 @@ func (a *App) start(ctx context.Context, embedded fs.FS) error {
 	return nil
 }
 
-// LoadModels loads every model of cfg on rt, checking each against its feature spec.
-func LoadModels(ctx context.Context, cfg *config.Config, rt *onnx.Runtime, embedded fs.FS, log io.Writer) ([]*proxy.Model, error) {
+// LoadModels loads every model of cfg: on rt for onnx backends, as pools of endpoints for remote
+// ones, each checked against its feature spec. Pool metrics go to reg when it is not nil.
+func LoadModels(ctx context.Context, cfg *config.Config, rt *onnx.Runtime, embedded fs.FS, log io.Writer, reg prometheus.Registerer) ([]*proxy.Model, error) {
+	l := &loader{cfg: cfg, rt: rt, embedded: embedded, log: log,
+		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sidecar_model_fallbacks_total",
+			Help: "Calls answered by a model's fallback because every endpoint of its remote backend was down, by model and fallback kind."},
+			[]string{"model", "kind"})}
+	if reg != nil {
+		l.poolObs = backends.NewPoolMetrics(reg)
+		reg.MustRegister(l.fallbacks)
+	}
 	var models []*proxy.Model
 	for i, mc := range cfg.Models {
 		start := time.Now()
-		fmt.Fprintf(log, "loading model %d/%d %s (%s) from %s ... ", i+1, len(cfg.Models), mc.Name, mc.Task, mc.Path)
-		m, err := loadModel(ctx, cfg, mc, rt, embedded)
+		where := mc.Path
+		if mc.Backend.Remote() {
+			where = mc.Backend.Kind + " " + strings.Join(mc.Backend.Endpoints, ", ")
+		}
+		fmt.Fprintf(log, "loading model %d/%d %s (%s) from %s ... ", i+1, len(cfg.Models), mc.Name, mc.Task, where)
+		m, err := l.load(ctx, mc)
 		if err != nil {
 			fmt.Fprintln(log, "failed")
 			for _, m := range models {
@@ -160,15 +175,19 @@ func LoadModels(ctx context.Context, cfg *config.Config, rt *onnx.Runtime, embed
 			}
 			return nil, fmt.Errorf("%s: models[%d] %s: %w", cfg.Source, i, mc.Name, err)
 		}
-		fmt.Fprintf(log, "ok: version %s, spec %s %.12s, %d sessions x %d threads, %s\n", m.Version, m.Spec.Name,
-			m.Spec.Fingerprint(), mc.Pool.Sessions, mc.Pool.IntraOpThreads, time.Since(start).Round(time.Millisecond))
+		detail := fmt.Sprintf("%d sessions x %d threads", mc.Pool.Sessions, mc.Pool.IntraOpThreads)
+		if mc.Backend.Remote() {
+			detail = fmt.Sprintf("%d endpoints, fallback %s", len(mc.Backend.Endpoints), mc.Fallback)
+		}
+		fmt.Fprintf(log, "ok: version %s, spec %s %.12s, %s, %s\n", m.Version, m.Spec.Name,
+			m.Spec.Fingerprint(), detail, time.Since(start).Round(time.Millisecond))
 		models = append(models, m)
 	}
 	return models, nil
 }
 
-func loadModel(ctx context.Context, cfg *config.Config, mc config.Model, rt *onnx.Runtime, embedded fs.FS) (*proxy.Model, error) {
-	specBytes, err := config.ReadFile(mc.Spec, cfg.Dir(), embedded)
+func (l *loader) load(ctx context.Context, mc config.Model) (*proxy.Model, error) {
+	specBytes, err := config.ReadFile(mc.Spec, l.cfg.Dir(), l.embedded)
 	if err != nil {
 		return nil, fmt.Errorf("spec: %w", err)
 	}
@@ -176,26 +195,23 @@ func loadModel(ctx context.Context, cfg *config.Config, mc config.Model, rt *onn
 	if err != nil {
 		return nil, fmt.Errorf("spec %s: %w", mc.Spec, err)
 	}
-	modelBytes, err := config.ReadFile(mc.Path, cfg.Dir(), embedded)
-	if err != nil {
-		return nil, fmt.Errorf("path: %w", err)
+	th := proxy.Thresholds{Threshold: mc.Anomaly.Threshold, Medium: mc.Anomaly.Medium, High: mc.Anomaly.High, Critical: mc.Anomaly.Critical}
+	switch mc.Backend.Kind {
+	case config.BackendKServe:
+		return l.remote(ctx, mc, spec, th)
+	case config.BackendLegacyHTTP, config.BackendLegacyGRPC:
+		return l.legacyModel(mc, spec)
 	}
-	sess, err := rt.Load(mc.Name, modelBytes, onnx.Config{Sessions: mc.Pool.Sessions, IntraOpThreads: mc.Pool.IntraOpThreads,
-		Fingerprint: spec.Fingerprint()})
+	sess, meta, err := l.local(ctx, mc, spec)
 	if err != nil {
 		return nil, err
 	}
-	meta, err := sess.Metadata(ctx, mc.Name)
-	if err == nil {
-		var m *proxy.Model
-		m, err = proxy.NewModel(mc.Name, mc.Task, spec, sess, meta, proxy.Thresholds{Threshold: mc.Anomaly.Threshold,
-			Medium: mc.Anomaly.Medium, High: mc.Anomaly.High, Critical: mc.Anomaly.Critical})
-		if err == nil {
-			return m, nil
-		}
+	m, err := proxy.NewModel(mc.Name, mc.Task, spec, sess, meta, th)
+	if err != nil {
+		sess.Close()
+		return nil, err
 	}
-	sess.Close()
-	return nil, err
+	return m, nil
 }
 
 // Ready reports each model's readiness (nil when ready).

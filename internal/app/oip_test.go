@@ -336,11 +336,11 @@ func TestOIPBadInput(t *testing.T) {
 		t.Errorf("short raw contents: %v", err)
 	}
 	for body, mention := range map[string]string{
-		`{"inputs":[{"name":"features","datatype":"FP32","shape":[1,2],"data":[1]}]}`:       "inputs[0].data",
-		`{"inputs":[{"name":"features","datatype":"FP32","shape":[1],"data":["x"]}]}`:       "a string",
-		`{"inputs":[{"name":"features","datatype":"FP16","shape":[1],"data":[1]}]}`:         "inputs[0].datatype",
-		`{"inputs":[{"name":"features","datatype":"INT32","shape":[1],"data":[1.5]}]}`:      "inputs[0].data",
-		`{"inputs":[{"name":"features","datatype":"FP32","shape":[-1],"data":[1]}]}`:        "inputs[0].shape",
+		`{"inputs":[{"name":"features","datatype":"FP32","shape":[1,2],"data":[1]}]}`:  "inputs[0].data",
+		`{"inputs":[{"name":"features","datatype":"FP32","shape":[1],"data":["x"]}]}`:  "a string",
+		`{"inputs":[{"name":"features","datatype":"FP16","shape":[1],"data":[1]}]}`:    "inputs[0].datatype",
+		`{"inputs":[{"name":"features","datatype":"INT32","shape":[1],"data":[1.5]}]}`: "inputs[0].data",
+		`{"inputs":[{"name":"features","datatype":"FP32","shape":[-1],"data":[1]}]}`:   "inputs[0].shape",
 		`{"inputs":[],"extra":1}`: "unknown field",
 		`not json`:                "body",
 	} {

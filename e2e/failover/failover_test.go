@@ -1,0 +1,558 @@
+package failover
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/novacron/sidecar/backends"
+	"github.com/novacron/sidecar/backends/legacy"
+	"github.com/novacron/sidecar/internal/app"
+	aipb "github.com/novacron/sidecar/proto/novacron/ai"
+)
+
+// callDeadline is every load call's deadline; a call that takes longer than it (plus scheduling
+// slack) has hung.
+const callDeadline = 2 * time.Second
+
+// window is a distinct, realistic 10-minute window of the six VM metrics for input i.
+func window(i int) []float64 {
+	var w []float64
+	for step := 0; step < 10; step++ {
+		x := float64(step+i)/7 + float64(i%5)
+		w = append(w, 40+20*math.Sin(x), 55+5*math.Cos(x), 30+10*math.Sin(2*x),
+			100+float64(i*9%400)+60*math.Sin(x+.5), 8+3*math.Sin(x), 0.002)
+	}
+	return w
+}
+
+func bandwidthReq(i int) *aipb.BandwidthRequest {
+	return &aipb.BandwidthRequest{VmId: fmt.Sprintf("vm-%d", i), HistoricalMetrics: window(i), HorizonMinutes: 10}
+}
+
+// inputs is how many distinct inputs the load cycles through.
+const inputs = 64
+
+// expected asks a healthy upstream (directly) for the answer to every input, and checks that
+// they differ, so a mixed-up row cannot pass for a correct one.
+func expected(t *testing.T, c aipb.AIServiceClient) []*aipb.BandwidthResponse {
+	t.Helper()
+	out := make([]*aipb.BandwidthResponse, inputs)
+	for i := range out {
+		r, err := c.PredictBandwidth(context.Background(), bandwidthReq(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[i] = r
+	}
+	for i := 1; i < inputs; i++ {
+		if same(out[i].Predictions, out[i-1].Predictions, 1e-3) {
+			t.Fatalf("inputs %d and %d get the same forecast; the check could not see a mix-up", i-1, i)
+		}
+	}
+	return out
+}
+
+// same: equal within a relative tolerance (a batch of another size may change the last bits).
+func same(a, b []float64, tol float64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if math.Abs(a[i]-b[i]) > tol*math.Max(1, math.Abs(b[i])) {
+			return false
+		}
+	}
+	return true
+}
+
+func dial(t *testing.T, addr string) *grpc.ClientConn {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// stats are the outcomes of a load run.
+type stats struct {
+	mu       sync.Mutex
+	calls    int
+	correct  int
+	wrong    int
+	errors   map[codes.Code]int
+	hung     int
+	event    time.Time // the fault (zero: none)
+	lastFail time.Time // end of the last failed call started after the fault
+	during   []time.Duration
+	all      []time.Duration
+	firstErr string
+}
+
+func (s *stats) explicit() int {
+	n := 0
+	for _, v := range s.errors {
+		n += v
+	}
+	return n
+}
+
+// failover is how long after the fault calls kept failing: 0 when none did.
+func (s *stats) failover() time.Duration {
+	if s.lastFail.IsZero() || s.event.IsZero() {
+		return 0
+	}
+	return s.lastFail.Sub(s.event)
+}
+
+func p99(d []time.Duration) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	d = slices.Clone(d)
+	slices.Sort(d)
+	return d[(len(d)*99)/100]
+}
+
+// load runs workers closed loops of call for d, each call with callDeadline. fault, if set,
+// runs once at d/3 (its time marks the event). check says whether an answer is correct.
+func load(t *testing.T, d time.Duration, workers int, call func(ctx context.Context, i int) error, fault func()) *stats {
+	t.Helper()
+	s := &stats{errors: map[codes.Code]int{}}
+	var next atomic.Int64
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				i := int(next.Add(1))
+				cctx, ccancel := context.WithTimeout(context.Background(), callDeadline)
+				began := time.Now()
+				err := call(cctx, i)
+				took := time.Since(began)
+				ccancel()
+				s.mu.Lock()
+				s.calls++
+				s.all = append(s.all, took)
+				ev := s.event
+				if !ev.IsZero() && began.After(ev) && began.Before(ev.Add(time.Second)) {
+					s.during = append(s.during, took)
+				}
+				switch {
+				case err == nil:
+					s.correct++
+				case err == errWrong:
+					s.wrong++
+				default:
+					s.errors[status.Code(err)]++
+					if s.firstErr == "" {
+						s.firstErr = err.Error()
+					}
+					if !ev.IsZero() && !began.Before(ev.Add(-callDeadline)) {
+						s.lastFail = time.Now()
+					}
+				}
+				if took > callDeadline+500*time.Millisecond {
+					s.hung++
+				}
+				s.mu.Unlock()
+			}
+		})
+	}
+	if fault != nil {
+		select {
+		case <-time.After(d / 3):
+			s.mu.Lock()
+			s.event = time.Now()
+			s.mu.Unlock()
+			fault()
+		case <-ctx.Done():
+		}
+	}
+	wg.Wait()
+	return s
+}
+
+// errWrong marks an answer that is not the right one for its input.
+var errWrong = fmt.Errorf("wrong answer")
+
+func bandwidthCall(client aipb.AIServiceClient, want []*aipb.BandwidthResponse) func(ctx context.Context, i int) error {
+	return func(ctx context.Context, i int) error {
+		k := i % inputs
+		r, err := client.PredictBandwidth(ctx, bandwidthReq(k))
+		if err != nil {
+			return err
+		}
+		if r.GetVmId() != fmt.Sprintf("vm-%d", k) || !same(r.Predictions, want[k].Predictions, 1e-4) {
+			return errWrong
+		}
+		return nil
+	}
+}
+
+// summary collects one row per fault run for the table make chaos prints.
+var summary struct {
+	sync.Mutex
+	rows []string
+}
+
+func report(t *testing.T, name string, s *stats) {
+	t.Helper()
+	codes := []string{}
+	for c, n := range s.errors {
+		codes = append(codes, fmt.Sprintf("%s %d", c, n))
+	}
+	slices.Sort(codes)
+	row := fmt.Sprintf("| %s | %d | %d | %d (%s) | %d | %d | %v | %v |", name, s.calls, s.correct, s.explicit(), strings.Join(codes, ", "),
+		s.wrong, s.hung, s.failover().Round(time.Millisecond), p99(s.during).Round(time.Millisecond))
+	t.Log(row)
+	if s.firstErr != "" {
+		t.Logf("first error: %s", s.firstErr)
+	}
+	summary.Lock()
+	summary.rows = append(summary.rows, row)
+	summary.Unlock()
+}
+
+func printSummary() {
+	summary.Lock()
+	defer summary.Unlock()
+	if len(summary.rows) == 0 || os.Getenv("CHAOS_DURATION") == "" {
+		return
+	}
+	fmt.Println("\n| fault | calls | correct | explicit errors | wrong | hung | failover | p99 in the fault's first second |")
+	fmt.Println("|---|---|---|---|---|---|---|---|")
+	for _, r := range summary.rows {
+		fmt.Println(r)
+	}
+}
+
+// pool returns a model's endpoint states.
+func states(t *testing.T, a *app.App, model string) []backends.MemberState {
+	t.Helper()
+	switch b := a.Service.Models()[model].Backend.(type) {
+	case *backends.Remote:
+		return b.Pool().States()
+	case *backends.Fallback:
+		return b.Primary.(*backends.Remote).Pool().States()
+	}
+	if p, ok := a.Service.Models()[model].Legacy().(*legacy.Pooled); ok {
+		return p.Pool().States()
+	}
+	t.Fatalf("model %s has no pool", model)
+	return nil
+}
+
+func stateOf(ss []backends.MemberState, name string) backends.MemberState {
+	for _, s := range ss {
+		if s.Name == name {
+			return s
+		}
+	}
+	return backends.MemberState{}
+}
+
+// remoteModelYAML is a config whose bandwidth model runs on endpoints of the given kind.
+func remoteModelYAML(kind string, endpoints []string, extra string) string {
+	return fmt.Sprintf(`listen: {grpc: 127.0.0.1:0, http: "off"}
+cache: {disabled: true}
+models:
+  - name: bandwidth
+    task: forecast
+    spec: embedded:specs/bandwidth.yaml
+    batching: {max_batch_size: 64, max_inflight_batches: 4}
+    backend:
+      kind: %s
+      endpoints: [%s]
+      timeout: 1s
+      health: {interval: 100ms, timeout: 200ms}
+%s`, kind, strings.Join(endpoints, ", "), extra)
+}
+
+// TestUpstreamKilledMidLoad: two upstream sidecar processes; one is killed with SIGKILL while
+// calls run. Every call must get the right answer or an explicit error, none may hang, and the
+// pool must be back to full service within a second.
+func TestUpstreamKilledMidLoad(t *testing.T) {
+	for _, kind := range []string{"kserve", "legacy_http"} {
+		t.Run(kind, func(t *testing.T) {
+			g1, h1, p1 := upstreamSidecar(t)
+			g2, h2, _ := upstreamSidecar(t)
+			eps := []string{g1, g2}
+			if kind == "legacy_http" {
+				eps = []string{"http://" + h1, "http://" + h2}
+			}
+			want := expected(t, aipb.NewAIServiceClient(dial(t, g2)))
+			// path: a local copy of the model describes it (its metadata_props); no fallback.
+			a := downstream(t, remoteModelYAML(kind, eps, "    path: embedded:models/bandwidth.onnx\n"))
+			client := aipb.NewAIServiceClient(dial(t, a.GRPCAddr))
+			s := load(t, chaosDuration(t), 8, bandwidthCall(client, want), p1.kill)
+			report(t, kind+": SIGKILL of 1 of 2 upstream sidecars", s)
+			if s.wrong != 0 || s.hung != 0 {
+				t.Errorf("%d wrong answers, %d calls past their deadline", s.wrong, s.hung)
+			}
+			if f := s.failover(); f >= time.Second {
+				t.Errorf("calls failed until %v after the kill; want full service within 1s", f)
+			}
+			if s.correct < s.calls/2 {
+				t.Errorf("only %d of %d calls answered", s.correct, s.calls)
+			}
+			if st := stateOf(states(t, a, "bandwidth"), eps[0]); st.Health != backends.HealthDown && st.Breaker != backends.BreakerOpen {
+				t.Errorf("the killed endpoint is still healthy and closed: %+v", st)
+			}
+			for _, ep := range eps {
+				if n := counterOf(t, a, "sidecar_backend_endpoint_requests_total", "endpoint", ep); n == 0 {
+					t.Errorf("endpoint %s served no requests; the load did not spread", ep)
+				}
+			}
+		})
+	}
+}
+
+// TestFallbackWhenEveryEndpointIsDown: the only upstream is killed; the model's local fallback
+// answers, and each fallback is counted.
+func TestFallbackWhenEveryEndpointIsDown(t *testing.T) {
+	g1, _, p1 := upstreamSidecar(t)
+	want := expected(t, aipb.NewAIServiceClient(dial(t, g1)))
+	a := downstream(t, remoteModelYAML("kserve", []string{g1}, `    path: embedded:models/bandwidth.onnx
+    fallback: local
+`))
+	client := aipb.NewAIServiceClient(dial(t, a.GRPCAddr))
+	s := load(t, chaosDuration(t), 4, bandwidthCall(client, want), p1.kill)
+	report(t, "kserve: SIGKILL of the only upstream, local fallback", s)
+	if s.wrong != 0 || s.hung != 0 || s.explicit() != 0 {
+		t.Errorf("%d wrong, %d hung, %d errors; the fallback should answer every call", s.wrong, s.hung, s.explicit())
+	}
+	if n := counter(t, a, "sidecar_model_fallbacks_total"); n == 0 {
+		t.Error("no fallback counted")
+	}
+}
+
+func counter(t *testing.T, a *app.App, name string) float64 {
+	t.Helper()
+	return counterOf(t, a, name, "", "")
+}
+
+// counterOf sums a counter's series, only those with label=value when label is set.
+func counterOf(t *testing.T, a *app.App, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := a.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.Metric {
+				ok := label == ""
+				for _, lp := range m.GetLabel() {
+					ok = ok || (lp.GetName() == label && lp.GetValue() == value)
+				}
+				if ok {
+					sum += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return sum
+}
+
+// watch polls a model's pool while a test runs and records the worst breaker state and health
+// each endpoint reached.
+type watch struct {
+	mu     sync.Mutex
+	opened map[string]bool
+	down   map[string]bool
+	stop   chan struct{}
+	done   chan struct{}
+}
+
+func watchPool(t *testing.T, a *app.App, model string) *watch {
+	w := &watch{opened: map[string]bool{}, down: map[string]bool{}, stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			for _, s := range states(t, a, model) {
+				w.mu.Lock()
+				w.opened[s.Name] = w.opened[s.Name] || s.Breaker == backends.BreakerOpen
+				w.down[s.Name] = w.down[s.Name] || s.Health == backends.HealthDown
+				w.mu.Unlock()
+			}
+			select {
+			case <-w.stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	t.Cleanup(w.close)
+	return w
+}
+
+func (w *watch) close() {
+	select {
+	case <-w.stop:
+	default:
+		close(w.stop)
+	}
+	<-w.done
+}
+
+// legacyGRPCYAML is a config whose bandwidth model runs on seed services over gRPC.
+func legacyGRPCYAML(endpoints []string, backend string) string {
+	return fmt.Sprintf(`listen: {grpc: 127.0.0.1:0, http: "off"}
+cache: {disabled: true}
+models:
+  - name: bandwidth
+    task: forecast
+    spec: embedded:specs/bandwidth.yaml
+    batching: {disabled: true}
+    backend:
+      kind: legacy_grpc
+      endpoints: [%s]
+%s`, strings.Join(endpoints, ", "), backend)
+}
+
+// TestFlakyUpstreamOpensThenClosesItsBreaker: one of two seed services fails half of its calls.
+// Its breaker opens and traffic moves to the other; the service is then restarted healthy on the
+// same port, and its breaker half-opens and closes again.
+func TestFlakyUpstreamOpensThenClosesItsBreaker(t *testing.T) {
+	flaky, fp := seedServer(t, "0", "--error-rate", "0.5", "--seed", "7")
+	good, _ := seedServer(t, "0")
+	want := expected(t, aipb.NewAIServiceClient(dial(t, good)))
+	a := downstream(t, legacyGRPCYAML([]string{flaky, good}, `      timeout: 1s
+      health: {interval: 100ms, timeout: 200ms}
+      breaker: {consecutive_failures: 3, open_timeout: 300ms}
+`))
+	w := watchPool(t, a, "bandwidth")
+	client := aipb.NewAIServiceClient(dial(t, a.GRPCAddr))
+	call := bandwidthCall(client, want)
+	var restarted atomic.Bool
+	s := load(t, chaosDuration(t), 4, call, func() {
+		// The upstream recovers: the flaky process is replaced by a healthy one on its port.
+		fp.kill()
+		_, port, _ := strings.Cut(flaky, ":")
+		seedServer(t, port)
+		restarted.Store(true)
+	})
+	report(t, "legacy_grpc: 1 of 2 seed services failing half its calls, then restarted healthy", s)
+	if s.wrong != 0 || s.hung != 0 {
+		t.Errorf("%d wrong, %d hung", s.wrong, s.hung)
+	}
+	w.mu.Lock()
+	opened := w.opened[flaky]
+	w.mu.Unlock()
+	if !opened {
+		t.Errorf("the flaky endpoint's breaker never opened")
+	}
+	// After the restart the breaker half-opens and closes on successful probes: keep calling
+	// until it is closed (bounded).
+	deadline := time.Now().Add(5 * time.Second)
+	before := counterOf(t, a, "sidecar_backend_endpoint_requests_total", "endpoint", flaky)
+	for {
+		st := stateOf(states(t, a, "bandwidth"), flaky)
+		served := counterOf(t, a, "sidecar_backend_endpoint_requests_total", "endpoint", flaky) - before
+		if st.Breaker == backends.BreakerClosed && st.Health == backends.HealthUp && served > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("5s after the restart: %+v, %v calls served by it", st, served)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), callDeadline)
+		if err := call(ctx, int(time.Now().UnixNano()%inputs)); err == errWrong {
+			t.Error("a wrong answer after the restart")
+		}
+		cancel()
+	}
+}
+
+// TestSlowUpstream: one of two seed services answers after 1.5s, beyond the 300ms attempt
+// timeout. Its attempts fail over to the other within the callers' deadlines, its breaker opens;
+// with hedging after 50ms the other answers first without waiting for the timeout.
+func TestSlowUpstream(t *testing.T) {
+	for _, hedge := range []bool{false, true} {
+		name := "timeout and failover"
+		extra := ""
+		if hedge {
+			name, extra = "hedging after 50ms", "      hedge_delay: 50ms\n"
+		}
+		t.Run(name, func(t *testing.T) {
+			slow, _ := seedServer(t, "0", "--delay-ms", "1500")
+			good, _ := seedServer(t, "0")
+			want := expected(t, aipb.NewAIServiceClient(dial(t, good)))
+			a := downstream(t, legacyGRPCYAML([]string{slow, good}, `      timeout: 300ms
+      health: {interval: -1s}
+      breaker: {consecutive_failures: 3, open_timeout: 5s}
+`+extra))
+			w := watchPool(t, a, "bandwidth")
+			client := aipb.NewAIServiceClient(dial(t, a.GRPCAddr))
+			s := load(t, chaosDuration(t), 4, bandwidthCall(client, want), nil)
+			report(t, "legacy_grpc: 1 of 2 seed services 1.5s slow, "+name, s)
+			if s.wrong != 0 || s.hung != 0 || s.explicit() > s.calls/100 {
+				t.Errorf("%d wrong, %d hung, %d errors of %d calls", s.wrong, s.hung, s.explicit(), s.calls)
+			}
+			w.mu.Lock()
+			opened := w.opened[slow]
+			w.mu.Unlock()
+			if !hedge && !opened {
+				t.Error("the slow endpoint's breaker never opened")
+			}
+			if hedge {
+				if n := counter(t, a, "sidecar_backend_endpoint_hedges_total"); n == 0 {
+					t.Error("no hedge counted")
+				}
+				if p := p99(s.all); p >= 300*time.Millisecond {
+					t.Errorf("p99 %v with hedging; the attempt timeout is 300ms", p)
+				}
+			}
+		})
+	}
+}
+
+// TestMalformedUpstream: a seed service that answers every call wrongly (one prediction too
+// many). Alone, every call gets an explicit error naming the bad response; beside a good one, its
+// calls fail over and its breaker opens. No wrong row is ever served.
+func TestMalformedUpstream(t *testing.T) {
+	bad, _ := seedServer(t, "0", "--malformed")
+	good, _ := seedServer(t, "0")
+	want := expected(t, aipb.NewAIServiceClient(dial(t, good)))
+	backend := `      timeout: 1s
+      health: {interval: -1s}
+      breaker: {consecutive_failures: 3, open_timeout: 5s}
+`
+	alone := downstream(t, legacyGRPCYAML([]string{bad}, backend))
+	client := aipb.NewAIServiceClient(dial(t, alone.GRPCAddr))
+	for i := 0; i < 5; i++ {
+		_, err := client.PredictBandwidth(context.Background(), bandwidthReq(i))
+		if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "bad response") || !strings.Contains(err.Error(), "predictions") {
+			t.Fatalf("call %d to a malformed upstream: %v; want UNAVAILABLE naming the bad response and its field", i, err)
+		}
+	}
+	both := downstream(t, legacyGRPCYAML([]string{bad, good}, backend))
+	w := watchPool(t, both, "bandwidth")
+	s := load(t, chaosDuration(t)/3, 4, bandwidthCall(aipb.NewAIServiceClient(dial(t, both.GRPCAddr)), want), nil)
+	report(t, "legacy_grpc: 1 of 2 seed services answering malformed", s)
+	if s.wrong != 0 || s.hung != 0 || s.explicit() > s.calls/100 {
+		t.Errorf("%d wrong, %d hung, %d errors of %d calls", s.wrong, s.hung, s.explicit(), s.calls)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.opened[bad] {
+		t.Error("the malformed endpoint's breaker never opened")
+	}
+}

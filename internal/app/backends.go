@@ -1,0 +1,218 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/novacron/sidecar/backends"
+	"github.com/novacron/sidecar/backends/kserve"
+	"github.com/novacron/sidecar/backends/legacy"
+	"github.com/novacron/sidecar/backends/onnx"
+	"github.com/novacron/sidecar/config"
+	"github.com/novacron/sidecar/features"
+	"github.com/novacron/sidecar/proxy"
+)
+
+// loader holds what loading a model needs besides its config.
+type loader struct {
+	cfg       *config.Config
+	rt        *onnx.Runtime
+	embedded  fs.FS
+	log       io.Writer
+	poolObs   backends.PoolObserver // nil: no pool metrics
+	fallbacks *prometheus.CounterVec
+}
+
+// poolConfig maps a model's backend settings onto the pool's.
+func poolConfig(mc config.Model) backends.PoolConfig {
+	be := mc.Backend
+	return backends.PoolConfig{
+		Name:                mc.Name,
+		MaxAttempts:         be.Retry.MaxAttempts,
+		AttemptTimeout:      be.Timeout,
+		HedgeDelay:          be.HedgeDelay,
+		RetryBudget:         be.Retry.Budget,
+		MinRetriesPerSecond: be.Retry.MinPerSecond,
+		ConsecutiveFailures: be.Breaker.ConsecutiveFailures,
+		FailureRatio:        be.Breaker.FailureRatio,
+		FailureWindow:       be.Breaker.Interval,
+		MinRequests:         be.Breaker.MinRequests,
+		OpenTimeout:         be.Breaker.OpenTimeout,
+		HalfOpenRequests:    be.Breaker.HalfOpenRequests,
+		HealthInterval:      be.Health.Interval,
+		HealthTimeout:       be.Health.Timeout,
+		UnhealthyThreshold:  be.Health.UnhealthyThreshold,
+		HealthyThreshold:    be.Health.HealthyThreshold,
+	}
+}
+
+func (l *loader) poolOptions() []backends.PoolOption {
+	if l.poolObs == nil {
+		return nil
+	}
+	return []backends.PoolOption{backends.WithObserver(l.poolObs)}
+}
+
+// local loads the model at mc.Path into ONNX Runtime, checked against spec's fingerprint.
+func (l *loader) local(ctx context.Context, mc config.Model, spec *features.Spec) (*onnx.Session, backends.Metadata, error) {
+	modelBytes, err := config.ReadFile(mc.Path, l.cfg.Dir(), l.embedded)
+	if err != nil {
+		return nil, backends.Metadata{}, fmt.Errorf("path: %w", err)
+	}
+	sess, err := l.rt.Load(mc.Name, modelBytes, onnx.Config{Sessions: mc.Pool.Sessions, IntraOpThreads: mc.Pool.IntraOpThreads,
+		Fingerprint: spec.Fingerprint()})
+	if err != nil {
+		return nil, backends.Metadata{}, err
+	}
+	meta, err := sess.Metadata(ctx, mc.Name)
+	if err != nil {
+		sess.Close()
+		return nil, backends.Metadata{}, err
+	}
+	return sess, meta, nil
+}
+
+// specInput is the input a model of spec takes: "features", FP32 [-1, window, width] or [-1, width].
+func specInput(spec *features.Spec) backends.TensorInfo {
+	shape := []int64{-1, int64(spec.Width())}
+	if spec.Sequence() {
+		shape = []int64{-1, int64(spec.Window), int64(spec.Width())}
+	}
+	return backends.TensorInfo{Name: "features", DType: backends.FP32, Shape: shape}
+}
+
+// remote builds a kserve model: one Endpoint per address in a pool. Each endpoint that answers
+// at start must serve a model that fits (the spec's input; the local model's outputs when path
+// is given); at least one must answer unless a local model describes it.
+func (l *loader) remote(ctx context.Context, mc config.Model, spec *features.Spec, th proxy.Thresholds) (*proxy.Model, error) {
+	be := mc.Backend
+	var local *onnx.Session
+	want := backends.Metadata{Inputs: []backends.TensorInfo{specInput(spec)}}
+	if mc.Path != "" {
+		var err error
+		if local, want, err = l.local(ctx, mc, spec); err != nil {
+			return nil, err
+		}
+	}
+	closeAll := func(ms []backends.Member[backends.Backend]) {
+		for _, m := range ms {
+			m.E.Close()
+		}
+		if local != nil {
+			local.Close()
+		}
+	}
+	var members []backends.Member[backends.Backend]
+	var remoteMeta *backends.Metadata
+	var down []string
+	for i, addr := range be.Endpoints {
+		e, err := kserve.New(kserve.Config{Address: addr, Model: be.Model, Version: be.Version, Timeout: be.Timeout})
+		if err != nil {
+			closeAll(members)
+			return nil, fmt.Errorf("backend.endpoints[%d]: %w", i, err)
+		}
+		members = append(members, backends.Member[backends.Backend]{Name: addr, E: e})
+		cctx, cancel := context.WithTimeout(ctx, be.Timeout)
+		md, err := e.Check(cctx, want)
+		cancel()
+		switch {
+		case errors.Is(err, backends.ErrModelLoad):
+			closeAll(members)
+			return nil, fmt.Errorf("backend.endpoints[%d]: %w", i, err)
+		case err != nil:
+			down = append(down, fmt.Sprintf("%s: %v", addr, err))
+		case remoteMeta == nil:
+			remoteMeta = &md
+		}
+	}
+	meta := want
+	switch {
+	case remoteMeta != nil:
+		meta.Name, meta.Version, meta.Platform = remoteMeta.Name, remoteMeta.Version, "remote:"+remoteMeta.Platform
+		if local == nil {
+			meta.Outputs = remoteMeta.Outputs
+		}
+	case local != nil:
+		fmt.Fprintf(l.log, "\n  model %s: no endpoint answered at start (%s); serving from the local model until one does\n  ", mc.Name, strings.Join(down, "; "))
+		meta.Platform = "remote"
+	default:
+		closeAll(members)
+		return nil, fmt.Errorf("backend: no endpoint answered ModelMetadata (%s), and no local model (path) describes the model; start an endpoint or give path",
+			strings.Join(down, "; "))
+	}
+	if local == nil {
+		meta.Props = be.Metadata
+	}
+	for k, v := range be.Metadata {
+		if meta.Props == nil {
+			meta.Props = map[string]string{}
+		}
+		meta.Props[k] = v
+	}
+	if v := be.Metadata[proxy.PropVersion]; v != "" {
+		meta.Version = v
+	}
+	pool, err := backends.NewPool(poolConfig(mc), members, l.poolOptions()...)
+	if err != nil {
+		closeAll(members)
+		return nil, fmt.Errorf("backend: %w", err)
+	}
+	var b backends.Backend = backends.NewRemote(pool, meta)
+	if mc.Fallback == config.FallbackLocal {
+		b = &backends.Fallback{Primary: b, Local: local, OnFallback: func(error) {
+			l.fallbacks.WithLabelValues(mc.Name, config.FallbackLocal).Inc()
+		}}
+	} else if local != nil {
+		local.Close() // only described the model
+	}
+	m, err := proxy.NewModel(mc.Name, mc.Task, spec, b, meta, th)
+	if err != nil {
+		b.Close()
+		if local == nil {
+			err = fmt.Errorf("%w (the Open Inference Protocol does not carry a model's metadata_props: give path, a local copy of the model that describes it, or backend.metadata)", err)
+		}
+		return nil, err
+	}
+	return m, nil
+}
+
+// legacyModel builds a model served by instances of a legacy AI service, pooled.
+func (l *loader) legacyModel(mc config.Model, spec *features.Spec) (*proxy.Model, error) {
+	be := mc.Backend
+	var members []backends.Member[legacy.Client]
+	for i, addr := range be.Endpoints {
+		var c legacy.Client
+		var err error
+		if be.Kind == config.BackendLegacyHTTP {
+			c, err = legacy.NewHTTP(legacy.HTTPConfig{BaseURL: addr, Timeout: be.Timeout})
+		} else {
+			c, err = legacy.NewGRPC(legacy.GRPCConfig{Address: addr, Timeout: be.Timeout})
+		}
+		if err != nil {
+			for _, m := range members {
+				m.E.Close()
+			}
+			return nil, fmt.Errorf("backend.endpoints[%d]: %w", i, err)
+		}
+		members = append(members, backends.Member[legacy.Client]{Name: addr, E: c})
+	}
+	pool, err := backends.NewPool(poolConfig(mc), members, l.poolOptions()...)
+	if err != nil {
+		for _, m := range members {
+			m.E.Close()
+		}
+		return nil, fmt.Errorf("backend: %w", err)
+	}
+	m, err := proxy.NewLegacyModel(mc.Name, mc.Task, spec, legacy.NewPooled(pool))
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return m, nil
+}
