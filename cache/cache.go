@@ -48,6 +48,7 @@ type Stats struct {
 // first halves collide.
 type entry[V any] struct {
 	lo uint64
+	at int64 // when it was set, Unix nanoseconds
 	v  V
 }
 
@@ -126,9 +127,13 @@ func AppendFloat32s(dst []byte, v []float32) []byte {
 }
 
 // Get returns the value of k if it is held and not expired.
-func (c *Cache[V]) Get(k Key) (V, bool) {
+func (c *Cache[V]) Get(k Key) (V, bool) { return c.GetFresh(k, 0) }
+
+// GetFresh is Get for an entry set at most maxAge ago (maxAge <= 0: any age); an older one counts
+// as a miss (it stays, for GetStale).
+func (c *Cache[V]) GetFresh(k Key, maxAge time.Duration) (V, bool) {
 	e, ok := c.r.Get(k.hi)
-	if ok && e.lo == k.lo {
+	if ok && e.lo == k.lo && (maxAge <= 0 || time.Duration(time.Now().UnixNano()-e.at) <= maxAge) {
 		c.hits.Add(1)
 		return e.v, true
 	}
@@ -137,13 +142,21 @@ func (c *Cache[V]) Get(k Key) (V, bool) {
 	return zero, false
 }
 
-// Set offers v for k for ttl (zero: the configured TTL). It reports whether the set was accepted
-// for admission; even then ristretto may drop it, so a later Get can miss.
+// GetStale returns k's entry whatever its age, and its age; it does not count as a lookup. It
+// serves a stale answer when no fresh one can be had.
+func (c *Cache[V]) GetStale(k Key) (v V, age time.Duration, ok bool) {
+	e, ok := c.r.Get(k.hi)
+	if !ok || e.lo != k.lo {
+		return v, 0, false
+	}
+	return e.v, time.Duration(time.Now().UnixNano() - e.at), true
+}
+
 func (c *Cache[V]) Set(k Key, v V, ttl time.Duration) bool {
 	if ttl <= 0 {
 		ttl = c.ttl
 	}
-	ok := c.r.SetWithTTL(k.hi, entry[V]{lo: k.lo, v: v}, 1, ttl)
+	ok := c.r.SetWithTTL(k.hi, entry[V]{lo: k.lo, at: time.Now().UnixNano(), v: v}, 1, ttl)
 	if !ok {
 		c.refused.Add(1)
 	}
@@ -155,8 +168,14 @@ func (c *Cache[V]) Set(k Key, v V, ttl time.Duration) bool {
 // gets its error, except that a waiter whose own ctx is still alive retries when the fill failed
 // only because its leader's ctx ended. hit reports whether the value came from the cache.
 func (c *Cache[V]) Do(ctx context.Context, k Key, ttl time.Duration, fill func(context.Context) (V, error)) (v V, hit bool, err error) {
+	return c.DoFresh(ctx, k, ttl, 0, fill)
+}
+
+// DoFresh is Do that takes an entry older than maxAge for a miss (maxAge <= 0: any age); the fill
+// replaces it.
+func (c *Cache[V]) DoFresh(ctx context.Context, k Key, ttl, maxAge time.Duration, fill func(context.Context) (V, error)) (v V, hit bool, err error) {
 	for {
-		if v, ok := c.Get(k); ok {
+		if v, ok := c.GetFresh(k, maxAge); ok {
 			return v, true, nil
 		}
 		c.mu.Lock()

@@ -72,6 +72,43 @@ func TestGetSetAndTTL(t *testing.T) {
 	})
 }
 
+// TestFreshAndStale: an entry older than the asked age is a miss for GetFresh and DoFresh (which
+// refills it), while GetStale still returns it with its age until its TTL ends.
+func TestFreshAndStale(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c, err := New[string](Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		k := c.Key([]byte("a"))
+		c.Set(k, "old", time.Minute)
+		c.Wait()
+		time.Sleep(20 * time.Second)
+		if v, ok := c.GetFresh(k, 30*time.Second); !ok || v != "old" {
+			t.Errorf("20s old, fresh for 30s: %q %v", v, ok)
+		}
+		if _, ok := c.GetFresh(k, 10*time.Second); ok {
+			t.Error("20s old, asked for 10s: a hit")
+		}
+		if v, age, ok := c.GetStale(k); !ok || v != "old" || age != 20*time.Second {
+			t.Errorf("GetStale: %q %v %v", v, age, ok)
+		}
+		v, hit, err := c.DoFresh(t.Context(), k, time.Minute, 10*time.Second, func(context.Context) (string, error) { return "new", nil })
+		if err != nil || hit || v != "new" {
+			t.Errorf("DoFresh over a stale entry: %q hit %v %v", v, hit, err)
+		}
+		c.Wait()
+		if v, age, ok := c.GetStale(k); !ok || v != "new" || age != 0 {
+			t.Errorf("after the refill: %q %v %v", v, age, ok)
+		}
+		time.Sleep(61 * time.Second)
+		if _, _, ok := c.GetStale(k); ok {
+			t.Error("GetStale past the TTL")
+		}
+	})
+}
+
 // TestEntriesCostOne: a cache of N entries holds about N of them. With ristretto's default
 // (internal cost counted) the same cache holds a small fraction, which is why New turns it off.
 func TestEntriesCostOne(t *testing.T) {
