@@ -548,6 +548,10 @@ func validateBackend(c *Config, p string, m Model, add func(path, format string,
 	if be.HedgeDelay > 0 && be.HedgeDelay >= be.Timeout {
 		add(p+".backend.hedge_delay", "%v is not shorter than the attempt timeout %v", be.HedgeDelay, be.Timeout)
 	}
+	if m.Fallback != FallbackNone && be.Kind != BackendKServe {
+		add(p+".fallback", "%q: only a kserve backend takes a fallback (a legacy service's answers are not cached, and it has no local equivalent)", m.Fallback)
+		return
+	}
 	switch m.Fallback {
 	case FallbackNone:
 	case FallbackLocal:

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -46,7 +47,13 @@ func (s *Service) unaryInterceptor(ctx context.Context, req any, info *grpc.Unar
 			ctx = withPriority(ctx, p[0])
 		}
 	}
+	if s.anyStale {
+		ctx = withStaleNote(ctx)
+	}
 	resp, err = recovered(func() (any, error) { return handler(ctx, req) })
+	if age, ok := StaleAge(ctx); ok && err == nil {
+		grpc.SetHeader(ctx, metadata.Pairs(strings.ToLower(StaleHeader), staleValue(age)))
+	}
 	err = grpcError(err)
 	if s.metrics != nil {
 		s.metrics.observeRequest("grpc", path.Base(info.FullMethod), Code(err).String(), time.Since(start))

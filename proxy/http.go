@@ -111,6 +111,7 @@ func serveJSON[Req, Resp proto.Message](svc *Service, w http.ResponseWriter, r *
 	if err != nil {
 		return zero, err
 	}
+	defer staleHeader(ctx, w)
 	req := newMessage[Req]()
 	if len(body) == 0 {
 		return zero, invalid("body", "empty; want a JSON object")
@@ -157,7 +158,26 @@ func readRequest(svc *Service, w http.ResponseWriter, r *http.Request, allowMiss
 		}
 		ctx, cancel = context.WithTimeout(ctx, d)
 	}
+	if svc.anyStale {
+		ctx = withStaleNote(ctx)
+	}
 	return ctx, body, cancel, nil
+}
+
+// StaleHeader is the response header (HTTP) and metadata key (gRPC) that marks an answer served,
+// at least in part, from a stale cached answer: its value is the oldest one's age, such as 72.5s.
+const StaleHeader = "X-Sidecar-Stale"
+
+// staleHeader sets StaleHeader when the call made with ctx was answered from stale answers. Call
+// it before the body is written.
+func staleHeader(ctx context.Context, w http.ResponseWriter) {
+	if age, ok := StaleAge(ctx); ok {
+		w.Header().Set(StaleHeader, staleValue(age))
+	}
+}
+
+func staleValue(age time.Duration) string {
+	return strconv.FormatFloat(age.Seconds(), 'f', 1, 64) + "s"
 }
 
 // newMessage makes a new message of a pointer type such as *aipb.BandwidthRequest.

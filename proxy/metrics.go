@@ -22,6 +22,7 @@ type Metrics struct {
 	queueRows    *prometheus.GaugeVec
 	rejected     *prometheus.CounterVec
 	cancelled    *prometheus.CounterVec
+	fallbacks    *prometheus.CounterVec
 	reg          prometheus.Registerer
 }
 
@@ -78,9 +79,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "sidecar_batch_cancellations_total",
 		Help: "Queued calls whose caller gave up (cancelled or deadline) before their rows ran, by model.",
 	}, []string{"model"})
+	m.fallbacks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sidecar_model_fallbacks_total",
+		Help: "Answers a model's fallback gave because every endpoint of its remote backend was down or failing, by model and kind (local: the local model ran the batch; stale: a cached answer past its TTL was served, marked stale).",
+	}, []string{"model", "kind"})
 	m.reg = reg
 	reg.MustRegister(m.requests, m.duration, m.inferSeconds, m.inferRows, m.inferErrors, m.modelInfo,
-		m.queueSeconds, m.batchCalls, m.queueRows, m.rejected, m.cancelled,
+		m.queueSeconds, m.batchCalls, m.queueRows, m.rejected, m.cancelled, m.fallbacks,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -98,6 +103,13 @@ func (m *Metrics) WatchCache(stats func() cache.Stats) {
 		counter("sidecar_cache_evictions_total", "Entries evicted to make room.", func(s cache.Stats) uint64 { return s.Evictions }),
 		counter("sidecar_cache_rejected_sets_total", "Answers offered to the cache and not kept (admission policy or contention).", func(s cache.Stats) uint64 { return s.Rejected }),
 	)
+}
+
+// Fallback counts one answer of a model's fallback of the given kind (local, stale).
+func (m *Metrics) Fallback(model, kind string) {
+	if m != nil {
+		m.fallbacks.WithLabelValues(model, kind).Inc()
+	}
 }
 
 func (m *Metrics) setModels(models []*Model) {

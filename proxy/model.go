@@ -86,7 +86,10 @@ type Model struct {
 	// CacheTTL is how long the prediction cache serves this model's answers; negative: not cached.
 	// Zero takes the cache's default.
 	CacheTTL time.Duration
-	batch    *batcher.Batcher[[]float32, rowOut]
+	// StaleFallback serves the last cached answer of a row, up to Config.MaxStale past CacheTTL and
+	// marked stale, when the backend is unavailable (every endpoint of a remote backend down).
+	StaleFallback bool
+	batch         *batcher.Batcher[[]float32, rowOut]
 	// legacy, when set, serves the model's calls on a legacy AI service (see NewLegacyModel);
 	// legacyBatch batches its forecasts.
 	legacy      Forwarder

@@ -176,6 +176,7 @@ func restInfer(svc *Service, w http.ResponseWriter, r *http.Request) (int, any, 
 	if err != nil {
 		return 0, nil, err
 	}
+	staleHeader(ctx, w)
 	resp := restInferResponse{ModelName: a.Model, ModelVersion: a.Version, ID: a.ID, Outputs: make([]restOutput, len(a.Outputs))}
 	for i, t := range a.Outputs {
 		data := t.Data

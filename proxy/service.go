@@ -7,6 +7,7 @@ package proxy
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -39,6 +40,8 @@ type Config struct {
 	Windows features.WindowConfig
 	// Now is the clock of the windows (pushes without a timestamp, max-age checks). Nil: time.Now.
 	Now func() time.Time
+	// MaxStale is how long past its TTL an answer is kept for a model's stale fallback. Zero: 10m.
+	MaxStale time.Duration
 }
 
 // Routes name the default model of each RPC family.
@@ -56,6 +59,9 @@ func (c *Config) setDefaults() {
 	if c.MaxMessageBytes == 0 {
 		c.MaxMessageBytes = 4 << 20
 	}
+	if c.MaxStale == 0 {
+		c.MaxStale = 10 * time.Minute
+	}
 }
 
 // Service is the request pipeline. Its methods may be called concurrently; they read an immutable
@@ -65,6 +71,8 @@ type Service struct {
 	models  atomic.Pointer[map[string]*Model]
 	metrics *Metrics
 	cache   *cache.Cache[[]float32] // nil: no prediction cache
+	// anyStale is set when some model has a stale fallback: then calls carry a note of it.
+	anyStale bool
 }
 
 // New makes a Service over the given models, starting the batcher of each model whose Batching is
@@ -124,6 +132,7 @@ func New(cfg Config, models []*Model, metrics *Metrics) (*Service, error) {
 	mm := make(map[string]*Model, len(models))
 	for _, x := range models {
 		mm[x.Name] = x
+		s.anyStale = s.anyStale || (x.StaleFallback && s.cache != nil)
 	}
 	s.models.Store(&mm)
 	if metrics != nil {
@@ -227,8 +236,19 @@ func (s *Service) infer(ctx context.Context, m *Model, rows int, data []float32,
 		buf = cache.AppendFloat32s(buf[:0], row)
 		return s.cache.Key(m.keyPrefix[0], m.keyPrefix[1], m.keyPrefix[2], buf)
 	}
+	// With a stale fallback, answers are kept MaxStale past their TTL but served fresh only
+	// within it.
+	keep, fresh := m.CacheTTL, time.Duration(0)
+	if m.StaleFallback {
+		ttl := m.CacheTTL
+		if ttl <= 0 {
+			ttl = time.Minute
+		}
+		keep, fresh = ttl+s.cfg.MaxStale, ttl
+	}
 	if rows == 1 {
-		v, _, err := s.cache.Do(ctx, key(data), m.CacheTTL, func(ctx context.Context) ([]float32, error) {
+		k := key(data)
+		v, _, err := s.cache.DoFresh(ctx, k, keep, fresh, func(ctx context.Context) ([]float32, error) {
 			r, err := s.compute(ctx, m, 1, data, priority)
 			if err != nil {
 				return nil, err
@@ -236,6 +256,9 @@ func (s *Service) infer(ctx context.Context, m *Model, rows int, data []float32,
 			return r[0], nil
 		})
 		if err != nil {
+			if st, ok := s.stale(ctx, m, err, []cache.Key{k}); ok {
+				return st, nil
+			}
 			return nil, err
 		}
 		return []rowOut{v}, nil
@@ -245,7 +268,7 @@ func (s *Service) infer(ctx context.Context, m *Model, rows int, data []float32,
 	var missing []int
 	for i := range out {
 		keys[i] = key(data[i*size : (i+1)*size])
-		if v, ok := s.cache.Get(keys[i]); ok {
+		if v, ok := s.cache.GetFresh(keys[i], fresh); ok {
 			out[i] = v
 		} else {
 			missing = append(missing, i)
@@ -263,13 +286,77 @@ func (s *Service) infer(ctx context.Context, m *Model, rows int, data []float32,
 	}
 	res, err := s.compute(ctx, m, len(missing), miss, priority)
 	if err != nil {
-		return nil, err
+		mk := make([]cache.Key, len(missing))
+		for j, i := range missing {
+			mk[j] = keys[i]
+		}
+		st, ok := s.stale(ctx, m, err, mk)
+		if !ok {
+			return nil, err
+		}
+		for j, i := range missing {
+			out[i] = st[j]
+		}
+		return out, nil
 	}
 	for j, i := range missing {
 		out[i] = res[j]
-		s.cache.Set(keys[i], res[j], m.CacheTTL)
+		s.cache.Set(keys[i], res[j], keep)
 	}
 	return out, nil
+}
+
+// stale answers keys from the cache whatever their age, when m has a stale fallback, err says
+// the backend is unavailable, the caller still waits, and every key is held. The call is marked
+// stale (see StaleAge) and counted.
+func (s *Service) stale(ctx context.Context, m *Model, err error, keys []cache.Key) ([]rowOut, bool) {
+	if !m.StaleFallback || ctx.Err() != nil || !(errors.Is(err, backends.ErrUnavailable) || errors.Is(err, backends.ErrBadResponse)) {
+		return nil, false
+	}
+	out := make([]rowOut, len(keys))
+	var oldest time.Duration
+	for i, k := range keys {
+		v, age, ok := s.cache.GetStale(k)
+		if !ok {
+			return nil, false
+		}
+		out[i], oldest = v, max(oldest, age)
+	}
+	markStale(ctx, oldest)
+	s.metrics.Fallback(m.Name, "stale")
+	return out, true
+}
+
+// staleNote records, for one call, the age of the oldest stale answer it was given.
+type staleNote struct{ age atomic.Int64 }
+
+type staleKey struct{}
+
+// withStaleNote prepares ctx to record a stale answer; StaleAge reads it after the call.
+func withStaleNote(ctx context.Context) context.Context {
+	return context.WithValue(ctx, staleKey{}, &staleNote{})
+}
+
+func markStale(ctx context.Context, age time.Duration) {
+	if n, ok := ctx.Value(staleKey{}).(*staleNote); ok {
+		for {
+			cur := n.age.Load()
+			if int64(age) <= cur || n.age.CompareAndSwap(cur, int64(max(age, 1))) {
+				return
+			}
+		}
+	}
+}
+
+// StaleAge reports whether a call made with ctx (prepared by the front end) was answered, in part,
+// from stale cached answers, and the oldest one's age.
+func StaleAge(ctx context.Context) (time.Duration, bool) {
+	if n, ok := ctx.Value(staleKey{}).(*staleNote); ok {
+		if a := n.age.Load(); a > 0 {
+			return time.Duration(a), true
+		}
+	}
+	return 0, false
 }
 
 // compute runs rows through the model's batcher, or straight to its backend as one batch when

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/novacron/sidecar/backends"
@@ -554,5 +555,53 @@ func TestMalformedUpstream(t *testing.T) {
 	defer w.mu.Unlock()
 	if !w.opened[bad] {
 		t.Error("the malformed endpoint's breaker never opened")
+	}
+}
+
+// TestStaleFallback: the only upstream is killed; calls whose input was answered before get that
+// answer, marked stale (x-sidecar-stale) and counted; a call never answered before gets an
+// explicit UNAVAILABLE.
+func TestStaleFallback(t *testing.T) {
+	g1, _, p1 := upstreamSidecar(t)
+	want := expected(t, aipb.NewAIServiceClient(dial(t, g1)))
+	a := downstream(t, strings.Replace(remoteModelYAML("kserve", []string{g1}, `    path: embedded:models/bandwidth.onnx
+    fallback: stale
+    cache_ttl: 1ms
+`), "cache: {disabled: true}", "cache: {max_stale: 10m}", 1))
+	client := aipb.NewAIServiceClient(dial(t, a.GRPCAddr))
+	for i := 0; i < inputs; i++ {
+		r, err := client.PredictBandwidth(context.Background(), bandwidthReq(i))
+		if err != nil || !same(r.Predictions, want[i].Predictions, 1e-4) {
+			t.Fatalf("input %d before the kill: %v %v", i, r, err)
+		}
+	}
+	p1.kill()
+	served := 0
+	for i := 0; i < inputs; i++ {
+		var hdr metadata.MD
+		ctx, cancel := context.WithTimeout(context.Background(), callDeadline)
+		r, err := client.PredictBandwidth(ctx, bandwidthReq(i), grpc.Header(&hdr))
+		cancel()
+		switch {
+		case err == nil && !same(r.Predictions, want[i].Predictions, 1e-4):
+			t.Fatalf("input %d: a wrong stale answer", i)
+		case err == nil && len(hdr.Get("x-sidecar-stale")) == 0:
+			t.Fatalf("input %d: answered after the kill without the stale mark (%v)", i, hdr)
+		case err == nil:
+			served++
+		case status.Code(err) != codes.Unavailable:
+			t.Fatalf("input %d: %v, want a stale answer or UNAVAILABLE", i, err)
+		}
+	}
+	// The cache may have declined a few answers (ristretto's admission); most must be there.
+	if served < inputs*9/10 {
+		t.Errorf("%d of %d inputs served stale", served, inputs)
+	}
+	if n := counterOf(t, a, "sidecar_model_fallbacks_total", "kind", "stale"); int(n) != served {
+		t.Errorf("%v stale fallbacks counted, %d served", n, served)
+	}
+	r := bandwidthReq(9999)
+	if _, err := client.PredictBandwidth(context.Background(), r); status.Code(err) != codes.Unavailable {
+		t.Errorf("an input never answered before: %v, want UNAVAILABLE", err)
 	}
 }

@@ -73,19 +73,20 @@ func (a *App) start(ctx context.Context, embedded fs.FS) error {
 		return err
 	}
 	fmt.Fprintf(log, "onnxruntime %s from %s\n", a.rt.Version(), a.rt.Path())
-	if a.models, err = LoadModels(ctx, cfg, a.rt, embedded, log, a.Registry); err != nil {
+	metrics := proxy.NewMetrics(a.Registry)
+	if a.models, err = LoadModels(ctx, cfg, a.rt, embedded, log, a.Registry, metrics); err != nil {
 		return err
 	}
 
 	for i, mc := range cfg.Models {
 		a.models[i].CacheTTL = mc.CacheTTL
+		a.models[i].StaleFallback = mc.Fallback == config.FallbackStale
 		if bc := mc.Batching; !bc.Disabled {
 			a.models[i].Batching = &batcher.Config{MaxBatchSize: bc.MaxBatchSize, MaxQueueDelay: bc.MaxQueueDelay,
 				PreferredBatchSizes: bc.PreferredBatchSizes, MaxQueueSize: bc.MaxQueueSize, MaxInflightBatches: bc.MaxInflightBatches,
 				Adaptive: bc.Adaptive, Priorities: 2}
 		}
 	}
-	metrics := proxy.NewMetrics(a.Registry)
 	if !cfg.Cache.Disabled {
 		if a.cache, err = cache.New[[]float32](cache.Config{MaxEntries: cfg.Cache.MaxEntries}); err != nil {
 			return err
@@ -98,6 +99,7 @@ func (a *App) start(ctx context.Context, embedded fs.FS) error {
 			Step: cfg.Windows.Step, MaxAge: cfg.Windows.MaxAge},
 		Routes:          proxy.Routes{Bandwidth: cfg.Routes.PredictBandwidth, Anomaly: cfg.Routes.DetectAnomaly, Placement: cfg.Routes.OptimizePlacement},
 		RequestTimeout:  cfg.Limits.RequestTimeout,
+		MaxStale:        cfg.Cache.MaxStale,
 		MaxBatchVMs:     cfg.Limits.MaxBatchVMs,
 		MaxNodes:        cfg.Limits.MaxNodes,
 		MaxMessageBytes: cfg.Limits.MaxMessageBytes,
@@ -149,15 +151,12 @@ func (a *App) start(ctx context.Context, embedded fs.FS) error {
 }
 
 // LoadModels loads every model of cfg: on rt for onnx backends, as pools of endpoints for remote
-// ones, each checked against its feature spec. Pool metrics go to reg when it is not nil.
-func LoadModels(ctx context.Context, cfg *config.Config, rt *onnx.Runtime, embedded fs.FS, log io.Writer, reg prometheus.Registerer) ([]*proxy.Model, error) {
-	l := &loader{cfg: cfg, rt: rt, embedded: embedded, log: log,
-		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sidecar_model_fallbacks_total",
-			Help: "Calls answered by a model's fallback because every endpoint of its remote backend was down, by model and fallback kind."},
-			[]string{"model", "kind"})}
+// ones, each checked against its feature spec. Pool metrics go to reg and fallbacks are counted in
+// metrics, when they are not nil.
+func LoadModels(ctx context.Context, cfg *config.Config, rt *onnx.Runtime, embedded fs.FS, log io.Writer, reg prometheus.Registerer, metrics *proxy.Metrics) ([]*proxy.Model, error) {
+	l := &loader{cfg: cfg, rt: rt, embedded: embedded, log: log, metrics: metrics}
 	if reg != nil {
 		l.poolObs = backends.NewPoolMetrics(reg)
-		reg.MustRegister(l.fallbacks)
 	}
 	var models []*proxy.Model
 	for i, mc := range cfg.Models {

@@ -8,8 +8,6 @@ import (
 	"io/fs"
 	"strings"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/novacron/sidecar/backends"
 	"github.com/novacron/sidecar/backends/kserve"
 	"github.com/novacron/sidecar/backends/legacy"
@@ -21,12 +19,12 @@ import (
 
 // loader holds what loading a model needs besides its config.
 type loader struct {
-	cfg       *config.Config
-	rt        *onnx.Runtime
-	embedded  fs.FS
-	log       io.Writer
-	poolObs   backends.PoolObserver // nil: no pool metrics
-	fallbacks *prometheus.CounterVec
+	cfg      *config.Config
+	rt       *onnx.Runtime
+	embedded fs.FS
+	log      io.Writer
+	poolObs  backends.PoolObserver // nil: no pool metrics
+	metrics  *proxy.Metrics        // counts fallbacks; nil: not counted
 }
 
 // poolConfig maps a model's backend settings onto the pool's.
@@ -166,7 +164,7 @@ func (l *loader) remote(ctx context.Context, mc config.Model, spec *features.Spe
 	var b backends.Backend = backends.NewRemote(pool, meta)
 	if mc.Fallback == config.FallbackLocal {
 		b = &backends.Fallback{Primary: b, Local: local, OnFallback: func(error) {
-			l.fallbacks.WithLabelValues(mc.Name, config.FallbackLocal).Inc()
+			l.metrics.Fallback(mc.Name, config.FallbackLocal)
 		}}
 	} else if local != nil {
 		local.Close() // only described the model

@@ -182,6 +182,7 @@ func scenarios() []scenario {
 		{name: "batch", kind: BatchRPC, desc: "sidecar, PredictBandwidthBatch, best batching variant"},
 		{name: "ceiling", kind: Ceiling, desc: "ONNX Runtime in the bench process: the bandwidth model, same batch size, sessions and threads, in a loop"},
 		{name: "cache-hit", kind: CacheHit, label: "default", desc: "sidecar, default config, each caller repeating its own input: answered from the prediction cache"},
+		{name: "kserve", kind: RemoteKServe, desc: "sidecar whose bandwidth model runs on a second sidecar process (backend kind kserve, one endpoint), best batching variant on both: two gRPC hops"},
 	}
 	for _, load := range []struct {
 		name string
@@ -398,6 +399,18 @@ func (r *runner) run(ctx context.Context, s scenario) (Row, error) {
 		row.Load = fmt.Sprintf("%d callers", workers)
 	}
 
+	var upstream *server
+	if s.kind == RemoteKServe {
+		// The upstream sidecar first; the one under load sends its bandwidth batches there.
+		var err error
+		if upstream, err = startServer(ctx, command, c.StartTimeout); err != nil {
+			return row, fmt.Errorf("upstream sidecar: %w", err)
+		}
+		defer upstream.stop()
+		if command, err = r.remoteCommand(cfgOf, upstream.grpc); err != nil {
+			return row, err
+		}
+	}
 	started := time.Now()
 	srv, err := startServer(ctx, command, c.StartTimeout)
 	if err != nil {
@@ -423,10 +436,13 @@ func (r *runner) run(ctx context.Context, s scenario) (Row, error) {
 	}
 	defer cleanup()
 
-	var cpu0, self0 time.Duration
+	var cpu0, self0, up0 time.Duration
 	atStart := func() {
 		cpu0, _ = procCPU(srv.pid())
 		self0, _ = procCPU(0)
+		if upstream != nil {
+			up0, _ = procCPU(upstream.pid())
+		}
 	}
 	var res loadResult
 	if rate > 0 {
@@ -437,6 +453,11 @@ func (r *runner) run(ctx context.Context, s scenario) (Row, error) {
 	cpu1, cerr := procCPU(srv.pid())
 	self1, _ := procCPU(0)
 	row.CPU = cpu1 - cpu0
+	if upstream != nil { // both sidecars' CPU: the cost of the whole path
+		up1, uerr := procCPU(upstream.pid())
+		row.CPU += up1 - up0
+		cerr = errors.Join(cerr, uerr)
+	}
 	if cerr != nil {
 		row.CPU = -1
 	}
@@ -579,6 +600,38 @@ func sidecarConfig(base []byte, batching map[string]any, batchVMs int) ([]byte, 
 		mm["batching"] = merged
 	}
 	return yaml.Marshal(doc)
+}
+
+// remoteCommand writes the config of the sidecar under load in a kserve row: variant s, with the
+// bandwidth model's backend on the upstream's gRPC address (its local copy describes it), and
+// returns the command that serves it.
+func (r *runner) remoteCommand(s *scenario, upstream string) ([]string, error) {
+	b, err := sidecarConfig(r.base, s.batching, r.cfg.BatchVMs)
+	if err != nil {
+		return nil, err
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return nil, err
+	}
+	found := false
+	for _, m := range doc["models"].([]any) {
+		if mm, _ := m.(map[string]any); mm["name"] == "bandwidth" {
+			mm["backend"] = map[string]any{"kind": "kserve", "endpoints": []string{upstream}}
+			found = true
+		}
+	}
+	if !found {
+		return nil, errors.New("default config has no model bandwidth")
+	}
+	if b, err = yaml.Marshal(doc); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(r.dir, s.name+"-remote.yaml")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		return nil, err
+	}
+	return append(slices.Clone(r.cfg.Command), "serve", "-config", path, "-grpc", "127.0.0.1:0", "-http", "127.0.0.1:0", "-onnxruntime", r.lib), nil
 }
 
 // pool returns the sessions and intra-op threads of the named model in the default config (the

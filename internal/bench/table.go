@@ -46,15 +46,16 @@ type Kind int
 
 // Kinds of rows.
 const (
-	FloorGRPC   Kind = iota // no-op gRPC server, unary PredictBandwidth
-	SidecarGRPC             // sidecar, unary PredictBandwidth over gRPC, closed loop (or -rate)
-	HalfRate                // sidecar, unary gRPC, open loop at half a measured rate
-	HalfFloor               // no-op gRPC server at the same rate as HalfRate
-	FloorHTTP               // no-op net/http handler, POST /api/v1/predict
-	SidecarHTTP             // sidecar, POST /api/v1/predict
-	BatchRPC                // sidecar, PredictBandwidthBatch
-	Ceiling                 // ONNX Runtime in the bench process, same model, batch size, threads
-	CacheHit                // sidecar, unary gRPC, each caller repeating one input: prediction cache hits
+	FloorGRPC    Kind = iota // no-op gRPC server, unary PredictBandwidth
+	SidecarGRPC              // sidecar, unary PredictBandwidth over gRPC, closed loop (or -rate)
+	HalfRate                 // sidecar, unary gRPC, open loop at half a measured rate
+	HalfFloor                // no-op gRPC server at the same rate as HalfRate
+	FloorHTTP                // no-op net/http handler, POST /api/v1/predict
+	SidecarHTTP              // sidecar, POST /api/v1/predict
+	BatchRPC                 // sidecar, PredictBandwidthBatch
+	Ceiling                  // ONNX Runtime in the bench process, same model, batch size, threads
+	CacheHit                 // sidecar, unary gRPC, each caller repeating one input: prediction cache hits
+	RemoteKServe             // sidecar whose bandwidth model runs on a second sidecar over the Open Inference Protocol
 )
 
 func (k Kind) protocol() string {
@@ -105,7 +106,7 @@ func (r *Report) row(kind Kind) (Row, bool) {
 // reference returns the rate a row is compared with: the floor of its protocol, or the ceiling.
 func (r *Report) reference(x Row) (float64, bool) {
 	switch x.Kind {
-	case FloorGRPC, SidecarGRPC, CacheHit:
+	case FloorGRPC, SidecarGRPC, CacheHit, RemoteKServe:
 		f, ok := r.row(FloorGRPC)
 		return f.Rate, ok
 	case FloorHTTP, SidecarHTTP:
@@ -196,7 +197,7 @@ func (r *Report) unaryCells(x Row) []string {
 // refLoad is the load of the row x is compared with; a percentage is only shown for equal loads.
 func (r *Report) refLoad(x Row) string {
 	switch x.Kind {
-	case FloorGRPC, SidecarGRPC, CacheHit:
+	case FloorGRPC, SidecarGRPC, CacheHit, RemoteKServe:
 		f, _ := r.row(FloorGRPC)
 		return f.Load
 	case FloorHTTP, SidecarHTTP:
@@ -314,6 +315,11 @@ func (r *Report) Targets() []Target {
 		pct := 100 * h.Rate / floor.Rate
 		judge("cache hit path over gRPC: within 10% of the floor's req/s (issue 4)",
 			fmt.Sprintf("%.0f%% (%.0f of %.0f req/s)", pct, h.Rate, floor.Rate), pct >= 90, fmt.Sprintf("by %.0f points", 90-pct))
+	}
+	if k, ok := r.row(RemoteKServe); ok && hasFloor && k.Load == floor.Load {
+		pct := 100 * k.Rate / floor.Rate
+		judge("through backends/kserve to a second sidecar: >= 60% of the floor's req/s (issue 5)",
+			fmt.Sprintf("%.0f%% (%.0f of %.0f req/s)", pct, k.Rate, floor.Rate), pct >= 60, fmt.Sprintf("by %.0f points", 60-pct))
 	}
 	var peak Row
 	for _, x := range r.Rows {
