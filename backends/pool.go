@@ -837,6 +837,20 @@ func (p *Pool[E]) States() []MemberState {
 	return out
 }
 
+// Endpoint returns the endpoint of the member named name, for a reload that keeps it: pass it back
+// to Update in a Member of the same name and the member keeps its breaker, health and endpoint.
+func (p *Pool[E]) Endpoint(name string) (E, bool) {
+	for _, m := range p.state.Load().members {
+		if m.name == name {
+			if h := m.h.Load(); h != nil {
+				return h.e, true
+			}
+		}
+	}
+	var zero E
+	return zero, false
+}
+
 // Close stops the health goroutine and waits for it, then closes every member's endpoint once
 // the calls running on it have returned, waits for the goroutines the pool started (hedging
 // losers included) and returns the endpoints' Close errors. Calls made after Close fail with

@@ -47,7 +47,7 @@ func (s *Service) unaryInterceptor(ctx context.Context, req any, info *grpc.Unar
 			ctx = withPriority(ctx, p[0])
 		}
 	}
-	if s.anyStale {
+	if s.state.Load().anyStale {
 		ctx = withStaleNote(ctx)
 	}
 	resp, err = recovered(func() (any, error) { return handler(ctx, req) })

@@ -158,7 +158,7 @@ func readRequest(svc *Service, w http.ResponseWriter, r *http.Request, allowMiss
 		}
 		ctx, cancel = context.WithTimeout(ctx, d)
 	}
-	if svc.anyStale {
+	if svc.state.Load().anyStale {
 		ctx = withStaleNote(ctx)
 	}
 	return ctx, body, cancel, nil

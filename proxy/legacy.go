@@ -98,6 +98,9 @@ func (s *Service) legacyForecast(ctx context.Context, m *Model, reqs []*aipb.Ban
 	var err error
 	if m.legacyBatch != nil {
 		out, err = m.legacyBatch.Do(ctx, fwd, prio)
+		if nm := s.reloaded(m, err); nm != nil && nm.legacy != nil {
+			return s.legacyForecast(ctx, nm, reqs, prio)
+		}
 	} else {
 		out, err = m.legacy.PredictBandwidth(ctx, fwd)
 	}

@@ -58,7 +58,7 @@ func (s *Service) lookup(name, version string) (*Model, error) {
 	if name == "" {
 		return nil, invalid("model_name", "empty; name one of "+strings.Join(s.modelNames(), ", "))
 	}
-	m, ok := (*s.models.Load())[name]
+	m, ok := s.state.Load().models[name]
 	if !ok {
 		return nil, fmt.Errorf("model: %q is not loaded (loaded: %s): %w", name, strings.Join(s.modelNames(), ", "), ErrUnknownModel)
 	}
@@ -79,7 +79,7 @@ func (s *Service) ModelReady(ctx context.Context, name, version string) (bool, e
 
 // ServerReady reports whether every loaded model can take requests.
 func (s *Service) ServerReady(ctx context.Context) bool {
-	models := *s.models.Load()
+	models := s.state.Load().models
 	for _, m := range models {
 		if m.Backend.Ready(ctx) != nil {
 			return false

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -49,6 +50,8 @@ type Routes struct {
 	Bandwidth, Anomaly, Placement string
 }
 
+func routeBandwidth(r Routes) string { return r.Bandwidth }
+
 func (c *Config) setDefaults() {
 	if c.MaxBatchVMs == 0 {
 		c.MaxBatchVMs = 1024
@@ -65,12 +68,20 @@ func (c *Config) setDefaults() {
 }
 
 // Service is the request pipeline. Its methods may be called concurrently; they read an immutable
-// snapshot of the loaded models.
+// snapshot of the loaded models and routes, which Swap replaces.
 type Service struct {
 	cfg     Config
-	models  atomic.Pointer[map[string]*Model]
+	state   atomic.Pointer[snapshot]
 	metrics *Metrics
 	cache   *cache.Cache[[]float32] // nil: no prediction cache
+	// swapMu serializes Swap and Close.
+	swapMu sync.Mutex
+}
+
+// snapshot is what a call reads: immutable once stored.
+type snapshot struct {
+	models map[string]*Model
+	routes Routes
 	// anyStale is set when some model has a stale fallback: then calls carry a note of it.
 	anyStale bool
 }
@@ -83,17 +94,49 @@ func New(cfg Config, models []*Model, metrics *Metrics) (*Service, error) {
 	if s.cfg.Now == nil {
 		s.cfg.Now = time.Now
 	}
+	if err := s.prepare(models, nil); err != nil {
+		return nil, err
+	}
+	s.state.Store(s.snapshot(models, cfg.Routes))
+	if metrics != nil {
+		metrics.setModels(models)
+	}
+	return s, nil
+}
+
+func (s *Service) snapshot(models []*Model, routes Routes) *snapshot {
+	st := &snapshot{models: make(map[string]*Model, len(models)), routes: routes}
+	for _, x := range models {
+		st.models[x.Name] = x
+		st.anyStale = st.anyStale || (x.StaleFallback && s.cache != nil)
+	}
+	return st
+}
+
+// prepare gives each model its windows (those of the old model of its name when the spec is the
+// same, so pushed metrics survive a reload), its metrics and its started batchers. On error no
+// batcher it started is left running.
+func (s *Service) prepare(models []*Model, old map[string]*Model) error {
 	var started []*Model
+	fail := func(m *Model, err error) error {
+		for _, sm := range started {
+			sm.closeBatchers()
+		}
+		return fmt.Errorf("model %q: %w", m.Name, err)
+	}
 	for _, m := range models {
+		if o, ok := old[m.Name]; ok && m.windows == nil && o.windows != nil && o.Spec.Fingerprint() == m.Spec.Fingerprint() {
+			m.windows = o.windows
+		}
 		if m.Task == TaskForecast && m.windows == nil {
-			w, err := features.NewWindows(m.Spec, cfg.Windows)
+			w, err := features.NewWindows(m.Spec, s.cfg.Windows)
 			if err != nil {
-				return nil, fmt.Errorf("model %q: %w", m.Name, err)
+				return fail(m, err)
 			}
 			m.windows = w
 		}
-		if metrics != nil {
-			m.metrics = metrics.forModel(m.Name)
+		if s.metrics != nil {
+			m.metrics = s.metrics.forModel(m.Name)
 		}
 		opts := []batcher.Option{}
 		if m.metrics != nil {
@@ -101,10 +144,7 @@ func New(cfg Config, models []*Model, metrics *Metrics) (*Service, error) {
 		}
 		if m.legacy != nil {
 			if err := m.startLegacyBatcher(opts); err != nil {
-				for _, sm := range started {
-					sm.closeBatchers()
-				}
-				return nil, fmt.Errorf("model %q: batching: %w", m.Name, err)
+				return fail(m, fmt.Errorf("batching: %w", err))
 			}
 			started = append(started, m)
 			continue
@@ -121,31 +161,45 @@ func New(cfg Config, models []*Model, metrics *Metrics) (*Service, error) {
 			return m.runBatch(ctx, buf, len(rows))
 		}, opts...)
 		if err != nil {
-			for _, sm := range started {
-				sm.closeBatchers()
-			}
-			return nil, fmt.Errorf("model %q: batching: %w", m.Name, err)
+			return fail(m, fmt.Errorf("batching: %w", err))
 		}
 		m.batch = b
 		started = append(started, m)
 	}
-	mm := make(map[string]*Model, len(models))
-	for _, x := range models {
-		mm[x.Name] = x
-		s.anyStale = s.anyStale || (x.StaleFallback && s.cache != nil)
+	return nil
+}
+
+// Swap replaces the loaded models and routes (a config reload): the new models' batchers start
+// (a forecast model keeps the pushed windows of the old model of its name when their specs are
+// the same), calls that start afterwards see only the new models, and the old models' batchers
+// close once the calls they hold have run. Swap returns the old models; their backends are the
+// caller's to close (those not reused by the new models). On error nothing changes.
+func (s *Service) Swap(models []*Model, routes Routes) ([]*Model, error) {
+	s.swapMu.Lock()
+	defer s.swapMu.Unlock()
+	old := s.state.Load()
+	if err := s.prepare(models, old.models); err != nil {
+		return nil, err
 	}
-	s.models.Store(&mm)
-	if metrics != nil {
-		metrics.setModels(models)
+	s.state.Store(s.snapshot(models, routes))
+	if s.metrics != nil {
+		s.metrics.setModels(models)
 	}
-	return s, nil
+	var out []*Model
+	for _, m := range old.models {
+		m.closeBatchers() // queued calls run on the old model, then its batcher stops
+		out = append(out, m)
+	}
+	return out, nil
 }
 
 // Close stops the models' batchers once the calls they hold have run. Call it after the front ends
 // have drained and before the backends close.
 func (s *Service) Close() {
-	if p := s.models.Load(); p != nil {
-		for _, m := range *p {
+	s.swapMu.Lock()
+	defer s.swapMu.Unlock()
+	if st := s.state.Load(); st != nil {
+		for _, m := range st.models {
 			m.closeBatchers()
 		}
 	}
@@ -162,19 +216,20 @@ func (m *Model) closeBatchers() {
 }
 
 // Models returns the loaded models by name (a snapshot; do not modify).
-func (s *Service) Models() map[string]*Model { return *s.models.Load() }
+func (s *Service) Models() map[string]*Model { return s.state.Load().models }
 
 // model resolves a requested model name (empty: the route's default) and checks its task.
-func (s *Service) model(requested, def, task, rpc string) (*Model, error) {
+func (s *Service) model(requested string, route func(Routes) string, task, rpc string) (*Model, error) {
+	st := s.state.Load()
 	name := requested
 	if name == "" {
-		name = def
+		name = route(st.routes)
 	}
 	if name == "" {
 		return nil, fmt.Errorf("model: the request names none and %s has no default model (config routes); name one of %s: %w",
 			rpc, strings.Join(s.modelNames(), ", "), ErrUnknownModel)
 	}
-	m, ok := (*s.models.Load())[name]
+	m, ok := st.models[name]
 	if !ok {
 		if requested == "" {
 			return nil, fmt.Errorf("model: the default model %q of %s is not loaded: %w", name, rpc, ErrUnknownModel)
@@ -189,7 +244,7 @@ func (s *Service) model(requested, def, task, rpc string) (*Model, error) {
 
 func (s *Service) modelNames() []string {
 	var n []string
-	for k := range *s.models.Load() {
+	for k := range s.state.Load().models {
 		n = append(n, k)
 	}
 	sort.Strings(n)
@@ -372,9 +427,24 @@ func (s *Service) compute(ctx context.Context, m *Model, rows int, data []float3
 	}
 	out, err := m.batch.Do(ctx, views, priority)
 	if err != nil {
+		if nm := s.reloaded(m, err); nm != nil {
+			return s.compute(ctx, nm, rows, data, priority)
+		}
 		return nil, fmt.Errorf("model %q: %w", m.Name, err)
 	}
 	return out, nil
+}
+
+// reloaded returns the model that replaced m when err says m's batcher closed because a Swap
+// replaced it (a call that started just before the swap then runs on the new model), else nil.
+func (s *Service) reloaded(m *Model, err error) *Model {
+	if !errors.Is(err, batcher.ErrClosed) {
+		return nil
+	}
+	if nm, ok := s.state.Load().models[m.Name]; ok && nm != m && nm.Task == m.Task && nm.Spec.Fingerprint() == m.Spec.Fingerprint() {
+		return nm
+	}
+	return nil
 }
 
 // runBatch runs one backend batch and checks every output the task reads: present, rows x width
@@ -469,7 +539,7 @@ func checkFinite(field string, v float64) error {
 func (s *Service) PredictBandwidth(ctx context.Context, req *aipb.BandwidthRequest) (*aipb.BandwidthResponse, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
-	m, err := s.model(req.GetModel(), s.cfg.Routes.Bandwidth, TaskForecast, "PredictBandwidth")
+	m, err := s.model(req.GetModel(), routeBandwidth, TaskForecast, "PredictBandwidth")
 	if err != nil {
 		return nil, err
 	}
@@ -495,7 +565,7 @@ func (s *Service) PredictBandwidth(ctx context.Context, req *aipb.BandwidthReque
 func (s *Service) PredictBandwidthBatch(ctx context.Context, req *aipb.BandwidthBatchRequest) (*aipb.BandwidthBatchResponse, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
-	m, err := s.model(req.GetModel(), s.cfg.Routes.Bandwidth, TaskForecast, "PredictBandwidthBatch")
+	m, err := s.model(req.GetModel(), routeBandwidth, TaskForecast, "PredictBandwidthBatch")
 	if err != nil {
 		return nil, err
 	}
@@ -637,7 +707,7 @@ func (s *Service) PushMetrics(ctx context.Context, req *aipb.PushMetricsRequest)
 			t = time.UnixMilli(ms)
 		}
 		values := [6]float64{m.GetCpu(), m.GetMemory(), m.GetDiskIo(), m.GetNetworkIo(), m.GetLatency(), m.GetErrorRate()}
-		for _, model := range *s.models.Load() {
+		for _, model := range s.state.Load().models {
 			if model.windows == nil {
 				continue
 			}
@@ -659,7 +729,7 @@ func (s *Service) PushMetrics(ctx context.Context, req *aipb.PushMetricsRequest)
 func (s *Service) DetectAnomaly(ctx context.Context, req *aipb.AnomalyRequest) (*aipb.AnomalyResponse, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
-	m, err := s.model(req.GetModel(), s.cfg.Routes.Anomaly, TaskAnomaly, "DetectAnomaly")
+	m, err := s.model(req.GetModel(), func(r Routes) string { return r.Anomaly }, TaskAnomaly, "DetectAnomaly")
 	if err != nil {
 		return nil, err
 	}
@@ -731,7 +801,7 @@ func (s *Service) DetectAnomaly(ctx context.Context, req *aipb.AnomalyRequest) (
 func (s *Service) OptimizePlacement(ctx context.Context, req *aipb.PlacementRequest) (*aipb.PlacementResponse, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
-	m, err := s.model(req.GetModel(), s.cfg.Routes.Placement, TaskPlacement, "OptimizePlacement")
+	m, err := s.model(req.GetModel(), func(r Routes) string { return r.Placement }, TaskPlacement, "OptimizePlacement")
 	if err != nil {
 		return nil, err
 	}

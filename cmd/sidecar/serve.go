@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"runtime/pprof"
+	"syscall"
 
 	"github.com/novacron/sidecar/config"
 	"github.com/novacron/sidecar/examples"
@@ -25,21 +27,24 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	cfg, err := config.Load(*cfgPath, examples.FS)
+	load := func() (*config.Config, error) {
+		cfg, err := config.Load(*cfgPath, examples.FS)
+		if err != nil {
+			return nil, err
+		}
+		if *grpcAddr != "" {
+			cfg.Listen.GRPC = *grpcAddr
+		}
+		if *httpAddr != "" {
+			cfg.Listen.HTTP = *httpAddr
+		}
+		if *lib != "" {
+			cfg.ONNXRuntime.Library = *lib
+		}
+		return cfg, cfg.Validate()
+	}
+	cfg, err := load()
 	if err != nil {
-		fmt.Fprintln(stderr, "sidecar: config:", err)
-		return 1
-	}
-	if *grpcAddr != "" {
-		cfg.Listen.GRPC = *grpcAddr
-	}
-	if *httpAddr != "" {
-		cfg.Listen.HTTP = *httpAddr
-	}
-	if *lib != "" {
-		cfg.ONNXRuntime.Library = *lib
-	}
-	if err := cfg.Validate(); err != nil {
 		fmt.Fprintln(stderr, "sidecar: config:", err)
 		return 1
 	}
@@ -70,13 +75,32 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(stdout, "sidecar: serving grpc=%s http=%s\n", orOff(a.GRPCAddr), orOff(a.HTTPAddr))
+	// SIGHUP reloads the config file (see App.Reload); a bad one is reported and the running
+	// config stays.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	code := 0
-	select {
-	case <-ctx.Done():
-		fmt.Fprintln(stderr, "sidecar: shutting down: draining in-flight calls")
-	case err := <-a.Err():
-		fmt.Fprintln(stderr, "sidecar:", err)
-		code = 1
+wait:
+	for {
+		select {
+		case <-hup:
+			fmt.Fprintf(stderr, "sidecar: SIGHUP: reloading %s\n", cfg.Source)
+			next, err := load()
+			if err == nil {
+				err = a.Reload(ctx, next)
+			}
+			if err != nil {
+				fmt.Fprintln(stderr, "sidecar: reload:", err)
+			}
+		case <-ctx.Done():
+			fmt.Fprintln(stderr, "sidecar: shutting down: draining in-flight calls")
+			break wait
+		case err := <-a.Err():
+			fmt.Fprintln(stderr, "sidecar:", err)
+			code = 1
+			break wait
+		}
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
 	defer cancel()

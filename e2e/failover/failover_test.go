@@ -20,6 +20,7 @@ import (
 
 	"github.com/novacron/sidecar/backends"
 	"github.com/novacron/sidecar/backends/legacy"
+	"github.com/novacron/sidecar/config"
 	"github.com/novacron/sidecar/internal/app"
 	aipb "github.com/novacron/sidecar/proto/novacron/ai"
 )
@@ -603,5 +604,67 @@ func TestStaleFallback(t *testing.T) {
 	r := bandwidthReq(9999)
 	if _, err := client.PredictBandwidth(context.Background(), r); status.Code(err) != codes.Unavailable {
 		t.Errorf("an input never answered before: %v, want UNAVAILABLE", err)
+	}
+}
+
+// TestReloadKeepsBreakerAndHealthState: one of two upstreams is killed and the pool marks it down
+// and opens its breaker; a config reload then changes the backend's settings and adds a third
+// endpoint. The pool is kept: the dead endpoint is still down and open right after the reload
+// (not back to unknown and closed, as a new pool would have it), the live one still up, and the
+// new one joins; calls answer correctly throughout.
+func TestReloadKeepsBreakerAndHealthState(t *testing.T) {
+	g1, _, p1 := upstreamSidecar(t)
+	g2, _, _ := upstreamSidecar(t)
+	g3, _, _ := upstreamSidecar(t)
+	want := expected(t, aipb.NewAIServiceClient(dial(t, g2)))
+	// The breakers stay open 10s, far longer than the reload: what is seen after it is kept state.
+	base := strings.Replace(remoteModelYAML("kserve", []string{g1, g2}, "    path: embedded:models/bandwidth.onnx\n"),
+		"      timeout: 1s\n", "      timeout: 1s\n      breaker: {open_timeout: 10s}\n", 1)
+	a := downstream(t, base)
+	client := aipb.NewAIServiceClient(dial(t, a.GRPCAddr))
+	p1.kill()
+	call := bandwidthCall(client, want)
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; ; i++ {
+		if err := call(context.Background(), i); err == errWrong {
+			t.Fatal("a wrong answer")
+		}
+		st := stateOf(states(t, a, "bandwidth"), g1)
+		if st.Health == backends.HealthDown && st.Breaker == backends.BreakerOpen {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the killed endpoint is not down and open after 10s: %+v", st)
+		}
+	}
+	pool := a.Service.Models()["bandwidth"].Backend.(*backends.Remote).Pool()
+	next := strings.Replace(remoteModelYAML("kserve", []string{g1, g2, g3}, "    path: embedded:models/bandwidth.onnx\n"),
+		"      timeout: 1s\n", "      timeout: 1s\n      breaker: {open_timeout: 10s}\n      hedge_delay: 200ms\n      retry: {max_attempts: 4}\n", 1)
+	cfg, err := config.Parse("failover-test-2.yaml", []byte(next))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Reload(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.Service.Models()["bandwidth"].Backend.(*backends.Remote).Pool(); got != pool {
+		t.Fatal("the reload built a new pool")
+	}
+	ss := states(t, a, "bandwidth")
+	if st := stateOf(ss, g1); st.Health != backends.HealthDown || st.Breaker != backends.BreakerOpen {
+		t.Errorf("the dead endpoint right after the reload: %+v, want down and open", st)
+	}
+	if st := stateOf(ss, g2); st.Health != backends.HealthUp {
+		t.Errorf("the live endpoint right after the reload: %+v, want up", st)
+	}
+	if st := stateOf(ss, g3); st.Name != g3 {
+		t.Errorf("the added endpoint is not in the pool: %+v", ss)
+	}
+	s := load(t, time.Second, 4, call, nil)
+	if s.wrong != 0 || s.explicit() != 0 {
+		t.Errorf("after the reload: %d wrong, %d errors", s.wrong, s.explicit())
+	}
+	if n := counterOf(t, a, "sidecar_backend_endpoint_requests_total", "endpoint", g3); n == 0 {
+		t.Error("the added endpoint served nothing")
 	}
 }

@@ -22,7 +22,6 @@ import (
 
 	"github.com/novacron/sidecar/backends"
 	"github.com/novacron/sidecar/backends/onnx"
-	"github.com/novacron/sidecar/batcher"
 	"github.com/novacron/sidecar/cache"
 	"github.com/novacron/sidecar/config"
 	"github.com/novacron/sidecar/features"
@@ -37,24 +36,32 @@ type App struct {
 	Service            *proxy.Service
 	Registry           *prometheus.Registry
 
-	cfg    *config.Config
-	log    io.Writer
-	rt     *onnx.Runtime
-	models []*proxy.Model
-	cache  *cache.Cache[[]float32]
-	grpc   *grpc.Server
-	health *health.Server
-	http   *http.Server
-	// wg owns the two serve goroutines; errc receives their first failure.
-	wg   sync.WaitGroup
-	errc chan error
+	cfg      *config.Config
+	log      io.Writer
+	rt       *onnx.Runtime
+	embedded fs.FS
+	poolObs  backends.PoolObserver
+	metrics  *proxy.Metrics
+	// reloadMu serializes Reload and Shutdown; it guards cfg, models and stopped.
+	reloadMu sync.Mutex
+	stopped  bool
+	models   []*proxy.Model
+	cache    *cache.Cache[[]float32]
+	grpc     *grpc.Server
+	health   *health.Server
+	http     *http.Server
+	// wg owns the two serve goroutines and the health refresher; errc receives the serve
+	// goroutines' first failure; closing stopHealth stops the refresher.
+	wg         sync.WaitGroup
+	errc       chan error
+	stopHealth chan struct{}
 }
 
 // Start loads the ONNX Runtime and every model of cfg (files named embedded:... come from
 // embedded), binds the listeners and serves in the background. Progress goes to log. On error
 // nothing is left running.
 func Start(ctx context.Context, cfg *config.Config, embedded fs.FS, log io.Writer) (*App, error) {
-	a := &App{cfg: cfg, log: log, Registry: prometheus.NewRegistry(), errc: make(chan error, 2)}
+	a := &App{cfg: cfg, log: log, embedded: embedded, Registry: prometheus.NewRegistry(), errc: make(chan error, 2)}
 	if err := a.start(ctx, embedded); err != nil {
 		a.closeBackends()
 		return nil, err
@@ -74,18 +81,14 @@ func (a *App) start(ctx context.Context, embedded fs.FS) error {
 	}
 	fmt.Fprintf(log, "onnxruntime %s from %s\n", a.rt.Version(), a.rt.Path())
 	metrics := proxy.NewMetrics(a.Registry)
-	if a.models, err = LoadModels(ctx, cfg, a.rt, embedded, log, a.Registry, metrics); err != nil {
+	a.metrics = metrics
+	l := newLoader(cfg, a.rt, embedded, log, a.Registry, metrics)
+	a.poolObs = l.poolObs
+	if a.models, err = l.loadAll(ctx); err != nil {
 		return err
 	}
-
 	for i, mc := range cfg.Models {
-		a.models[i].CacheTTL = mc.CacheTTL
-		a.models[i].StaleFallback = mc.Fallback == config.FallbackStale
-		if bc := mc.Batching; !bc.Disabled {
-			a.models[i].Batching = &batcher.Config{MaxBatchSize: bc.MaxBatchSize, MaxQueueDelay: bc.MaxQueueDelay,
-				PreferredBatchSizes: bc.PreferredBatchSizes, MaxQueueSize: bc.MaxQueueSize, MaxInflightBatches: bc.MaxInflightBatches,
-				Adaptive: bc.Adaptive, Priorities: 2}
-		}
+		configure(a.models[i], mc)
 	}
 	if !cfg.Cache.Disabled {
 		if a.cache, err = cache.New[[]float32](cache.Config{MaxEntries: cfg.Cache.MaxEntries}); err != nil {
@@ -97,7 +100,7 @@ func (a *App) start(ctx context.Context, embedded fs.FS) error {
 		Cache: a.cache,
 		Windows: features.WindowConfig{MaxVMs: cfg.Windows.MaxVMs, IdleExpiry: cfg.Windows.IdleExpiry,
 			Step: cfg.Windows.Step, MaxAge: cfg.Windows.MaxAge},
-		Routes:          proxy.Routes{Bandwidth: cfg.Routes.PredictBandwidth, Anomaly: cfg.Routes.DetectAnomaly, Placement: cfg.Routes.OptimizePlacement},
+		Routes:          routes(cfg),
 		RequestTimeout:  cfg.Limits.RequestTimeout,
 		MaxStale:        cfg.Cache.MaxStale,
 		MaxBatchVMs:     cfg.Limits.MaxBatchVMs,
@@ -147,17 +150,45 @@ func (a *App) start(ctx context.Context, embedded fs.FS) error {
 			}
 		})
 	}
+	// Remote backends come and go: gRPC health follows their pools' readiness.
+	a.stopHealth = make(chan struct{})
+	a.wg.Go(func() {
+		t := time.NewTicker(healthRefresh)
+		defer t.Stop()
+		for {
+			select {
+			case <-a.stopHealth:
+				return
+			case <-t.C:
+				hctx, cancel := context.WithTimeout(context.Background(), healthRefresh)
+				a.setHealth(hctx)
+				cancel()
+			}
+		}
+	})
 	return nil
 }
+
+// healthRefresh is how often gRPC health is set anew from the models' readiness.
+const healthRefresh = time.Second
 
 // LoadModels loads every model of cfg: on rt for onnx backends, as pools of endpoints for remote
 // ones, each checked against its feature spec. Pool metrics go to reg and fallbacks are counted in
 // metrics, when they are not nil.
 func LoadModels(ctx context.Context, cfg *config.Config, rt *onnx.Runtime, embedded fs.FS, log io.Writer, reg prometheus.Registerer, metrics *proxy.Metrics) ([]*proxy.Model, error) {
+	return newLoader(cfg, rt, embedded, log, reg, metrics).loadAll(ctx)
+}
+
+func newLoader(cfg *config.Config, rt *onnx.Runtime, embedded fs.FS, log io.Writer, reg prometheus.Registerer, metrics *proxy.Metrics) *loader {
 	l := &loader{cfg: cfg, rt: rt, embedded: embedded, log: log, metrics: metrics}
 	if reg != nil {
 		l.poolObs = backends.NewPoolMetrics(reg)
 	}
+	return l
+}
+
+func (l *loader) loadAll(ctx context.Context) ([]*proxy.Model, error) {
+	cfg, log := l.cfg, l.log
 	var models []*proxy.Model
 	for i, mc := range cfg.Models {
 		start := time.Now()
@@ -216,7 +247,7 @@ func (l *loader) load(ctx context.Context, mc config.Model) (*proxy.Model, error
 // Ready reports each model's readiness (nil when ready).
 func (a *App) Ready(ctx context.Context) map[string]error {
 	out := map[string]error{}
-	for _, m := range a.models {
+	for _, m := range a.Service.Models() {
 		out["model/"+m.Name] = m.Backend.Ready(ctx)
 	}
 	return out
@@ -234,7 +265,7 @@ func (a *App) setHealth(ctx context.Context) {
 		}
 		a.health.SetServingStatus(name, st)
 	}
-	if len(a.models) == 0 {
+	if len(a.Service.Models()) == 0 {
 		all = healthpb.HealthCheckResponse_NOT_SERVING
 	}
 	a.health.SetServingStatus(aipb.AIService_ServiceDesc.ServiceName, all)
@@ -249,6 +280,12 @@ func (a *App) Err() <-chan error { return a.errc }
 // and drain in-flight calls (bounded by ctx; past it, connections are closed), then the model
 // sessions close and the runtime unloads.
 func (a *App) Shutdown(ctx context.Context) error {
+	a.reloadMu.Lock()
+	if !a.stopped {
+		close(a.stopHealth)
+	}
+	a.stopped = true
+	a.reloadMu.Unlock()
 	a.health.Shutdown()
 	var errs []error
 	var wg sync.WaitGroup

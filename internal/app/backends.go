@@ -180,18 +180,20 @@ func (l *loader) remote(ctx context.Context, mc config.Model, spec *features.Spe
 	return m, nil
 }
 
+// legacyClient makes the client of one legacy service instance.
+func (l *loader) legacyClient(mc config.Model, addr string) (legacy.Client, error) {
+	if mc.Backend.Kind == config.BackendLegacyHTTP {
+		return legacy.NewHTTP(legacy.HTTPConfig{BaseURL: addr, Timeout: mc.Backend.Timeout})
+	}
+	return legacy.NewGRPC(legacy.GRPCConfig{Address: addr, Timeout: mc.Backend.Timeout})
+}
+
 // legacyModel builds a model served by instances of a legacy AI service, pooled.
 func (l *loader) legacyModel(mc config.Model, spec *features.Spec) (*proxy.Model, error) {
 	be := mc.Backend
 	var members []backends.Member[legacy.Client]
 	for i, addr := range be.Endpoints {
-		var c legacy.Client
-		var err error
-		if be.Kind == config.BackendLegacyHTTP {
-			c, err = legacy.NewHTTP(legacy.HTTPConfig{BaseURL: addr, Timeout: be.Timeout})
-		} else {
-			c, err = legacy.NewGRPC(legacy.GRPCConfig{Address: addr, Timeout: be.Timeout})
-		}
+		c, err := l.legacyClient(mc, addr)
 		if err != nil {
 			for _, m := range members {
 				m.E.Close()

@@ -1,0 +1,234 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"reflect"
+	"slices"
+	"time"
+
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/novacron/sidecar/backends"
+	"github.com/novacron/sidecar/backends/kserve"
+	"github.com/novacron/sidecar/backends/legacy"
+	"github.com/novacron/sidecar/batcher"
+	"github.com/novacron/sidecar/config"
+	"github.com/novacron/sidecar/features"
+	"github.com/novacron/sidecar/proxy"
+)
+
+// configure sets what a model takes from its config besides its backend: cache TTL, stale
+// fallback, batching.
+func configure(m *proxy.Model, mc config.Model) {
+	m.CacheTTL = mc.CacheTTL
+	m.StaleFallback = mc.Fallback == config.FallbackStale
+	if bc := mc.Batching; !bc.Disabled {
+		m.Batching = &batcher.Config{MaxBatchSize: bc.MaxBatchSize, MaxQueueDelay: bc.MaxQueueDelay,
+			PreferredBatchSizes: bc.PreferredBatchSizes, MaxQueueSize: bc.MaxQueueSize, MaxInflightBatches: bc.MaxInflightBatches,
+			Adaptive: bc.Adaptive, Priorities: 2}
+	}
+}
+
+// restartOnly lists the parts of a config a reload cannot change, with their YAML names.
+func restartOnly(c *config.Config) map[string]any {
+	return map[string]any{"listen": c.Listen, "limits": c.Limits, "onnxruntime": c.ONNXRuntime,
+		"cache": c.Cache, "windows": c.Windows, "shutdown_timeout": c.ShutdownTimeout}
+}
+
+// Reload applies cfg to the running sidecar (SIGHUP): models are added, removed or rebuilt and
+// routes change, while calls go on. What a model's new config leaves the same is kept:
+//   - an onnx model whose file, spec and pool are unchanged keeps its ONNX Runtime sessions;
+//   - a remote model whose kind, remote model name, version, local model and fallback are
+//     unchanged keeps its pool, updated in place (Pool.Update): endpoints still listed keep their
+//     connection, breaker and health state, new ones are checked and start fresh, removed ones
+//     close once their calls end;
+//   - a forecast model whose spec is unchanged keeps its pushed per-VM windows.
+//
+// Calls that started before the swap finish on the old models. listen, limits, onnxruntime, cache,
+// windows and shutdown_timeout take a restart: a reload that changes them is refused. On any error
+// the running config stays as it was.
+func (a *App) Reload(ctx context.Context, cfg *config.Config) error {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	if a.stopped {
+		return errors.New("reload: the sidecar is shutting down")
+	}
+	was, now := restartOnly(a.cfg), restartOnly(cfg)
+	for _, k := range slices.Sorted(maps.Keys(was)) {
+		if !reflect.DeepEqual(was[k], now[k]) {
+			return fmt.Errorf("reload: %s changed; that takes a restart (the running config stays)", k)
+		}
+	}
+	start := time.Now()
+	l := &loader{cfg: cfg, rt: a.rt, embedded: a.embedded, log: a.log, poolObs: a.poolObs, metrics: a.metrics}
+	old := map[string]int{}
+	for i, m := range a.models {
+		old[m.Name] = i
+	}
+	var (
+		models  []*proxy.Model
+		fresh   []backends.Backend // built by this reload: closed if it fails
+		updates []func() error     // pool updates, applied once every model is built
+	)
+	fail := func(err error) error {
+		for _, b := range fresh {
+			b.Close()
+		}
+		return fmt.Errorf("reload (the running config stays): %w", err)
+	}
+	for i, mc := range cfg.Models {
+		var m *proxy.Model
+		var err error
+		if j, ok := old[mc.Name]; ok {
+			m, err = l.reuse(ctx, a.cfg.Models[j], mc, a.models[j], &updates, &fresh)
+		}
+		if m == nil && err == nil {
+			if m, err = l.load(ctx, mc); err == nil {
+				fresh = append(fresh, m.Backend)
+			}
+		}
+		if err != nil {
+			return fail(fmt.Errorf("%s: models[%d] %s: %w", cfg.Source, i, mc.Name, err))
+		}
+		configure(m, mc)
+		models = append(models, m)
+	}
+	for _, u := range updates {
+		if err := u(); err != nil {
+			return fail(err)
+		}
+	}
+	oldModels, err := a.Service.Swap(models, routes(cfg))
+	if err != nil {
+		return fail(err)
+	}
+	// Close the backends no new model uses.
+	kept := map[backends.Backend]bool{}
+	for _, m := range models {
+		kept[m.Backend] = true
+	}
+	var errs []error
+	for _, m := range oldModels {
+		if !kept[m.Backend] {
+			errs = append(errs, m.Backend.Close())
+		}
+	}
+	for _, m := range a.models {
+		if !slices.ContainsFunc(models, func(n *proxy.Model) bool { return n.Name == m.Name }) {
+			a.health.SetServingStatus(proxy.HealthServiceModel(m.Name), healthpb.HealthCheckResponse_SERVICE_UNKNOWN)
+		}
+	}
+	a.models, a.cfg = models, cfg
+	a.setHealth(ctx)
+	fmt.Fprintf(a.log, "reloaded %s: %d models in %v\n", cfg.Source, len(models), time.Since(start).Round(time.Millisecond))
+	return errors.Join(errs...)
+}
+
+func routes(cfg *config.Config) proxy.Routes {
+	return proxy.Routes{Bandwidth: cfg.Routes.PredictBandwidth, Anomaly: cfg.Routes.DetectAnomaly, Placement: cfg.Routes.OptimizePlacement}
+}
+
+// reuse builds the new model of mc from the running model cur (configured by was) when their
+// backends can be kept; it returns nil, nil when they cannot (the model is then loaded anew).
+// Remote pools get an update appended to updates; endpoints it creates go to fresh.
+func (l *loader) reuse(ctx context.Context, was, mc config.Model, cur *proxy.Model, updates *[]func() error, fresh *[]backends.Backend) (*proxy.Model, error) {
+	specBytes, err := config.ReadFile(mc.Spec, l.cfg.Dir(), l.embedded)
+	if err != nil {
+		return nil, fmt.Errorf("spec: %w", err)
+	}
+	spec, err := features.Parse(specBytes)
+	if err != nil {
+		return nil, fmt.Errorf("spec %s: %w", mc.Spec, err)
+	}
+	if mc.Task != was.Task || spec.Fingerprint() != cur.Spec.Fingerprint() || mc.Backend.Kind != was.Backend.Kind {
+		return nil, nil
+	}
+	th := proxy.Thresholds{Threshold: mc.Anomaly.Threshold, Medium: mc.Anomaly.Medium, High: mc.Anomaly.High, Critical: mc.Anomaly.Critical}
+	switch mc.Backend.Kind {
+	case config.BackendONNX:
+		if mc.Path != was.Path || mc.Pool != was.Pool {
+			return nil, nil
+		}
+		return proxy.NewModel(mc.Name, mc.Task, spec, cur.Backend, cur.Meta, th)
+	case config.BackendKServe:
+		b, was2 := mc.Backend, was.Backend
+		if b.Model != was2.Model || b.Version != was2.Version || mc.Path != was.Path || mc.Fallback != was.Fallback ||
+			!reflect.DeepEqual(b.Metadata, was2.Metadata) || b.Timeout != was2.Timeout {
+			return nil, nil
+		}
+		remote, ok := cur.Backend.(*backends.Remote)
+		if f, isF := cur.Backend.(*backends.Fallback); isF {
+			remote, ok = f.Primary.(*backends.Remote)
+		}
+		if !ok {
+			return nil, nil
+		}
+		pool := remote.Pool()
+		var members []backends.Member[backends.Backend]
+		for _, addr := range b.Endpoints {
+			if e, ok := pool.Endpoint(addr); ok {
+				members = append(members, backends.Member[backends.Backend]{Name: addr, E: e})
+				continue
+			}
+			e, err := kserve.New(kserve.Config{Address: addr, Model: b.Model, Version: b.Version, Timeout: b.Timeout})
+			if err != nil {
+				return nil, err
+			}
+			*fresh = append(*fresh, e)
+			cctx, cancel := context.WithTimeout(ctx, b.Timeout)
+			_, err = e.Check(cctx, cur.Meta)
+			cancel()
+			if errors.Is(err, backends.ErrModelLoad) {
+				return nil, err
+			}
+			members = append(members, backends.Member[backends.Backend]{Name: addr, E: e})
+		}
+		pc := poolConfig(mc)
+		if err := pc.Validate(); err != nil {
+			return nil, err
+		}
+		*updates = append(*updates, func() error { return pool.Update(pc, members) })
+		return proxy.NewModel(mc.Name, mc.Task, spec, cur.Backend, cur.Meta, th)
+	case config.BackendLegacyHTTP, config.BackendLegacyGRPC:
+		pooled, ok := cur.Legacy().(*legacy.Pooled)
+		if !ok || mc.Backend.Timeout != was.Backend.Timeout {
+			return nil, nil
+		}
+		pool := pooled.Pool()
+		var members []backends.Member[legacy.Client]
+		for _, addr := range mc.Backend.Endpoints {
+			if c, ok := pool.Endpoint(addr); ok {
+				members = append(members, backends.Member[legacy.Client]{Name: addr, E: c})
+				continue
+			}
+			c, err := l.legacyClient(mc, addr)
+			if err != nil {
+				return nil, err
+			}
+			*fresh = append(*fresh, closer{c})
+			members = append(members, backends.Member[legacy.Client]{Name: addr, E: c})
+		}
+		pc := poolConfig(mc)
+		if err := pc.Validate(); err != nil {
+			return nil, err
+		}
+		*updates = append(*updates, func() error { return pool.Update(pc, members) })
+		return proxy.NewLegacyModel(mc.Name, mc.Task, spec, pooled)
+	}
+	return nil, nil
+}
+
+// closer lets a reload that fails close a legacy client it created.
+type closer struct{ c legacy.Client }
+
+func (c closer) Infer(context.Context, *backends.Batch) (*backends.Result, error) {
+	return nil, backends.ErrUnavailable
+}
+func (c closer) Metadata(context.Context, string) (backends.Metadata, error) {
+	return backends.Metadata{}, backends.ErrUnavailable
+}
+func (c closer) Ready(ctx context.Context) error { return c.c.Ready(ctx) }
+func (c closer) Close() error                    { return c.c.Close() }
