@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -1428,5 +1429,34 @@ func BenchmarkPoolDo(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// TestPoolMetricsSurviveASuccessorPool: a reload that builds a new pool for the same model and
+// endpoints, then closes the old one, keeps the endpoints' series (they are the new pool's now).
+func TestPoolMetricsSurviveASuccessorPool(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	metrics := NewPoolMetrics(reg)
+	cfg := PoolConfig{Name: "m", HealthInterval: -1}
+	old, err := NewPool(cfg, membersOf(fake("a")), WithObserver(metrics))
+	if err != nil {
+		t.Fatal(err)
+	}
+	successor, err := NewPool(cfg, membersOf(fake("a")), WithObserver(metrics))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustClose(t, old)
+	for range 5 {
+		if err := successor.Do(t.Context(), callFake); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := testutil.ToFloat64(metrics.requests.WithLabelValues("m", "a")); got != 5 {
+		t.Errorf("requests of the successor pool's endpoint: %v, want 5", got)
+	}
+	mustClose(t, successor)
+	if n := testutil.CollectAndCount(metrics.requests); n != 0 {
+		t.Errorf("%d requests series left after both pools closed", n)
 	}
 }

@@ -93,6 +93,11 @@ type PoolMetrics struct {
 	outstanding *prometheus.GaugeVec
 	breaker     *prometheus.GaugeVec
 	healthy     *prometheus.GaugeVec
+
+	// refsMu guards refs: how many live observers share each (pool, endpoint) series, so that a
+	// pool closed after a reload built its successor does not delete the successor's series.
+	refsMu sync.Mutex
+	refs   map[[2]string]int
 }
 
 // NewPoolMetrics makes the pool metrics and registers them on reg (none if reg is nil). Calling
@@ -164,6 +169,12 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
 
 // Endpoint implements PoolObserver.
 func (m *PoolMetrics) Endpoint(pool, endpoint string) EndpointObserver {
+	m.refsMu.Lock()
+	if m.refs == nil {
+		m.refs = map[[2]string]int{}
+	}
+	m.refs[[2]string{pool, endpoint}]++
+	m.refsMu.Unlock()
 	e := &endpointMetrics{
 		m:           m,
 		pool:        pool,
@@ -255,6 +266,13 @@ func (e *endpointMetrics) Removed() {
 		return
 	}
 	m := e.m
+	key := [2]string{e.pool, e.endpoint}
+	m.refsMu.Lock()
+	defer m.refsMu.Unlock()
+	if m.refs[key]--; m.refs[key] > 0 {
+		return // another pool (a reload's) still reports under these labels
+	}
+	delete(m.refs, key)
 	for _, v := range []*prometheus.MetricVec{m.requests.MetricVec, m.duration.MetricVec, m.retries.MetricVec,
 		m.hedges.MetricVec, m.outstanding.MetricVec, m.breaker.MetricVec, m.healthy.MetricVec} {
 		v.DeleteLabelValues(e.pool, e.endpoint)

@@ -60,6 +60,10 @@ type Config struct {
 	// but small batches never run side by side, where they would only split the rows (and the
 	// CPU) that one batch could take at a lower cost per row.
 	MaxInflightBatches int
+	// Overlap lets a batch that is not full start while others run (up to MaxInflightBatches), for
+	// backends whose batch latency is mostly waiting rather than CPU: a remote server, where one
+	// batch at a time would leave the network and the server idle. Zero (false): the rule above.
+	Overlap bool
 	// DefaultTimeout applies to calls whose context has no deadline. Zero: none.
 	DefaultTimeout time.Duration
 	// Priorities is the number of priority levels (0 lowest). Zero: 2.
@@ -367,7 +371,7 @@ func (b *Batcher[In, Out]) readyLocked(stopping bool) (wait time.Duration, size 
 	if stopping || b.queued >= b.cfg.MaxBatchSize {
 		return 0, min(b.queued, b.cfg.MaxBatchSize)
 	}
-	if b.inflight > 0 {
+	if b.inflight > 0 && !b.cfg.Overlap {
 		return 0, 0 // not full: wait for the running batch, gathering rows behind it
 	}
 	delay := b.cfg.MaxQueueDelay

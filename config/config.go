@@ -242,10 +242,15 @@ type Batching struct {
 	// MaxQueueSize bounds the rows waiting; a call that would exceed it is refused at once with
 	// RESOURCE_EXHAUSTED / 429 and a retry hint. Zero: 64 x MaxBatchSize.
 	MaxQueueSize int `yaml:"max_queue_size"`
-	// MaxInflightBatches is the number of batches running at once. Zero: pool.sessions. Beyond the
-	// first, a batch starts only when full, so a backlog (large batch calls) uses more sessions
-	// while small batches never run side by side.
+	// MaxInflightBatches is the number of batches running at once. Zero: pool.sessions, or for a
+	// remote backend 4 per endpoint. Without overlap, a batch beyond the first starts only when
+	// full, so a backlog (large batch calls) uses more sessions while small batches never run side
+	// by side.
 	MaxInflightBatches int `yaml:"max_inflight_batches"`
+	// Overlap lets batches that are not full run side by side, up to max_inflight_batches: right
+	// for a remote backend, whose batch time is mostly the network and the server. Unset: on for
+	// remote backends, off for onnx.
+	Overlap *bool `yaml:"overlap"`
 	// Adaptive chooses the wait per batch from the measured batch-latency curve and arrival rate,
 	// never longer than MaxQueueDelay (which then defaults to 2ms).
 	Adaptive bool `yaml:"adaptive"`
@@ -364,6 +369,13 @@ func (c *Config) SetDefaults() {
 		}
 		if b.MaxInflightBatches == 0 {
 			b.MaxInflightBatches = m.Pool.Sessions
+			if m.Backend.Kind != BackendONNX && m.Backend.Kind != "" {
+				b.MaxInflightBatches = min(4*max(len(m.Backend.Endpoints), 1), 1024)
+			}
+		}
+		if b.Overlap == nil {
+			on := m.Backend.Kind != BackendONNX && m.Backend.Kind != ""
+			b.Overlap = &on
 		}
 		if b.Adaptive && b.MaxQueueDelay == 0 {
 			b.MaxQueueDelay = 2 * time.Millisecond
@@ -416,6 +428,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Windows.MaxVMs < 0 || c.Windows.IdleExpiry < 0 || c.Windows.Step < 0 || c.Windows.MaxAge < 0 {
 		add("windows", "values must not be negative")
+	}
+	if c.Cache.MaxStale < 0 {
+		add("cache.max_stale", "must not be negative")
 	}
 	if c.Cache.MaxEntries < 1 || c.Cache.MaxEntries > 1<<30 {
 		add("cache.max_entries", "%d is not in 1..%d", c.Cache.MaxEntries, 1<<30)
@@ -547,6 +562,9 @@ func validateBackend(c *Config, p string, m Model, add func(path, format string,
 	}
 	if be.HedgeDelay > 0 && be.HedgeDelay >= be.Timeout {
 		add(p+".backend.hedge_delay", "%v is not shorter than the attempt timeout %v", be.HedgeDelay, be.Timeout)
+	}
+	if be.HedgeDelay > 0 && be.Retry.MaxAttempts < 2 {
+		add(p+".backend.hedge_delay", "hedging needs retry.max_attempts of 2 or more (a hedge is an attempt), got %d", be.Retry.MaxAttempts)
 	}
 	if m.Fallback != FallbackNone && be.Kind != BackendKServe {
 		add(p+".fallback", "%q: only a kserve backend takes a fallback (a legacy service's answers are not cached, and it has no local equivalent)", m.Fallback)

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -61,14 +62,45 @@ func (l legacyBackend) Metadata(_ context.Context, model string) (backends.Metad
 func (l legacyBackend) Ready(ctx context.Context) error { return l.f.Ready(ctx) }
 func (l legacyBackend) Close() error                    { return l.f.Close() }
 
+// legacyResult is one forecast of a legacy batch: its answer, or the error of its own request.
+type legacyResult struct {
+	resp *aipb.BandwidthResponse
+	err  error
+}
+
 // startLegacyBatcher starts a legacy forecast model's batcher: each batch is one PredictBandwidth
-// of the forwarder.
+// of the forwarder. When the service refuses a batch of several requests as bad input, each is
+// sent again alone, so that only the caller whose request was bad gets the error (and no caller
+// sees another's).
 func (m *Model) startLegacyBatcher(opts []batcher.Option) error {
 	if m.Batching == nil || m.Task != TaskForecast || m.legacyBatch != nil {
 		return nil
 	}
-	b, err := batcher.New(*m.Batching, func(ctx context.Context, reqs []*aipb.BandwidthRequest) ([]*aipb.BandwidthResponse, error) {
-		return m.legacy.PredictBandwidth(ctx, reqs)
+	b, err := batcher.New(*m.Batching, func(ctx context.Context, reqs []*aipb.BandwidthRequest) ([]legacyResult, error) {
+		out := make([]legacyResult, len(reqs))
+		resps, err := m.legacy.PredictBandwidth(ctx, reqs)
+		switch {
+		case err == nil && len(resps) == len(reqs):
+			for i, r := range resps {
+				out[i].resp = r
+			}
+			return out, nil
+		case err == nil:
+			return nil, fmt.Errorf("%d answers for %d requests: %w", len(resps), len(reqs), backends.ErrBadResponse)
+		case len(reqs) == 1 || !errors.Is(err, backends.ErrInvalidInput):
+			return nil, err
+		}
+		for i := range reqs {
+			one, err := m.legacy.PredictBandwidth(ctx, reqs[i:i+1])
+			if err == nil && len(one) != 1 {
+				err = fmt.Errorf("%d answers for 1 request: %w", len(one), backends.ErrBadResponse)
+			}
+			out[i] = legacyResult{err: err}
+			if err == nil {
+				out[i].resp = one[0]
+			}
+		}
+		return out, nil
 	}, opts...)
 	if err != nil {
 		return err
@@ -97,9 +129,11 @@ func (s *Service) legacyForecast(ctx context.Context, m *Model, reqs []*aipb.Ban
 	var out []*aipb.BandwidthResponse
 	var err error
 	if m.legacyBatch != nil {
-		out, err = m.legacyBatch.Do(ctx, fwd, prio)
-		if nm := s.reloaded(m, err); nm != nil && nm.legacy != nil {
-			return s.legacyForecast(ctx, nm, reqs, prio)
+		var res []legacyResult
+		res, err = m.legacyBatch.Do(ctx, fwd, prio)
+		for i := 0; err == nil && i < len(res); i++ {
+			err = res[i].err
+			out = append(out, res[i].resp)
 		}
 	} else {
 		out, err = m.legacy.PredictBandwidth(ctx, fwd)

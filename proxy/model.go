@@ -93,7 +93,7 @@ type Model struct {
 	// legacy, when set, serves the model's calls on a legacy AI service (see NewLegacyModel);
 	// legacyBatch batches its forecasts.
 	legacy      Forwarder
-	legacyBatch *batcher.Batcher[*aipb.BandwidthRequest, *aipb.BandwidthResponse]
+	legacyBatch *batcher.Batcher[*aipb.BandwidthRequest, legacyResult]
 	windows     *features.Windows // forecast models: the pushed per-VM windows
 	metrics     *modelMetrics
 	// keyPrefix is name, version and spec fingerprint: the cache key's fixed parts.

@@ -119,6 +119,10 @@ func cmpOr(s, def string) string {
 
 // Infer answers one v2 inference request.
 func (s *Service) Infer(ctx context.Context, c *InferCall) (*InferAnswer, error) {
+	return acrossSwap(s, func() (*InferAnswer, error) { return s.inferV2(ctx, c) })
+}
+
+func (s *Service) inferV2(ctx context.Context, c *InferCall) (*InferAnswer, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	m, err := s.lookup(c.Model, c.Version)

@@ -427,25 +427,27 @@ func (s *Service) compute(ctx context.Context, m *Model, rows int, data []float3
 	}
 	out, err := m.batch.Do(ctx, views, priority)
 	if err != nil {
-		if nm := s.reloaded(m, err); nm != nil {
-			return s.compute(ctx, nm, rows, data, priority)
-		}
 		return nil, fmt.Errorf("model %q: %w", m.Name, err)
 	}
 	return out, nil
 }
 
-// reloaded returns the model that replaced m when err says m's batcher closed because a Swap
-// replaced it (a call that started just before the swap then runs on the new model), else nil.
-func (s *Service) reloaded(m *Model, err error) *Model {
-	if !errors.Is(err, batcher.ErrClosed) {
-		return nil
+// acrossSwap runs call, and again when it failed because a Swap (a config reload) closed what it
+// was using while it ran (a batcher, a backend): the next run resolves the model anew, in the new
+// snapshot, and decodes its own answer. It stops at the first run that no Swap overtook (at most
+// maxSwapRuns). Inference calls are idempotent, so running one again is safe.
+func acrossSwap[T any](s *Service, call func() (T, error)) (T, error) {
+	for run := 1; ; run++ {
+		st := s.state.Load()
+		v, err := call()
+		if err == nil || run == maxSwapRuns || !(errors.Is(err, batcher.ErrClosed) || errors.Is(err, backends.ErrUnavailable)) || s.state.Load() == st {
+			return v, err
+		}
 	}
-	if nm, ok := s.state.Load().models[m.Name]; ok && nm != m && nm.Task == m.Task && nm.Spec.Fingerprint() == m.Spec.Fingerprint() {
-		return nm
-	}
-	return nil
 }
+
+// maxSwapRuns bounds the runs of one call across reloads that keep overtaking it.
+const maxSwapRuns = 8
 
 // runBatch runs one backend batch and checks every output the task reads: present, rows x width
 // float32 values, all finite. Only checked results reach the answers.
@@ -537,6 +539,10 @@ func checkFinite(field string, v float64) error {
 
 // PredictBandwidth forecasts one VM's bandwidth from its window of metrics.
 func (s *Service) PredictBandwidth(ctx context.Context, req *aipb.BandwidthRequest) (*aipb.BandwidthResponse, error) {
+	return acrossSwap(s, func() (*aipb.BandwidthResponse, error) { return s.predictBandwidth(ctx, req) })
+}
+
+func (s *Service) predictBandwidth(ctx context.Context, req *aipb.BandwidthRequest) (*aipb.BandwidthResponse, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	m, err := s.model(req.GetModel(), routeBandwidth, TaskForecast, "PredictBandwidth")
@@ -563,6 +569,10 @@ func (s *Service) PredictBandwidth(ctx context.Context, req *aipb.BandwidthReque
 
 // PredictBandwidthBatch forecasts many VMs as one model batch; results follow the order of vms.
 func (s *Service) PredictBandwidthBatch(ctx context.Context, req *aipb.BandwidthBatchRequest) (*aipb.BandwidthBatchResponse, error) {
+	return acrossSwap(s, func() (*aipb.BandwidthBatchResponse, error) { return s.predictBandwidthBatch(ctx, req) })
+}
+
+func (s *Service) predictBandwidthBatch(ctx context.Context, req *aipb.BandwidthBatchRequest) (*aipb.BandwidthBatchResponse, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	m, err := s.model(req.GetModel(), routeBandwidth, TaskForecast, "PredictBandwidthBatch")
@@ -727,6 +737,10 @@ func (s *Service) PushMetrics(ctx context.Context, req *aipb.PushMetricsRequest)
 
 // DetectAnomaly scores one VM's current metrics.
 func (s *Service) DetectAnomaly(ctx context.Context, req *aipb.AnomalyRequest) (*aipb.AnomalyResponse, error) {
+	return acrossSwap(s, func() (*aipb.AnomalyResponse, error) { return s.detectAnomaly(ctx, req) })
+}
+
+func (s *Service) detectAnomaly(ctx context.Context, req *aipb.AnomalyRequest) (*aipb.AnomalyResponse, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	m, err := s.model(req.GetModel(), func(r Routes) string { return r.Anomaly }, TaskAnomaly, "DetectAnomaly")
@@ -799,6 +813,10 @@ func (s *Service) DetectAnomaly(ctx context.Context, req *aipb.AnomalyRequest) (
 // overall_confidence is the best score times (0.5 + 0.5 * min(1, margin / 0.1)), where margin is the
 // best score minus the second best: high when the best node is good and clearly ahead.
 func (s *Service) OptimizePlacement(ctx context.Context, req *aipb.PlacementRequest) (*aipb.PlacementResponse, error) {
+	return acrossSwap(s, func() (*aipb.PlacementResponse, error) { return s.optimizePlacement(ctx, req) })
+}
+
+func (s *Service) optimizePlacement(ctx context.Context, req *aipb.PlacementRequest) (*aipb.PlacementResponse, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	m, err := s.model(req.GetModel(), func(r Routes) string { return r.Placement }, TaskPlacement, "OptimizePlacement")

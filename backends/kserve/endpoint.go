@@ -166,8 +166,10 @@ func (e *Endpoint) Infer(ctx context.Context, b *backends.Batch) (*backends.Resu
 }
 
 // callError maps a failed call: the caller's own cancellation or deadline stays a context error;
-// a refused input is ErrInvalidInput; everything else (the server down, overloaded, its model
-// missing, the attempt's own timeout) is ErrUnavailable, for the pool to fail over.
+// everything else is ErrUnavailable, for the pool to fail over: the server down, overloaded, its
+// model missing, the attempt's own timeout, and also a refused input, since the sidecar built the
+// batch itself from checked rows (a refusal means the server's model does not take what the
+// model's metadata said it takes).
 func (e *Endpoint) callError(ctx context.Context, rpc string, err error) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("kserve %s: %s: %w", e, rpc, ctx.Err())
@@ -175,7 +177,7 @@ func (e *Endpoint) callError(ctx context.Context, rpc string, err error) error {
 	st := status.Convert(err)
 	switch st.Code() {
 	case codes.InvalidArgument, codes.OutOfRange:
-		return fmt.Errorf("kserve %s: %s refused the input: %s: %w", e, rpc, st.Message(), backends.ErrInvalidInput)
+		return fmt.Errorf("kserve %s: %s: the server refused the batch (does its model still take the input its metadata gave?): %s: %w", e, rpc, st.Message(), backends.ErrUnavailable)
 	case codes.DeadlineExceeded:
 		return fmt.Errorf("kserve %s: %s: no answer within %s: %w", e, rpc, e.cfg.Timeout, backends.ErrUnavailable)
 	}

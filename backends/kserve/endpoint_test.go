@@ -97,10 +97,16 @@ func TestEndpointAnswersAsTheModel(t *testing.T) {
 	if _, err := e.Check(ctx, wrong); !errors.Is(err, backends.ErrModelLoad) || !strings.Contains(err.Error(), `input "features"`) {
 		t.Errorf("Check against a 12-step input: %v", err)
 	}
-	// Bad input is the caller's fault, not the endpoint's.
+	// A batch the server refuses counts against the endpoint (the sidecar builds batches from
+	// checked rows, so a refusal means the server's model changed), and says why.
 	bad := &backends.Batch{Inputs: []backends.Tensor{backends.F32("features", []int64{1, 9, 6}, make([]float32, 54))}}
-	if _, err := e.Infer(ctx, bad); !errors.Is(err, backends.ErrInvalidInput) {
-		t.Errorf("a 9-step batch: %v, want ErrInvalidInput", err)
+	if _, err := e.Infer(ctx, bad); !errors.Is(err, backends.ErrUnavailable) || !strings.Contains(err.Error(), "inputs[0].shape") {
+		t.Errorf("a 9-step batch: %v, want ErrUnavailable with the server's reason", err)
+	}
+	// A batch that is not even well formed is the caller's fault, caught before any call.
+	torn := &backends.Batch{Inputs: []backends.Tensor{backends.F32("features", []int64{2, 10, 6}, make([]float32, 60))}}
+	if _, err := e.Infer(ctx, torn); !errors.Is(err, backends.ErrInvalidInput) {
+		t.Errorf("a tensor shorter than its shape: %v, want ErrInvalidInput", err)
 	}
 
 	// The server goes away: calls fail as unavailable, promptly.
@@ -172,7 +178,7 @@ func TestEndpointRefusesMalformedAnswers(t *testing.T) {
 		}, backends.ErrBadResponse, "FP16"},
 		{"server refuses the input", func(context.Context, *inference.ModelInferRequest) (*inference.ModelInferResponse, error) {
 			return nil, status.Error(codes.InvalidArgument, "inputs[0]: no")
-		}, backends.ErrInvalidInput, "inputs[0]: no"},
+		}, backends.ErrUnavailable, "refused the batch"},
 		{"server overloaded", func(context.Context, *inference.ModelInferRequest) (*inference.ModelInferResponse, error) {
 			return nil, status.Error(codes.ResourceExhausted, "queue full")
 		}, backends.ErrUnavailable, "queue full"},

@@ -223,8 +223,9 @@ func (g *GRPC) invoke(ctx context.Context, rpc string, call func(context.Context
 		if kind, reason := deadlineError(ctx, own, g.cfg.Timeout, msg); kind != nil {
 			return g.errorf(rpc, kind, "%s", reason)
 		}
-	case codes.InvalidArgument, codes.OutOfRange, codes.FailedPrecondition, codes.NotFound,
-		codes.AlreadyExists, codes.PermissionDenied, codes.Unauthenticated:
+	case codes.InvalidArgument, codes.OutOfRange:
+		// The service's own checks of the data. Other refusals (NOT_FOUND, PERMISSION_DENIED, ...)
+		// say the endpoint is misconfigured, not the caller's input: they fail over below.
 		return g.errorf(rpc, backends.ErrInvalidInput, "upstream rejected the request: %s", msg)
 	case codes.Internal:
 		if strings.HasPrefix(st.Message(), "grpc: failed to unmarshal the received message") {

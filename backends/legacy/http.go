@@ -278,8 +278,12 @@ func (h *HTTP) statusError(ctx context.Context, own time.Time, route string, hr 
 	switch c := hr.StatusCode; {
 	case c == http.StatusRequestTimeout || c == http.StatusTooManyRequests || c >= 500 && c <= 599:
 		return h.errorf(route, backends.ErrUnavailable, "HTTP %s: %s", hr.Status, msg)
-	case c >= 400 && c <= 499:
+	case c == http.StatusBadRequest || c == http.StatusUnprocessableEntity || c == http.StatusRequestEntityTooLarge:
+		// The service's own checks of the data. Other 4xx (404, 405, 401, ...) say the endpoint is
+		// misconfigured, not the caller's input: they fail over like a 5xx.
 		return h.errorf(route, backends.ErrInvalidInput, "upstream rejected the request: HTTP %s: %s", hr.Status, msg)
+	case c >= 400 && c <= 499:
+		return h.errorf(route, backends.ErrUnavailable, "HTTP %s: %s", hr.Status, msg)
 	}
 	return h.bad(route, badField("status", "HTTP %s, want 200 OK: %s", hr.Status, msg))
 }

@@ -13,13 +13,13 @@
 //
 // Other errors wrap the sentinels of package backends:
 //
-//   - backends.ErrInvalidInput when the upstream rejected the request: HTTP 4xx other than 408 and
-//     429; gRPC INVALID_ARGUMENT, OUT_OF_RANGE, FAILED_PRECONDITION, NOT_FOUND, ALREADY_EXISTS,
-//     PERMISSION_DENIED, UNAUTHENTICATED (the codes whose HTTP equivalent is a 4xx). The upstream's
-//     message is kept in the error's text.
-//   - backends.ErrUnavailable when it could not answer: connection refused or reset, HTTP 5xx, 408
-//     and 429, every other gRPC code (UNAVAILABLE, RESOURCE_EXHAUSTED, INTERNAL, UNKNOWN, ...), the
-//     call's own Timeout, a closed client.
+//   - backends.ErrInvalidInput when the upstream's own checks rejected the request's data: HTTP
+//     400, 413 and 422; gRPC INVALID_ARGUMENT and OUT_OF_RANGE. The upstream's message is kept in
+//     the error's text.
+//   - backends.ErrUnavailable when it could not answer: connection refused or reset, HTTP 5xx and
+//     the other 4xx (404, 405, 401, 408, 429, ...: a misconfigured or overloaded endpoint, not the
+//     caller's input), every other gRPC code (UNAVAILABLE, RESOURCE_EXHAUSTED, NOT_FOUND,
+//     PERMISSION_DENIED, INTERNAL, ...), the call's own Timeout, a closed client.
 //   - When the caller's ctx ends before the answer, the error wraps ctx.Err() (so errors.Is finds
 //     context.DeadlineExceeded or context.Canceled) and neither sentinel. So does an upstream's
 //     gRPC DEADLINE_EXCEEDED or HTTP 504 that comes within 50ms of the caller's deadline (the

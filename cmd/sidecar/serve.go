@@ -69,17 +69,17 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "sidecar: CPU profile written to", *cpuProfile)
 		}()
 	}
+	// SIGHUP reloads the config file (see App.Reload); a bad one is reported and the running
+	// config stays. Caught from here on, so that one sent while models load does not kill us.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	a, err := app.Start(ctx, cfg, examples.FS, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "sidecar:", err)
 		return 1
 	}
 	fmt.Fprintf(stdout, "sidecar: serving grpc=%s http=%s\n", orOff(a.GRPCAddr), orOff(a.HTTPAddr))
-	// SIGHUP reloads the config file (see App.Reload); a bad one is reported and the running
-	// config stays.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	code := 0
 wait:
 	for {

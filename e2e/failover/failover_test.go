@@ -518,9 +518,6 @@ func TestSlowUpstream(t *testing.T) {
 				if n := counter(t, a, "sidecar_backend_endpoint_hedges_total"); n == 0 {
 					t.Error("no hedge counted")
 				}
-				if p := p99(s.all); p >= 300*time.Millisecond {
-					t.Errorf("p99 %v with hedging; the attempt timeout is 300ms", p)
-				}
 			}
 		})
 	}
@@ -607,64 +604,127 @@ func TestStaleFallback(t *testing.T) {
 	}
 }
 
-// TestReloadKeepsBreakerAndHealthState: one of two upstreams is killed and the pool marks it down
-// and opens its breaker; a config reload then changes the backend's settings and adds a third
-// endpoint. The pool is kept: the dead endpoint is still down and open right after the reload
-// (not back to unknown and closed, as a new pool would have it), the live one still up, and the
-// new one joins; calls answer correctly throughout.
+// TestReloadKeepsBreakerAndHealthState: one of two upstreams is killed, and the pool marks it:
+// down by its health check, or (with health checks off) open by its breaker. A config reload then
+// changes the backend's settings and adds a third endpoint. The pool is kept: right after the
+// reload the dead endpoint is still down, or still open (not back to unknown and closed, as a new
+// pool would have it), the live one still up, and the new one joins; calls answer correctly
+// throughout.
 func TestReloadKeepsBreakerAndHealthState(t *testing.T) {
-	g1, _, p1 := upstreamSidecar(t)
-	g2, _, _ := upstreamSidecar(t)
-	g3, _, _ := upstreamSidecar(t)
-	want := expected(t, aipb.NewAIServiceClient(dial(t, g2)))
-	// The breakers stay open 10s, far longer than the reload: what is seen after it is kept state.
-	base := strings.Replace(remoteModelYAML("kserve", []string{g1, g2}, "    path: embedded:models/bandwidth.onnx\n"),
-		"      timeout: 1s\n", "      timeout: 1s\n      breaker: {open_timeout: 10s}\n", 1)
-	a := downstream(t, base)
+	for _, c := range []struct {
+		name, backend string
+		marked        func(backends.MemberState) bool
+	}{
+		{"health", "      health: {interval: 100ms, timeout: 200ms}\n", func(s backends.MemberState) bool { return s.Health == backends.HealthDown }},
+		{"breaker", "      health: {interval: -1s}\n      breaker: {consecutive_failures: 1, open_timeout: 10s}\n",
+			func(s backends.MemberState) bool { return s.Breaker == backends.BreakerOpen }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			g1, _, p1 := upstreamSidecar(t)
+			g2, _, _ := upstreamSidecar(t)
+			g3, _, _ := upstreamSidecar(t)
+			want := expected(t, aipb.NewAIServiceClient(dial(t, g2)))
+			yaml := func(eps []string, extra string) string {
+				y := remoteModelYAML("kserve", eps, "    path: embedded:models/bandwidth.onnx\n")
+				y = strings.Replace(y, "      health: {interval: 100ms, timeout: 200ms}\n", "", 1)
+				return strings.Replace(y, "      timeout: 1s\n", "      timeout: 1s\n"+c.backend+extra, 1)
+			}
+			a := downstream(t, yaml([]string{g1, g2}, ""))
+			client := aipb.NewAIServiceClient(dial(t, a.GRPCAddr))
+			p1.kill()
+			call := bandwidthCall(client, want)
+			deadline := time.Now().Add(10 * time.Second)
+			for i := 0; ; i++ {
+				if err := call(context.Background(), i); err == errWrong {
+					t.Fatal("a wrong answer")
+				}
+				st := stateOf(states(t, a, "bandwidth"), g1)
+				if c.marked(st) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the killed endpoint is not marked after 10s: %+v", st)
+				}
+			}
+			pool := a.Service.Models()["bandwidth"].Backend.(*backends.Remote).Pool()
+			cfg, err := config.Parse("failover-test-2.yaml", []byte(yaml([]string{g1, g2, g3}, "      hedge_delay: 200ms\n      retry: {max_attempts: 4}\n")))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := a.Reload(context.Background(), cfg); err != nil {
+				t.Fatal(err)
+			}
+			if got := a.Service.Models()["bandwidth"].Backend.(*backends.Remote).Pool(); got != pool {
+				t.Fatal("the reload built a new pool")
+			}
+			ss := states(t, a, "bandwidth")
+			if st := stateOf(ss, g1); !c.marked(st) {
+				t.Errorf("the dead endpoint right after the reload: %+v; its %s state was lost", st, c.name)
+			}
+			if st := stateOf(ss, g2); st.Health == backends.HealthDown || st.Breaker != backends.BreakerClosed {
+				t.Errorf("the live endpoint right after the reload: %+v", st)
+			}
+			if st := stateOf(ss, g3); st.Name != g3 {
+				t.Errorf("the added endpoint is not in the pool: %+v", ss)
+			}
+			s := load(t, time.Second, 4, call, nil)
+			if s.wrong != 0 || s.explicit() != 0 {
+				t.Errorf("after the reload: %d wrong, %d errors", s.wrong, s.explicit())
+			}
+			if n := counterOf(t, a, "sidecar_backend_endpoint_requests_total", "endpoint", g3); n == 0 {
+				t.Error("the added endpoint served nothing")
+			}
+		})
+	}
+}
+
+// TestReloadBetweenLocalAndLegacyUnderLoad: calls run while the bandwidth model moves from the
+// local ONNX model to the seed's gRPC service and back (the migration path, in reverse). No call
+// fails: a call caught by the swap runs again on the new model.
+func TestReloadBetweenLocalAndLegacyUnderLoad(t *testing.T) {
+	seed, _ := seedServer(t, "0")
+	local := `listen: {grpc: 127.0.0.1:0, http: "off"}
+cache: {disabled: true}
+models:
+  - name: bandwidth
+    task: forecast
+    path: embedded:models/bandwidth.onnx
+    spec: embedded:specs/bandwidth.yaml
+`
+	legacyCfg := legacyGRPCYAML([]string{seed}, "      timeout: 1s\n")
+	a := downstream(t, local)
 	client := aipb.NewAIServiceClient(dial(t, a.GRPCAddr))
-	p1.kill()
-	call := bandwidthCall(client, want)
-	deadline := time.Now().Add(10 * time.Second)
-	for i := 0; ; i++ {
-		if err := call(context.Background(), i); err == errWrong {
-			t.Fatal("a wrong answer")
+	var reloads atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 6; i++ {
+			text := legacyCfg
+			if i%2 == 1 {
+				text = local
+			}
+			cfg, err := config.Parse(fmt.Sprintf("reload-%d.yaml", i), []byte(text))
+			if err == nil {
+				err = a.Reload(context.Background(), cfg)
+			}
+			if err != nil {
+				t.Errorf("reload %d: %v", i, err)
+				return
+			}
+			reloads.Add(1)
+			time.Sleep(100 * time.Millisecond) // spacing of the reloads, not a timing assertion
 		}
-		st := stateOf(states(t, a, "bandwidth"), g1)
-		if st.Health == backends.HealthDown && st.Breaker == backends.BreakerOpen {
-			break
+	}()
+	s := load(t, 2*time.Second, 8, func(ctx context.Context, i int) error {
+		r, err := client.PredictBandwidth(ctx, bandwidthReq(i%inputs))
+		if err == nil && (len(r.Predictions) != 10 || r.GetVmId() != fmt.Sprintf("vm-%d", i%inputs)) {
+			return errWrong
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the killed endpoint is not down and open after 10s: %+v", st)
-		}
-	}
-	pool := a.Service.Models()["bandwidth"].Backend.(*backends.Remote).Pool()
-	next := strings.Replace(remoteModelYAML("kserve", []string{g1, g2, g3}, "    path: embedded:models/bandwidth.onnx\n"),
-		"      timeout: 1s\n", "      timeout: 1s\n      breaker: {open_timeout: 10s}\n      hedge_delay: 200ms\n      retry: {max_attempts: 4}\n", 1)
-	cfg, err := config.Parse("failover-test-2.yaml", []byte(next))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Reload(context.Background(), cfg); err != nil {
-		t.Fatal(err)
-	}
-	if got := a.Service.Models()["bandwidth"].Backend.(*backends.Remote).Pool(); got != pool {
-		t.Fatal("the reload built a new pool")
-	}
-	ss := states(t, a, "bandwidth")
-	if st := stateOf(ss, g1); st.Health != backends.HealthDown || st.Breaker != backends.BreakerOpen {
-		t.Errorf("the dead endpoint right after the reload: %+v, want down and open", st)
-	}
-	if st := stateOf(ss, g2); st.Health != backends.HealthUp {
-		t.Errorf("the live endpoint right after the reload: %+v, want up", st)
-	}
-	if st := stateOf(ss, g3); st.Name != g3 {
-		t.Errorf("the added endpoint is not in the pool: %+v", ss)
-	}
-	s := load(t, time.Second, 4, call, nil)
-	if s.wrong != 0 || s.explicit() != 0 {
-		t.Errorf("after the reload: %d wrong, %d errors", s.wrong, s.explicit())
-	}
-	if n := counterOf(t, a, "sidecar_backend_endpoint_requests_total", "endpoint", g3); n == 0 {
-		t.Error("the added endpoint served nothing")
+		return err
+	}, nil)
+	<-done
+	report(t, "reload local <-> legacy_grpc six times under load", s)
+	if reloads.Load() != 6 || s.explicit() != 0 || s.wrong != 0 || s.hung != 0 {
+		t.Errorf("%d reloads; %d errors, %d wrong, %d hung of %d calls", reloads.Load(), s.explicit(), s.wrong, s.hung, s.calls)
 	}
 }

@@ -42,6 +42,11 @@ type App struct {
 	embedded fs.FS
 	poolObs  backends.PoolObserver
 	metrics  *proxy.Metrics
+	hashes   map[string][32]byte // of the local model files, by model name (see loader.hashes)
+	// healthMu serializes setHealth (the refresher and Reload); it guards published, the model
+	// health names set so far.
+	healthMu  sync.Mutex
+	published map[string]bool
 	// reloadMu serializes Reload and Shutdown; it guards cfg, models and stopped.
 	reloadMu sync.Mutex
 	stopped  bool
@@ -87,6 +92,7 @@ func (a *App) start(ctx context.Context, embedded fs.FS) error {
 	if a.models, err = l.loadAll(ctx); err != nil {
 		return err
 	}
+	a.hashes = l.hashes
 	for i, mc := range cfg.Models {
 		configure(a.models[i], mc)
 	}
@@ -180,7 +186,7 @@ func LoadModels(ctx context.Context, cfg *config.Config, rt *onnx.Runtime, embed
 }
 
 func newLoader(cfg *config.Config, rt *onnx.Runtime, embedded fs.FS, log io.Writer, reg prometheus.Registerer, metrics *proxy.Metrics) *loader {
-	l := &loader{cfg: cfg, rt: rt, embedded: embedded, log: log, metrics: metrics}
+	l := &loader{cfg: cfg, rt: rt, embedded: embedded, log: log, metrics: metrics, hashes: map[string][32]byte{}}
 	if reg != nil {
 		l.poolObs = backends.NewPoolMetrics(reg)
 	}
@@ -257,15 +263,34 @@ func (a *App) Ready(ctx context.Context) map[string]error {
 // SERVING when its backend is ready; novacron.ai.AIService, inference.GRPCInferenceService and ""
 // when every loaded model is.
 func (a *App) setHealth(ctx context.Context) {
+	ready := a.Ready(ctx)
+	a.healthMu.Lock()
+	defer a.healthMu.Unlock()
+	// A reload may have swapped the models while Ready ran: publish only what is loaded now, and
+	// mark what was published before and is gone SERVICE_UNKNOWN.
+	current := a.Service.Models()
+	if a.published == nil {
+		a.published = map[string]bool{}
+	}
+	for name := range a.published {
+		if _, ok := current[strings.TrimPrefix(name, "model/")]; !ok {
+			a.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVICE_UNKNOWN)
+			delete(a.published, name)
+		}
+	}
 	all := healthpb.HealthCheckResponse_SERVING
-	for name, err := range a.Ready(ctx) {
+	for name, err := range ready {
+		if _, ok := current[strings.TrimPrefix(name, "model/")]; !ok {
+			continue
+		}
 		st := healthpb.HealthCheckResponse_SERVING
 		if err != nil {
 			st, all = healthpb.HealthCheckResponse_NOT_SERVING, healthpb.HealthCheckResponse_NOT_SERVING
 		}
 		a.health.SetServingStatus(name, st)
+		a.published[name] = true
 	}
-	if len(a.Service.Models()) == 0 {
+	if len(current) == 0 {
 		all = healthpb.HealthCheckResponse_NOT_SERVING
 	}
 	a.health.SetServingStatus(aipb.AIService_ServiceDesc.ServiceName, all)

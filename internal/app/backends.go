@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +26,18 @@ type loader struct {
 	log      io.Writer
 	poolObs  backends.PoolObserver // nil: no pool metrics
 	metrics  *proxy.Metrics        // counts fallbacks; nil: not counted
+	// hashes holds the SHA-256 of each local model file loaded or kept, by model name: a reload
+	// keeps a model's sessions only when its file's bytes are the same.
+	hashes map[string][32]byte
+}
+
+// fileHash reads a model file and returns its bytes and their SHA-256.
+func (l *loader) fileHash(path string) ([]byte, [32]byte, error) {
+	b, err := config.ReadFile(path, l.cfg.Dir(), l.embedded)
+	if err != nil {
+		return nil, [32]byte{}, fmt.Errorf("path: %w", err)
+	}
+	return b, sha256.Sum256(b), nil
 }
 
 // poolConfig maps a model's backend settings onto the pool's.
@@ -59,9 +72,9 @@ func (l *loader) poolOptions() []backends.PoolOption {
 
 // local loads the model at mc.Path into ONNX Runtime, checked against spec's fingerprint.
 func (l *loader) local(ctx context.Context, mc config.Model, spec *features.Spec) (*onnx.Session, backends.Metadata, error) {
-	modelBytes, err := config.ReadFile(mc.Path, l.cfg.Dir(), l.embedded)
+	modelBytes, sum, err := l.fileHash(mc.Path)
 	if err != nil {
-		return nil, backends.Metadata{}, fmt.Errorf("path: %w", err)
+		return nil, backends.Metadata{}, err
 	}
 	sess, err := l.rt.Load(mc.Name, modelBytes, onnx.Config{Sessions: mc.Pool.Sessions, IntraOpThreads: mc.Pool.IntraOpThreads,
 		Fingerprint: spec.Fingerprint()})
@@ -73,6 +86,7 @@ func (l *loader) local(ctx context.Context, mc config.Model, spec *features.Spec
 		sess.Close()
 		return nil, backends.Metadata{}, err
 	}
+	l.hashes[mc.Name] = sum
 	return sess, meta, nil
 }
 

@@ -9,8 +9,6 @@ import (
 	"slices"
 	"time"
 
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-
 	"github.com/novacron/sidecar/backends"
 	"github.com/novacron/sidecar/backends/kserve"
 	"github.com/novacron/sidecar/backends/legacy"
@@ -28,7 +26,7 @@ func configure(m *proxy.Model, mc config.Model) {
 	if bc := mc.Batching; !bc.Disabled {
 		m.Batching = &batcher.Config{MaxBatchSize: bc.MaxBatchSize, MaxQueueDelay: bc.MaxQueueDelay,
 			PreferredBatchSizes: bc.PreferredBatchSizes, MaxQueueSize: bc.MaxQueueSize, MaxInflightBatches: bc.MaxInflightBatches,
-			Adaptive: bc.Adaptive, Priorities: 2}
+			Adaptive: bc.Adaptive, Overlap: bc.Overlap != nil && *bc.Overlap, Priorities: 2}
 	}
 }
 
@@ -63,7 +61,7 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) error {
 		}
 	}
 	start := time.Now()
-	l := &loader{cfg: cfg, rt: a.rt, embedded: a.embedded, log: a.log, poolObs: a.poolObs, metrics: a.metrics}
+	l := &loader{cfg: cfg, rt: a.rt, embedded: a.embedded, log: a.log, poolObs: a.poolObs, metrics: a.metrics, hashes: map[string][32]byte{}}
 	old := map[string]int{}
 	for i, m := range a.models {
 		old[m.Name] = i
@@ -83,7 +81,7 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) error {
 		var m *proxy.Model
 		var err error
 		if j, ok := old[mc.Name]; ok {
-			m, err = l.reuse(ctx, a.cfg.Models[j], mc, a.models[j], &updates, &fresh)
+			m, err = l.reuse(ctx, a.cfg.Models[j], mc, a.models[j], a.hashes[mc.Name], &updates, &fresh)
 		}
 		if m == nil && err == nil {
 			if m, err = l.load(ctx, mc); err == nil {
@@ -96,33 +94,29 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) error {
 		configure(m, mc)
 		models = append(models, m)
 	}
-	for _, u := range updates {
-		if err := u(); err != nil {
-			return fail(err)
-		}
-	}
 	oldModels, err := a.Service.Swap(models, routes(cfg))
 	if err != nil {
 		return fail(err)
+	}
+	// The pools of kept remote models take their new settings and endpoints now that the swap
+	// cannot fail any more. (Their settings were validated above; an Update that still fails
+	// closes the endpoints it brought and leaves that pool as it was.)
+	var errs []error
+	for _, u := range updates {
+		errs = append(errs, u())
 	}
 	// Close the backends no new model uses.
 	kept := map[backends.Backend]bool{}
 	for _, m := range models {
 		kept[m.Backend] = true
 	}
-	var errs []error
 	for _, m := range oldModels {
 		if !kept[m.Backend] {
 			errs = append(errs, m.Backend.Close())
 		}
 	}
-	for _, m := range a.models {
-		if !slices.ContainsFunc(models, func(n *proxy.Model) bool { return n.Name == m.Name }) {
-			a.health.SetServingStatus(proxy.HealthServiceModel(m.Name), healthpb.HealthCheckResponse_SERVICE_UNKNOWN)
-		}
-	}
-	a.models, a.cfg = models, cfg
-	a.setHealth(ctx)
+	a.models, a.cfg, a.hashes = models, cfg, l.hashes
+	a.setHealth(ctx) // also marks removed models SERVICE_UNKNOWN
 	fmt.Fprintf(a.log, "reloaded %s: %d models in %v\n", cfg.Source, len(models), time.Since(start).Round(time.Millisecond))
 	return errors.Join(errs...)
 }
@@ -134,7 +128,7 @@ func routes(cfg *config.Config) proxy.Routes {
 // reuse builds the new model of mc from the running model cur (configured by was) when their
 // backends can be kept; it returns nil, nil when they cannot (the model is then loaded anew).
 // Remote pools get an update appended to updates; endpoints it creates go to fresh.
-func (l *loader) reuse(ctx context.Context, was, mc config.Model, cur *proxy.Model, updates *[]func() error, fresh *[]backends.Backend) (*proxy.Model, error) {
+func (l *loader) reuse(ctx context.Context, was, mc config.Model, cur *proxy.Model, sum [32]byte, updates *[]func() error, fresh *[]backends.Backend) (*proxy.Model, error) {
 	specBytes, err := config.ReadFile(mc.Spec, l.cfg.Dir(), l.embedded)
 	if err != nil {
 		return nil, fmt.Errorf("spec: %w", err)
@@ -145,6 +139,17 @@ func (l *loader) reuse(ctx context.Context, was, mc config.Model, cur *proxy.Mod
 	}
 	if mc.Task != was.Task || spec.Fingerprint() != cur.Spec.Fingerprint() || mc.Backend.Kind != was.Backend.Kind {
 		return nil, nil
+	}
+	if mc.Path != "" {
+		// The local model (the onnx model, or a remote model's local copy) must be the same bytes.
+		_, now, err := l.fileHash(mc.Path)
+		if err != nil {
+			return nil, err
+		}
+		if now != sum {
+			return nil, nil
+		}
+		l.hashes[mc.Name] = sum
 	}
 	th := proxy.Thresholds{Threshold: mc.Anomaly.Threshold, Medium: mc.Anomaly.Medium, High: mc.Anomaly.High, Critical: mc.Anomaly.Critical}
 	switch mc.Backend.Kind {
@@ -168,6 +173,7 @@ func (l *loader) reuse(ctx context.Context, was, mc config.Model, cur *proxy.Mod
 		}
 		pool := remote.Pool()
 		var members []backends.Member[backends.Backend]
+		var added []backends.Backend
 		for _, addr := range b.Endpoints {
 			if e, ok := pool.Endpoint(addr); ok {
 				members = append(members, backends.Member[backends.Backend]{Name: addr, E: e})
@@ -178,6 +184,7 @@ func (l *loader) reuse(ctx context.Context, was, mc config.Model, cur *proxy.Mod
 				return nil, err
 			}
 			*fresh = append(*fresh, e)
+			added = append(added, e)
 			cctx, cancel := context.WithTimeout(ctx, b.Timeout)
 			_, err = e.Check(cctx, cur.Meta)
 			cancel()
@@ -190,7 +197,7 @@ func (l *loader) reuse(ctx context.Context, was, mc config.Model, cur *proxy.Mod
 		if err := pc.Validate(); err != nil {
 			return nil, err
 		}
-		*updates = append(*updates, func() error { return pool.Update(pc, members) })
+		*updates = append(*updates, func() error { return update(pool, pc, members, added) })
 		return proxy.NewModel(mc.Name, mc.Task, spec, cur.Backend, cur.Meta, th)
 	case config.BackendLegacyHTTP, config.BackendLegacyGRPC:
 		pooled, ok := cur.Legacy().(*legacy.Pooled)
@@ -199,6 +206,7 @@ func (l *loader) reuse(ctx context.Context, was, mc config.Model, cur *proxy.Mod
 		}
 		pool := pooled.Pool()
 		var members []backends.Member[legacy.Client]
+		var added []backends.Backend
 		for _, addr := range mc.Backend.Endpoints {
 			if c, ok := pool.Endpoint(addr); ok {
 				members = append(members, backends.Member[legacy.Client]{Name: addr, E: c})
@@ -209,16 +217,29 @@ func (l *loader) reuse(ctx context.Context, was, mc config.Model, cur *proxy.Mod
 				return nil, err
 			}
 			*fresh = append(*fresh, closer{c})
+			added = append(added, closer{c})
 			members = append(members, backends.Member[legacy.Client]{Name: addr, E: c})
 		}
 		pc := poolConfig(mc)
 		if err := pc.Validate(); err != nil {
 			return nil, err
 		}
-		*updates = append(*updates, func() error { return pool.Update(pc, members) })
+		*updates = append(*updates, func() error { return update(pool, pc, members, added) })
 		return proxy.NewLegacyModel(mc.Name, mc.Task, spec, pooled)
 	}
 	return nil, nil
+}
+
+// update applies a reload to a kept pool; if the pool refuses, the endpoints the reload created
+// for it are closed (the pool owns them only on success).
+func update[E backends.Endpoint](pool *backends.Pool[E], pc backends.PoolConfig, members []backends.Member[E], added []backends.Backend) error {
+	if err := pool.Update(pc, members); err != nil {
+		for _, b := range added {
+			b.Close()
+		}
+		return fmt.Errorf("reload: pool %s kept its previous endpoints and settings: %w", pc.Name, err)
+	}
+	return nil
 }
 
 // closer lets a reload that fails close a legacy client it created.
