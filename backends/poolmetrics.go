@@ -301,6 +301,15 @@ var codeNames = [...]string{
 	codes.Unauthenticated:    "UNAUTHENTICATED",
 }
 
+// CodeName is a gRPC code's canonical name, as google.rpc.Status JSON spells it:
+// INVALID_ARGUMENT; UNKNOWN for a code gRPC does not define.
+func CodeName(c codes.Code) string {
+	if int(c) < len(codeNames) {
+		return codeNames[c]
+	}
+	return "UNKNOWN"
+}
+
 // ErrorCode names err by its gRPC code, as the errors metric labels it: the code of a gRPC status
 // err wraps; else INVALID_ARGUMENT for ErrInvalidInput, UNAVAILABLE for ErrUnavailable, DATA_LOSS
 // for ErrBadResponse, DEADLINE_EXCEEDED and CANCELED for the context errors, UNKNOWN for the
@@ -310,10 +319,7 @@ func ErrorCode(err error) string {
 		return "OK"
 	}
 	if s, ok := status.FromError(err); ok {
-		if c := s.Code(); int(c) < len(codeNames) {
-			return codeNames[c]
-		}
-		return "UNKNOWN"
+		return CodeName(s.Code())
 	}
 	switch {
 	case errors.Is(err, ErrInvalidInput):

@@ -10,16 +10,14 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
-	"unicode"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/novacron/sidecar/backends"
 	aipb "github.com/novacron/sidecar/proto/novacron/ai"
 )
 
@@ -209,21 +207,9 @@ func writeError(w http.ResponseWriter, err error) {
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(d.Seconds()))))
 	}
 	var b errorBody
-	b.Error.Code = codeName(Code(err))
+	b.Error.Code = backends.CodeName(Code(err))
 	b.Error.Message = err.Error()
 	writeJSON(w, httpStatus(err), b)
-}
-
-// codeName is a gRPC code's canonical name, as google.rpc.Status JSON spells it: INVALID_ARGUMENT.
-func codeName(c codes.Code) string {
-	var b strings.Builder
-	for i, r := range c.String() {
-		if i > 0 && r >= 'A' && r <= 'Z' {
-			b.WriteByte('_')
-		}
-		b.WriteRune(unicode.ToUpper(r))
-	}
-	return b.String()
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

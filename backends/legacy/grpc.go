@@ -159,7 +159,7 @@ func (g *GRPC) Ready(ctx context.Context) error {
 		return g.errorf(rpcHealth, backends.ErrUnavailable, "no answer within %v (Timeout)", g.cfg.Timeout)
 	}
 	st := status.Convert(err)
-	return g.errorf(rpcHealth, backends.ErrUnavailable, "%s: %s", codeName(st.Code()), st.Message())
+	return g.errorf(rpcHealth, backends.ErrUnavailable, "%s: %s", backends.CodeName(st.Code()), st.Message())
 }
 
 // connected waits, until ctx ends, for the connection to be READY; it fails at once in
@@ -217,7 +217,7 @@ func (g *GRPC) invoke(ctx context.Context, rpc string, call func(context.Context
 		return g.errorf(rpc, backends.ErrUnavailable, "no answer within %v (Timeout)", g.cfg.Timeout)
 	}
 	st := status.Convert(err)
-	msg := codeName(st.Code()) + ": " + st.Message()
+	msg := backends.CodeName(st.Code()) + ": " + st.Message()
 	switch st.Code() {
 	case codes.DeadlineExceeded:
 		if kind, reason := deadlineError(ctx, own, g.cfg.Timeout, msg); kind != nil {

@@ -35,13 +35,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode"
-
-	"google.golang.org/grpc/codes"
 
 	"github.com/novacron/sidecar/backends"
 	aipb "github.com/novacron/sidecar/proto/novacron/ai"
@@ -186,18 +182,6 @@ func prefixed(prefix string, err error) error {
 		return err
 	}
 	return &fieldError{field: prefix + "." + fe.field, reason: fe.reason}
-}
-
-// codeName is a gRPC code's canonical name, as google.rpc.Status JSON spells it: INVALID_ARGUMENT.
-func codeName(c codes.Code) string {
-	var b strings.Builder
-	for i, r := range c.String() {
-		if i > 0 && r >= 'A' && r <= 'Z' {
-			b.WriteByte('_')
-		}
-		b.WriteRune(unicode.ToUpper(r))
-	}
-	return b.String()
 }
 
 // rowName names request i of a PredictBandwidth call in errors, when there are several.

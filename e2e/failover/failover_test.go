@@ -219,8 +219,16 @@ func report(t *testing.T, name string, s *stats) {
 		codes = append(codes, fmt.Sprintf("%s %d", c, n))
 	}
 	slices.Sort(codes)
-	row := fmt.Sprintf("| %s | %d | %d | %d (%s) | %d | %d | %v | %v |", name, s.calls, s.correct, s.explicit(), strings.Join(codes, ", "),
-		s.wrong, s.hung, s.failover().Round(time.Millisecond), p99(s.during).Round(time.Millisecond))
+	failover, during := "-", "-"
+	if !s.event.IsZero() {
+		failover, during = s.failover().Round(time.Millisecond).String(), p99(s.during).Round(time.Millisecond).String()
+	}
+	errs := fmt.Sprint(s.explicit())
+	if len(codes) > 0 {
+		errs += " (" + strings.Join(codes, ", ") + ")"
+	}
+	row := fmt.Sprintf("| %s | %d | %d | %s | %d | %d | %s | %s | %v |", name, s.calls, s.correct, errs,
+		s.wrong, s.hung, failover, during, p99(s.all).Round(time.Millisecond))
 	t.Log(row)
 	if s.firstErr != "" {
 		t.Logf("first error: %s", s.firstErr)
@@ -236,8 +244,8 @@ func printSummary() {
 	if len(summary.rows) == 0 || os.Getenv("CHAOS_DURATION") == "" {
 		return
 	}
-	fmt.Println("\n| fault | calls | correct | explicit errors | wrong | hung | failover | p99 in the fault's first second |")
-	fmt.Println("|---|---|---|---|---|---|---|---|")
+	fmt.Println("\n| fault | calls | correct | explicit errors | wrong | hung | failover | p99, first second of the fault | p99, whole run |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|")
 	for _, r := range summary.rows {
 		fmt.Println(r)
 	}

@@ -222,7 +222,8 @@ func (l *loader) loadAll(ctx context.Context) ([]*proxy.Model, error) {
 	return models, nil
 }
 
-func (l *loader) load(ctx context.Context, mc config.Model) (*proxy.Model, error) {
+// spec reads and parses a model's feature spec.
+func (l *loader) spec(mc config.Model) (*features.Spec, error) {
 	specBytes, err := config.ReadFile(mc.Spec, l.cfg.Dir(), l.embedded)
 	if err != nil {
 		return nil, fmt.Errorf("spec: %w", err)
@@ -230,6 +231,14 @@ func (l *loader) load(ctx context.Context, mc config.Model) (*proxy.Model, error
 	spec, err := features.Parse(specBytes)
 	if err != nil {
 		return nil, fmt.Errorf("spec %s: %w", mc.Spec, err)
+	}
+	return spec, nil
+}
+
+func (l *loader) load(ctx context.Context, mc config.Model) (*proxy.Model, error) {
+	spec, err := l.spec(mc)
+	if err != nil {
+		return nil, err
 	}
 	th := proxy.Thresholds{Threshold: mc.Anomaly.Threshold, Medium: mc.Anomaly.Medium, High: mc.Anomaly.High, Critical: mc.Anomaly.Critical}
 	switch mc.Backend.Kind {

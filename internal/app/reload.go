@@ -14,7 +14,6 @@ import (
 	"github.com/novacron/sidecar/backends/legacy"
 	"github.com/novacron/sidecar/batcher"
 	"github.com/novacron/sidecar/config"
-	"github.com/novacron/sidecar/features"
 	"github.com/novacron/sidecar/proxy"
 )
 
@@ -129,13 +128,9 @@ func routes(cfg *config.Config) proxy.Routes {
 // backends can be kept; it returns nil, nil when they cannot (the model is then loaded anew).
 // Remote pools get an update appended to updates; endpoints it creates go to fresh.
 func (l *loader) reuse(ctx context.Context, was, mc config.Model, cur *proxy.Model, sum [32]byte, updates *[]func() error, fresh *[]backends.Backend) (*proxy.Model, error) {
-	specBytes, err := config.ReadFile(mc.Spec, l.cfg.Dir(), l.embedded)
+	spec, err := l.spec(mc)
 	if err != nil {
-		return nil, fmt.Errorf("spec: %w", err)
-	}
-	spec, err := features.Parse(specBytes)
-	if err != nil {
-		return nil, fmt.Errorf("spec %s: %w", mc.Spec, err)
+		return nil, err
 	}
 	if mc.Task != was.Task || spec.Fingerprint() != cur.Spec.Fingerprint() || mc.Backend.Kind != was.Backend.Kind {
 		return nil, nil
