@@ -365,8 +365,9 @@ func rawBytesFeature(spec *features.Spec) []backends.Tensor {
 	return ts
 }
 
-// TestOIPWithTheProtoFileOnly calls ModelInfer the way grpcurl -proto does: from the .proto file
-// alone (compiled at run time, no generated code, no reflection), with a request written as JSON.
+// TestOIPWithTheProtoFileOnly calls ModelInfer on every example model the way grpcurl -proto
+// does: from the .proto file alone (compiled at run time, no generated code, no reflection), with
+// requests written as JSON, typed and raw; both answers must be the REST form's numbers.
 func TestOIPWithTheProtoFileOnly(t *testing.T) {
 	s := start(t, nil)
 	c := protocompile.Compiler{Resolver: &protocompile.SourceResolver{ImportPaths: []string{filepath.Join("..", "..", "proto")}}}
@@ -374,43 +375,55 @@ func TestOIPWithTheProtoFileOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	method := files[0].Services().ByName("GRPCInferenceService").Methods().ByName("ModelInfer")
-	spec := s.app.Service.Models()["anomaly"].Spec
-	_, canon := oipRows(t, spec, 1)
-	reqJSON := fmt.Sprintf(`{"model_name":"anomaly","id":"7","inputs":[{"name":"features","datatype":"FP32","shape":[1,%d],"contents":{"fp32_contents":%s}}]}`,
-		spec.Width(), mustJSON(canon))
-	req := dynamicpb.NewMessage(method.Input())
-	if err := protojson.Unmarshal([]byte(reqJSON), req); err != nil {
-		t.Fatal(err)
-	}
-	resp := dynamicpb.NewMessage(method.Output())
-	fullMethod := fmt.Sprintf("/%s/%s", method.Parent().FullName(), method.Name())
-	if err := s.conn.Invoke(context.Background(), fullMethod, req, resp); err != nil {
-		t.Fatal(err)
-	}
-	got, err := protojson.Marshal(resp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The same call through the generated client.
-	var typed inference.ModelInferRequest
-	if err := protojson.Unmarshal([]byte(reqJSON), &typed); err != nil {
-		t.Fatal(err)
-	}
-	want, err := inference.NewGRPCInferenceServiceClient(s.conn).ModelInfer(context.Background(), &typed)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var back inference.ModelInferResponse
-	if err := protojson.Unmarshal(got, &back); err != nil {
-		t.Fatal(err)
-	}
-	probs := back.GetOutputs()[0].GetContents().GetFp32Contents()
-	if back.GetId() != "7" || len(probs) == 0 || !slices.Equal(probs, want.GetOutputs()[0].GetContents().GetFp32Contents()) {
-		t.Errorf("from the .proto alone: %s; generated client: %v", got, want)
-	}
 	if fd := files[0].Messages().ByName("ModelInferRequest").Fields().ByName("raw_input_contents"); fd.Number() != 7 || fd.Kind() != protoreflect.BytesKind {
 		t.Errorf("raw_input_contents is %d %v", fd.Number(), fd.Kind())
+	}
+	method := files[0].Services().ByName("GRPCInferenceService").Methods().ByName("ModelInfer")
+	fullMethod := fmt.Sprintf("/%s/%s", method.Parent().FullName(), method.Name())
+	invoke := func(t *testing.T, reqJSON string) *inference.ModelInferResponse {
+		t.Helper()
+		req := dynamicpb.NewMessage(method.Input())
+		if err := protojson.Unmarshal([]byte(reqJSON), req); err != nil {
+			t.Fatal(err)
+		}
+		resp := dynamicpb.NewMessage(method.Output())
+		if err := s.conn.Invoke(context.Background(), fullMethod, req, resp); err != nil {
+			t.Fatal(err)
+		}
+		got, err := protojson.Marshal(resp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back inference.ModelInferResponse // only to read the JSON the dynamic message wrote
+		if err := protojson.Unmarshal(got, &back); err != nil {
+			t.Fatal(err)
+		}
+		return &back
+	}
+	for name, m := range s.app.Service.Models() {
+		t.Run(name, func(t *testing.T) {
+			_, canon := oipRows(t, m.Spec, 2)
+			shape := mustJSON(canonShape(m.Spec, 2))
+			typed := invoke(t, fmt.Sprintf(`{"model_name":%q,"id":"7","inputs":[{"name":"features","datatype":"FP32","shape":%s,"contents":{"fp32_contents":%s}}]}`,
+				name, shape, mustJSON(canon)))
+			raw := invoke(t, fmt.Sprintf(`{"model_name":%q,"id":"8","inputs":[{"name":"features","datatype":"FP32","shape":%s}],"raw_input_contents":[%s]}`,
+				name, shape, mustJSON(kserve.AppendRaw(nil, backends.F32("features", canonShape(m.Spec, 2), canon)))))
+			code, rest, _ := s.restInfer(t, name, map[string]any{"inputs": restTensors([]backends.Tensor{backends.F32("features", canonShape(m.Spec, 2), canon)})})
+			if code != http.StatusOK || typed.GetId() != "7" || raw.GetId() != "8" {
+				t.Fatalf("REST %d, ids %q %q", code, typed.GetId(), raw.GetId())
+			}
+			rawOuts, err := kserve.Outputs(raw, backends.ErrBadResponse)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, o := range typed.GetOutputs() {
+				tv := f32to64(o.GetContents().GetFp32Contents())
+				rv := f32to64(rawOuts[i].Data.([]float32))
+				if len(tv) == 0 || !slices.Equal(tv, rv) || !slices.Equal(tv, rest[o.GetName()]) {
+					t.Errorf("output %s: typed %v, raw %v, REST %v", o.GetName(), tv, rv, rest[o.GetName()])
+				}
+			}
+		})
 	}
 }
 
