@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
@@ -101,20 +102,13 @@ func (s *Service) ModelMetadata(name, version string) (*inference.ModelMetadataR
 	r := &inference.ModelMetadataResponse{
 		Name:     m.Name,
 		Versions: []string{m.Version},
-		Platform: cmpOr(m.Meta.Platform, "unknown"),
+		Platform: cmp.Or(m.Meta.Platform, "unknown"),
 		Inputs:   []*inference.ModelMetadataResponse_TensorMetadata{{Name: inputFeatures, Datatype: "FP32", Shape: in}},
 	}
 	for _, o := range m.outputs {
 		r.Outputs = append(r.Outputs, &inference.ModelMetadataResponse_TensorMetadata{Name: o.name, Datatype: "FP32", Shape: []int64{-1, int64(o.width)}})
 	}
 	return r, nil
-}
-
-func cmpOr(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 // Infer answers one v2 inference request.

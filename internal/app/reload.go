@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"reflect"
 	"slices"
@@ -67,8 +68,8 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) error {
 	}
 	var (
 		models  []*proxy.Model
-		fresh   []backends.Backend // built by this reload: closed if it fails
-		updates []func() error     // pool updates, applied once every model is built
+		fresh   []io.Closer    // backends and endpoints built by this reload: closed if it fails
+		updates []func() error // pool updates, applied once every model is built
 	)
 	fail := func(err error) error {
 		for _, b := range fresh {
@@ -127,7 +128,7 @@ func routes(cfg *config.Config) proxy.Routes {
 // reuse builds the new model of mc from the running model cur (configured by was) when their
 // backends can be kept; it returns nil, nil when they cannot (the model is then loaded anew).
 // Remote pools get an update appended to updates; endpoints it creates go to fresh.
-func (l *loader) reuse(ctx context.Context, was, mc config.Model, cur *proxy.Model, sum [32]byte, updates *[]func() error, fresh *[]backends.Backend) (*proxy.Model, error) {
+func (l *loader) reuse(ctx context.Context, was, mc config.Model, cur *proxy.Model, sum [32]byte, updates *[]func() error, fresh *[]io.Closer) (*proxy.Model, error) {
 	spec, err := l.spec(mc)
 	if err != nil {
 		return nil, err
@@ -168,7 +169,7 @@ func (l *loader) reuse(ctx context.Context, was, mc config.Model, cur *proxy.Mod
 		}
 		pool := remote.Pool()
 		var members []backends.Member[backends.Backend]
-		var added []backends.Backend
+		var added []io.Closer
 		for _, addr := range b.Endpoints {
 			if e, ok := pool.Endpoint(addr); ok {
 				members = append(members, backends.Member[backends.Backend]{Name: addr, E: e})
@@ -201,7 +202,7 @@ func (l *loader) reuse(ctx context.Context, was, mc config.Model, cur *proxy.Mod
 		}
 		pool := pooled.Pool()
 		var members []backends.Member[legacy.Client]
-		var added []backends.Backend
+		var added []io.Closer
 		for _, addr := range mc.Backend.Endpoints {
 			if c, ok := pool.Endpoint(addr); ok {
 				members = append(members, backends.Member[legacy.Client]{Name: addr, E: c})
@@ -211,8 +212,8 @@ func (l *loader) reuse(ctx context.Context, was, mc config.Model, cur *proxy.Mod
 			if err != nil {
 				return nil, err
 			}
-			*fresh = append(*fresh, closer{c})
-			added = append(added, closer{c})
+			*fresh = append(*fresh, c)
+			added = append(added, c)
 			members = append(members, backends.Member[legacy.Client]{Name: addr, E: c})
 		}
 		pc := poolConfig(mc)
@@ -227,7 +228,7 @@ func (l *loader) reuse(ctx context.Context, was, mc config.Model, cur *proxy.Mod
 
 // update applies a reload to a kept pool; if the pool refuses, the endpoints the reload created
 // for it are closed (the pool owns them only on success).
-func update[E backends.Endpoint](pool *backends.Pool[E], pc backends.PoolConfig, members []backends.Member[E], added []backends.Backend) error {
+func update[E backends.Endpoint](pool *backends.Pool[E], pc backends.PoolConfig, members []backends.Member[E], added []io.Closer) error {
 	if err := pool.Update(pc, members); err != nil {
 		for _, b := range added {
 			b.Close()
@@ -236,15 +237,3 @@ func update[E backends.Endpoint](pool *backends.Pool[E], pc backends.PoolConfig,
 	}
 	return nil
 }
-
-// closer lets a reload that fails close a legacy client it created.
-type closer struct{ c legacy.Client }
-
-func (c closer) Infer(context.Context, *backends.Batch) (*backends.Result, error) {
-	return nil, backends.ErrUnavailable
-}
-func (c closer) Metadata(context.Context, string) (backends.Metadata, error) {
-	return backends.Metadata{}, backends.ErrUnavailable
-}
-func (c closer) Ready(ctx context.Context) error { return c.c.Ready(ctx) }
-func (c closer) Close() error                    { return c.c.Close() }
