@@ -148,7 +148,7 @@ func (e *Endpoint) Infer(ctx context.Context, b *backends.Batch) (*backends.Resu
 	defer cancel()
 	resp, err := e.client.ModelInfer(cctx, req)
 	if err != nil {
-		return nil, e.callError(ctx, "ModelInfer", err)
+		return nil, e.callError(ctx, cctx, "ModelInfer", err)
 	}
 	outs, err := Outputs(resp, backends.ErrBadResponse)
 	if err != nil {
@@ -170,7 +170,7 @@ func (e *Endpoint) Infer(ctx context.Context, b *backends.Batch) (*backends.Resu
 // model missing, the attempt's own timeout, and also a refused input, since the sidecar built the
 // batch itself from checked rows (a refusal means the server's model does not take what the
 // model's metadata said it takes).
-func (e *Endpoint) callError(ctx context.Context, rpc string, err error) error {
+func (e *Endpoint) callError(ctx, cctx context.Context, rpc string, err error) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("kserve %s: %s: %w", e, rpc, ctx.Err())
 	}
@@ -179,9 +179,23 @@ func (e *Endpoint) callError(ctx context.Context, rpc string, err error) error {
 	case codes.InvalidArgument, codes.OutOfRange:
 		return fmt.Errorf("kserve %s: %s: the server refused the batch (does its model still take the input its metadata gave?): %s: %w", e, rpc, st.Message(), backends.ErrUnavailable)
 	case codes.DeadlineExceeded:
+		// The server ends a call at the deadline it was sent, which can come a moment before the
+		// caller's own context notices: when the caller's deadline was the nearer one, it is the
+		// caller's deadline that passed, not the endpoint that was slow.
+		if callerBound(ctx, cctx) {
+			return fmt.Errorf("kserve %s: %s: %w", e, rpc, context.DeadlineExceeded)
+		}
 		return fmt.Errorf("kserve %s: %s: no answer within %s: %w", e, rpc, e.cfg.Timeout, backends.ErrUnavailable)
 	}
 	return fmt.Errorf("kserve %s: %s: %s: %s: %w", e, rpc, st.Code(), st.Message(), backends.ErrUnavailable)
+}
+
+// callerBound reports whether the call's deadline (cctx's) was the caller's (ctx's) rather than
+// the endpoint's own Timeout.
+func callerBound(ctx, cctx context.Context) bool {
+	d, ok := ctx.Deadline()
+	cd, _ := cctx.Deadline()
+	return ok && !cd.Before(d)
 }
 
 // Metadata fetches the remote model's metadata (the model argument is ignored: an Endpoint
@@ -191,7 +205,7 @@ func (e *Endpoint) Metadata(ctx context.Context, _ string) (backends.Metadata, e
 	defer cancel()
 	md, err := e.client.ModelMetadata(cctx, &inference.ModelMetadataRequest{Name: e.cfg.Model, Version: e.cfg.Version})
 	if err != nil {
-		return backends.Metadata{}, e.callError(ctx, "ModelMetadata", err)
+		return backends.Metadata{}, e.callError(ctx, cctx, "ModelMetadata", err)
 	}
 	out := backends.Metadata{Name: md.GetName(), Platform: md.GetPlatform()}
 	if v := md.GetVersions(); len(v) > 0 {
@@ -223,7 +237,7 @@ func (e *Endpoint) Ready(ctx context.Context) error {
 	defer cancel()
 	r, err := e.client.ModelReady(cctx, &inference.ModelReadyRequest{Name: e.cfg.Model, Version: e.cfg.Version})
 	if err != nil {
-		return e.callError(ctx, "ModelReady", err)
+		return e.callError(ctx, cctx, "ModelReady", err)
 	}
 	if !r.GetReady() {
 		return fmt.Errorf("kserve %s: the server says the model is not ready: %w", e, backends.ErrUnavailable)
