@@ -86,4 +86,8 @@ type Metadata struct {
 	// Props holds the model's custom metadata (ONNX metadata_props), such as the feature spec
 	// fingerprint and the labels of a classifier.
 	Props map[string]string
+	// Digest identifies the model's exact bytes ("sha256:" and the hex of the file's SHA-256)
+	// when the backend has them (a model run in the process); empty for a model behind another
+	// server, which only its name and version identify.
+	Digest string
 }

@@ -25,8 +25,6 @@ import (
 var (
 	ErrOverloaded = errors.New("batcher queue full")
 	ErrClosed     = errors.New("batcher closed")
-	// ErrTooLarge: a call with more rows than the whole queue may hold; it can never be served.
-	ErrTooLarge = errors.New("call larger than the queue")
 )
 
 // OverloadError is returned when the queue cannot take a call; RetryAfter estimates when it could.
@@ -127,8 +125,8 @@ type Observer interface {
 	// Batch: a batch of rows from calls ran; wait is the queue time of its oldest row, compute
 	// the RunFunc's time.
 	Batch(rows, calls int, wait, compute time.Duration, err error)
-	// Rejected: a call was refused before queueing; reason is "queue_full", "too_large",
-	// "deadline" (its deadline had passed) or "closed".
+	// Rejected: a call was refused before queueing; reason is "queue_full", "deadline" (its
+	// deadline had passed) or "closed".
 	Rejected(reason string)
 	// Cancelled: a queued call's context ended before all its rows ran.
 	Cancelled()
@@ -214,8 +212,13 @@ func (b *Batcher[In, Out]) Config() Config { return b.cfg }
 
 // Do queues rows at a priority (clamped to the configured levels; higher runs first) and waits for
 // their outputs, returned in the rows' order. It returns ctx's error if ctx ends first (the rows
-// still waiting leave the queue at once), an *OverloadError when the queue is full, ErrTooLarge for
-// a call larger than the queue, ErrClosed after Close, or the error of a batch that ran its rows.
+// still waiting leave the queue at once), an *OverloadError when the queue is full, ErrClosed after
+// Close, or the error of a batch that ran its rows.
+//
+// A call larger than the whole queue (MaxQueueSize rows) is admitted in parts of at most
+// MaxQueueSize rows, one after the other: each part enters the queue when the one before it has
+// run, so the call is served whatever its size; it fails as a whole if one part does (an
+// *OverloadError when a part finds the queue full).
 func (b *Batcher[In, Out]) Do(ctx context.Context, rows []In, priority int) ([]Out, error) {
 	if len(rows) == 0 {
 		return nil, nil
@@ -230,6 +233,22 @@ func (b *Batcher[In, Out]) Do(ctx context.Context, rows []In, priority int) ([]O
 		defer cancel()
 	}
 	priority = min(max(priority, 0), b.cfg.Priorities-1)
+	if len(rows) <= b.cfg.MaxQueueSize {
+		return b.do(ctx, rows, priority)
+	}
+	out := make([]Out, 0, len(rows))
+	for start := 0; start < len(rows); start += b.cfg.MaxQueueSize {
+		part, err := b.do(ctx, rows[start:min(start+b.cfg.MaxQueueSize, len(rows))], priority)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, part...)
+	}
+	return out, nil
+}
+
+// do queues a call of at most MaxQueueSize rows and waits for it (see Do).
+func (b *Batcher[In, Out]) do(ctx context.Context, rows []In, priority int) ([]Out, error) {
 	c := &call[In, Out]{ctx: ctx, rows: rows, out: make([]Out, len(rows)), priority: priority, done: make(chan struct{})}
 
 	b.mu.Lock()
@@ -238,10 +257,6 @@ func (b *Batcher[In, Out]) Do(ctx context.Context, rows []In, priority int) ([]O
 		b.mu.Unlock()
 		b.obs.Rejected("closed")
 		return nil, ErrClosed
-	case len(rows) > b.cfg.MaxQueueSize:
-		b.mu.Unlock()
-		b.obs.Rejected("too_large")
-		return nil, fmt.Errorf("%w: %d rows, the queue holds %d (max_queue_size)", ErrTooLarge, len(rows), b.cfg.MaxQueueSize)
 	case b.queued+len(rows) > b.cfg.MaxQueueSize:
 		err := &OverloadError{Queued: b.queued, Rows: len(rows), Limit: b.cfg.MaxQueueSize, RetryAfter: b.est.drain(b.queued, b.cfg.MaxBatchSize, b.cfg.MaxInflightBatches)}
 		b.mu.Unlock()

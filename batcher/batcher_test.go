@@ -174,13 +174,51 @@ func TestQueueFull(t *testing.T) {
 		if !errors.As(err, &oe) || !errors.Is(err, ErrOverloaded) || oe.RetryAfter <= 0 || oe.Queued != 8 || oe.Limit != 8 {
 			t.Fatalf("err = %v", err)
 		}
-		if _, err := b.Do(context.Background(), make([]int, 9), 0); !errors.Is(err, ErrTooLarge) {
-			t.Errorf("a call larger than the queue: %v", err)
-		}
 		close(r.gate)
 		wg.Wait()
-		if !slices.Equal(r.rejected, []string{"queue_full", "too_large"}) {
+		if !slices.Equal(r.rejected, []string{"queue_full"}) {
 			t.Errorf("rejections %v", r.rejected)
+		}
+	})
+}
+
+// TestLargerThanQueue: a call with more rows than the whole queue holds is admitted in parts, one
+// after the other, and answered in full and in order; the queue never holds more than its bound.
+func TestLargerThanQueue(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := &recorder{}
+		b := newB(t, Config{MaxBatchSize: 4, MaxQueueSize: 8}, r)
+		rows := make([]int, 21)
+		for i := range rows {
+			rows[i] = i
+		}
+		got, err := b.Do(context.Background(), rows, 0)
+		if err != nil {
+			t.Fatalf("a call of 21 rows into a queue of 8: %v", err)
+		}
+		if !slices.Equal(got, want(rows)) {
+			t.Fatalf("got %v, want %v", got, want(rows))
+		}
+		for _, n := range r.sizes() {
+			if n > 4 {
+				t.Errorf("a batch of %d rows, MaxBatchSize 4", n)
+			}
+		}
+		if len(r.rejected) != 0 {
+			t.Errorf("rejections %v", r.rejected)
+		}
+		// While a part waits, a second part is not yet queued: the queue holds at most 8.
+		r2 := &recorder{gate: make(chan struct{})}
+		b2 := newB(t, Config{MaxBatchSize: 4, MaxQueueSize: 8}, r2)
+		done := make(chan error, 1)
+		go func() { _, err := b2.Do(context.Background(), rows, 0); done <- err }()
+		synctest.Wait()
+		if q := b2.Queued(); q > 8 {
+			t.Errorf("queued %d, the bound is 8", q)
+		}
+		close(r2.gate)
+		if err := <-done; err != nil {
+			t.Errorf("gated: %v", err)
 		}
 	})
 }

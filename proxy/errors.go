@@ -52,8 +52,6 @@ func Code(err error) codes.Code {
 		return codes.FailedPrecondition
 	case errors.Is(err, ErrTooLarge), errors.Is(err, batcher.ErrOverloaded), errors.Is(err, features.ErrTooManyVMs):
 		return codes.ResourceExhausted
-	case errors.Is(err, batcher.ErrTooLarge):
-		return codes.InvalidArgument
 	case errors.Is(err, batcher.ErrClosed):
 		return codes.Unavailable
 	case errors.Is(err, context.DeadlineExceeded):

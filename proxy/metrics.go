@@ -73,7 +73,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}, []string{"model"})
 	m.rejected = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sidecar_batch_rejections_total",
-		Help: "Calls refused by the batcher before queueing, by model and reason (queue_full, too_large, deadline, closed).",
+		Help: "Calls refused by the batcher before queueing, by model and reason (queue_full, deadline, closed).",
 	}, []string{"model", "reason"})
 	m.cancelled = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sidecar_batch_cancellations_total",
@@ -139,7 +139,7 @@ func (m *Metrics) forModel(model string) *modelMetrics {
 		queueRows:    m.queueRows.WithLabelValues(model),
 		rejected:     map[string]prometheus.Counter{},
 	}
-	for _, r := range []string{"queue_full", "too_large", "deadline", "closed"} {
+	for _, r := range []string{"queue_full", "deadline", "closed"} {
 		mm.rejected[r] = m.rejected.WithLabelValues(model, r)
 	}
 	return mm

@@ -96,7 +96,9 @@ type Model struct {
 	legacyBatch *batcher.Batcher[*aipb.BandwidthRequest, legacyResult]
 	windows     *features.Windows // forecast models: the pushed per-VM windows
 	metrics     *modelMetrics
-	// keyPrefix is name, version and spec fingerprint: the cache key's fixed parts.
+	// keyPrefix is the name, the version with the digest of the model's bytes (when the backend
+	// knows them) and the spec fingerprint: the cache key's fixed parts. A model file replaced by
+	// another that declares the same version still gets keys of its own.
 	keyPrefix [3][]byte
 }
 
@@ -110,7 +112,7 @@ type outSpec struct {
 // and returns the pipeline's view of it.
 func NewModel(name, task string, spec *features.Spec, b backends.Backend, meta backends.Metadata, th Thresholds) (*Model, error) {
 	m := &Model{Name: name, Task: task, Spec: spec, Backend: b, Meta: meta, Version: meta.Version, thresholds: th}
-	defer func() { m.keyPrefix = [3][]byte{[]byte(m.Name), []byte(m.Version), []byte(spec.Fingerprint())} }()
+	defer func() { m.keyPrefix = [3][]byte{[]byte(m.Name), []byte(m.Version + "@" + meta.Digest), []byte(spec.Fingerprint())} }()
 	fail := func(format string, args ...any) (*Model, error) {
 		return nil, fmt.Errorf("model %q (%s): %s", name, task, fmt.Sprintf(format, args...))
 	}

@@ -2,8 +2,11 @@ package onnx
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"runtime"
@@ -90,7 +93,8 @@ func (rt *Runtime) Load(name string, model []byte, cfg Config) (*Session, error)
 	if len(model) == 0 {
 		return nil, loadErr(name, nil, "empty model")
 	}
-	return rt.load(name, cfg, func(opts *ort.SessionOptions) ([]ort.InputOutputInfo, []ort.InputOutputInfo, error) {
+	sum := sha256.Sum256(model)
+	return rt.load(name, cfg, "sha256:"+hex.EncodeToString(sum[:]), func(opts *ort.SessionOptions) ([]ort.InputOutputInfo, []ort.InputOutputInfo, error) {
 		// onnxruntime_go has no variant that takes options for bytes: this temporary session uses
 		// ONNX Runtime's default threads.
 		return ort.GetInputOutputInfoWithONNXData(model)
@@ -102,17 +106,24 @@ func (rt *Runtime) Load(name string, model []byte, cfg Config) (*Session, error)
 // LoadFile is Load for a model file; ONNX Runtime reads the file itself, so models with external
 // data files beside them work.
 func (rt *Runtime) LoadFile(name, path string, cfg Config) (*Session, error) {
-	if _, err := os.Stat(path); err != nil {
+	f, err := os.Open(path)
+	if err != nil {
 		return nil, loadErr(name, err, "model file")
 	}
-	return rt.load(name, cfg, func(opts *ort.SessionOptions) ([]ort.InputOutputInfo, []ort.InputOutputInfo, error) {
+	h := sha256.New()
+	_, err = io.Copy(h, f)
+	f.Close()
+	if err != nil {
+		return nil, loadErr(name, err, "model file")
+	}
+	return rt.load(name, cfg, "sha256:"+hex.EncodeToString(h.Sum(nil)), func(opts *ort.SessionOptions) ([]ort.InputOutputInfo, []ort.InputOutputInfo, error) {
 		return ort.GetInputOutputInfoWithOptions(path, opts)
 	}, func(in, out []string, opts *ort.SessionOptions) (*ort.DynamicAdvancedSession, error) {
 		return ort.NewDynamicAdvancedSession(path, in, out, opts)
 	})
 }
 
-func (rt *Runtime) load(name string, cfg Config,
+func (rt *Runtime) load(name string, cfg Config, digest string,
 	info func(*ort.SessionOptions) ([]ort.InputOutputInfo, []ort.InputOutputInfo, error),
 	create func(in, out []string, opts *ort.SessionOptions) (*ort.DynamicAdvancedSession, error),
 ) (_ *Session, err error) {
@@ -180,6 +191,7 @@ func (rt *Runtime) load(name string, cfg Config,
 	}
 	s.meta.Inputs = tensorInfos(s.inputs)
 	s.meta.Outputs = tensorInfos(s.outputs)
+	s.meta.Digest = digest
 	s.slots = make(chan *slot, n)
 	for _, sl := range s.all {
 		s.slots <- sl

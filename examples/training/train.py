@@ -40,6 +40,8 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import version  # noqa: E402
 HELDOUT_FRACTION = 0.2
 MODEL_VERSION = "1.0.0"
 
@@ -198,6 +200,8 @@ def export_onnx(module, example, path, input_shape_desc, output_names, metadata,
         p.key, p.value = k, str(v)
     m.producer_name = "novacron-sidecar examples/training/train.py"
     m.doc_string = "%s; input features %s float32; outputs %s" % (metadata["novacron.model_version"], input_shape_desc, ", ".join(output_names))
+    metadata["novacron.model_version"] = version.stamp(m)  # with the weights' digest: a retrained model gets a new version
+    log("  version %s" % metadata["novacron.model_version"])
     onnx.checker.check_model(m, full_check=True)
     onnx.save(m, path)
     # Re-read and confirm the declared shapes: the batch axis must be symbolic "N".
