@@ -112,7 +112,9 @@ type outSpec struct {
 // and returns the pipeline's view of it.
 func NewModel(name, task string, spec *features.Spec, b backends.Backend, meta backends.Metadata, th Thresholds) (*Model, error) {
 	m := &Model{Name: name, Task: task, Spec: spec, Backend: b, Meta: meta, Version: meta.Version, thresholds: th}
-	defer func() { m.keyPrefix = [3][]byte{[]byte(m.Name), []byte(m.Version + "@" + meta.Digest), []byte(spec.Fingerprint())} }()
+	defer func() {
+		m.keyPrefix = [3][]byte{[]byte(m.Name), []byte(m.Version + "@" + meta.Digest), []byte(spec.Fingerprint())}
+	}()
 	fail := func(format string, args ...any) (*Model, error) {
 		return nil, fmt.Errorf("model %q (%s): %s", name, task, fmt.Sprintf(format, args...))
 	}
