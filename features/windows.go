@@ -24,26 +24,39 @@ type WindowConfig struct {
 	MaxVMs int
 	// IdleExpiry drops a VM that has pushed nothing for this long, when room is needed. Zero: 30m.
 	IdleExpiry time.Duration
-	// Step is the time between a sequence's steps; a sample more than half a step away from a
-	// step's time leaves that step missing (the spec's policy fills or refuses it). Zero: 1m.
+	// Step is the time between a sequence's steps. Each VM's steps are centred on its first
+	// sample's time plus whole steps, and each covers half a step either side of its centre
+	// ([centre-Step/2, centre+Step/2)); a step holds the latest sample taken in it. Zero: 1m.
 	Step time.Duration
-	// MaxAge refuses a window whose newest step is older than this at read time. Zero: 2 x Step.
+	// MaxAge refuses a window whose newest sample is older than this at read time. Zero: 2 x Step.
 	MaxAge time.Duration
 }
 
 const windowShards = 64
 
 // Windows keeps, per VM, the last Window steps of raw metrics a sequence spec needs, pushed as the
-// agents collect them. It is a sharded map, not a cache: a write is never dropped; a new VM beyond
-// MaxVMs is refused unless an idle one can be expired. Reads build the window on the step grid
-// ending at the newest sample and canonicalize it with the spec, exactly as the offline transform
-// does. Methods may be called concurrently.
+// agents collect them. Samples are kept by time, not by count: a VM's steps form a grid anchored
+// at its first sample (step k is centred on first + k*Step and covers half a step either side),
+// and each step holds the latest sample taken in it; a newer sample in the same step replaces the
+// older one. So an agent may push at any rate from every few seconds to once a step, its window
+// covers Window steps of time, and a VM costs the same memory at any rate. An agent that pushes
+// once a step keeps one sample per step under any jitter below half a step, at any phase. A gap of
+// a whole window or more (nothing kept can be read again) starts the VM's grid again at the sample
+// after it.
+//
+// It is a sharded map, not a cache: a write is never dropped; a new VM beyond MaxVMs is refused
+// unless an idle one can be expired. Reads build the window on the step grid ending at the newest
+// sample's step and canonicalize it with the spec, exactly as the offline transform does. Methods
+// may be called concurrently.
 type Windows struct {
-	spec   *Spec
-	cfg    WindowConfig
-	seed   maphash.Seed
-	count  atomic.Int64 // VMs tracked, across shards: the MaxVMs bound
-	shards [windowShards]windowShard
+	spec *Spec
+	cfg  WindowConfig
+	// previous and required name the first feature whose missing-value policy cannot fill the
+	// window's first step (policy previous), or any step (policy error); "" if none.
+	previous, required string
+	seed               maphash.Seed
+	count              atomic.Int64 // VMs tracked, across shards: the MaxVMs bound
+	shards             [windowShards]windowShard
 }
 
 type windowShard struct {
@@ -52,13 +65,24 @@ type windowShard struct {
 	vms map[string]*vmWindow
 }
 
-// vmWindow is a ring of the last Window samples of one VM.
+// vmWindow is a ring of the last Window steps of one VM: step k lives in slot k mod Window.
 type vmWindow struct {
-	at   []int64   // sample times, unix ns; 0: empty slot
-	raw  []float64 // Window x Width values, slot-major
-	head int       // the next slot to write
-	last int64     // newest sample time
-	seen int64     // last push, unix ns (wall clock of the store)
+	steps  []int64   // the step each slot holds; -1: none (steps are never negative)
+	raw    []float64 // Window x Width values, slot-major
+	origin int64     // the first sample's time, unix ns: the centre of step 0
+	last   int64     // newest sample time, unix ns
+	seen   int64     // last accepted push, unix ns (wall clock of the store)
+}
+
+// stepLocked is the step of the grid of vw that holds a sample at t (unix ns); it may be negative.
+func (w *Windows) stepLocked(vw *vmWindow, t int64) int64 {
+	step := w.cfg.Step.Nanoseconds()
+	d := t - vw.origin + step/2
+	k := d / step
+	if d < 0 && d%step != 0 {
+		k-- // floor, not truncation
+	}
+	return k
 }
 
 // NewWindows makes a store for a sequence spec.
@@ -85,6 +109,14 @@ func NewWindows(spec *Spec, cfg WindowConfig) (*Windows, error) {
 		return nil, fmt.Errorf("windows: bad config %+v", cfg)
 	}
 	w := &Windows{spec: spec, cfg: cfg, seed: maphash.MakeSeed()}
+	for _, f := range spec.Features {
+		switch {
+		case f.Missing.Policy == MissingPrevious && w.previous == "":
+			w.previous = f.Name
+		case f.Missing.Policy == MissingError && w.required == "":
+			w.required = f.Name
+		}
+	}
 	for i := range w.shards {
 		w.shards[i].vms = map[string]*vmWindow{}
 	}
@@ -97,8 +129,15 @@ func (w *Windows) shard(vm string) *windowShard {
 
 // Push stores one sample of a VM's metrics, in VMMetrics field order (cpu, memory, disk_io,
 // network_io, latency, error_rate), taken at time at; now is the store's clock, for idle expiry.
-// A sample at the time of the newest replaces it; an older one, or one more than a step ahead of
-// now, is refused.
+//
+// Samples arrive in time order, step by step. A sample in a later step than the VM's newest one
+// starts that step. One in the newest step replaces the newest sample when it is not earlier than
+// it (the latest sample per step is kept); one in the newest step but earlier than the newest
+// sample is ignored and Push returns nil, so that the window is the same whatever order the
+// samples of one step arrive in and an agent re-sending its latest sample is not refused. A sample
+// of an earlier step than the newest one's is refused (a *FieldError): that step may already have
+// been read. A sample older than IdleExpiry before now, or more than a step ahead of now, is
+// refused too.
 func (w *Windows) Push(vm string, at time.Time, metrics [6]float64, now time.Time) error {
 	if vm == "" {
 		return &FieldError{Field: "vm_id", Reason: "required"}
@@ -131,29 +170,40 @@ func (w *Windows) push(vm string, t int64, at time.Time, metrics [6]float64, now
 	sh := w.shard(vm)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
+	n := int64(w.spec.Window)
 	vw, ok := sh.vms[vm]
 	if !ok {
 		if w.count.Load() >= int64(w.cfg.MaxVMs) {
 			return fmt.Errorf("vm %q: %w: %d tracked, none idle for %v (windows max_vms)", vm, ErrTooManyVMs, w.cfg.MaxVMs, w.cfg.IdleExpiry)
 		}
-		n := w.spec.Window
-		vw = &vmWindow{at: make([]int64, n), raw: make([]float64, n*w.spec.Width())}
+		vw = &vmWindow{steps: make([]int64, n), raw: make([]float64, n*int64(w.spec.Width())), origin: t, last: t}
+		for i := range vw.steps {
+			vw.steps[i] = -1
+		}
 		sh.vms[vm] = vw
 		w.count.Add(1)
 	}
-	slot := vw.head
+	k, newest := w.stepLocked(vw, t), w.stepLocked(vw, vw.last)
 	switch {
-	case vw.last == 0 || t > vw.last:
-		vw.head = (vw.head + 1) % len(vw.at)
-	case t == vw.last:
-		slot = (vw.head + len(vw.at) - 1) % len(vw.at) // replace the newest
+	case k >= newest+n:
+		// Nothing kept is in any window from here on: start the grid again at this sample, so
+		// that an agent that comes back at another phase keeps one sample per step.
+		vw.origin, k = t, 0
+		for i := range vw.steps {
+			vw.steps[i] = -1
+		}
+	case k > newest, k == newest && t >= vw.last:
+	case k == newest:
+		vw.seen = now.UnixNano() // earlier than the newest sample of its step: ignored
+		return nil
 	default:
-		return &FieldError{Field: "timestamp", Reason: fmt.Sprintf("vm %q: %s is older than its newest sample %s; samples arrive in time order",
-			vm, at.UTC().Format(time.RFC3339Nano), time.Unix(0, vw.last).UTC().Format(time.RFC3339Nano))}
+		return &FieldError{Field: "timestamp", Reason: fmt.Sprintf("vm %q: %s is older than the step of its newest sample %s (steps of %v); samples arrive in time order",
+			vm, at.UTC().Format(time.RFC3339Nano), time.Unix(0, vw.last).UTC().Format(time.RFC3339Nano), w.cfg.Step)}
 	}
 	vw.seen = now.UnixNano() // only an accepted sample keeps a VM from idling out
-	vw.at[slot] = t
-	vw.last = max(vw.last, t)
+	vw.last = t
+	slot := int(k % n)
+	vw.steps[slot] = k
 	width := w.spec.Width()
 	for j, f := range w.spec.Features {
 		vw.raw[slot*width+j] = metrics[VMMetricsField(f.Source)]
@@ -178,16 +228,19 @@ func (w *Windows) expireAll(now time.Time) {
 }
 
 // Raw returns a VM's window at read time now, in the layout of Canonicalize: the Window steps of
-// the step grid ending at its newest sample, oldest first, NaN where no sample falls within half a
-// step of a step's time (the spec's missing-value policy then fills or refuses it). It refuses, with
-// ErrNotReady naming the VM and the age, a window whose newest sample is older than MaxAge, and a VM
-// it holds nothing of.
+// its step grid ending at the step of its newest sample, oldest first, each the latest sample taken
+// in that step, NaN for a step with no sample (a gap), left to the spec's missing-value policy.
+// It refuses, with ErrNotReady naming the VM and the cause, a VM it holds nothing of, a window
+// whose newest sample is older than MaxAge (or a feature's max_age), and a window with a gap the
+// policy cannot fill: the first step empty under policy previous (a VM pushing for less than a
+// window, or after a gap), or any step empty under policy error. That error says how many of the
+// steps have a sample and for how many more steps the VM must push.
 func (w *Windows) Raw(dst []float64, vm string, now time.Time) error {
 	sh := w.shard(vm)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	vw, ok := sh.vms[vm]
-	if !ok || vw.last == 0 {
+	if !ok {
 		return fmt.Errorf("vm %q: no metrics pushed (PushMetrics or POST /api/v1/metrics), or expired after %v idle: %w", vm, w.cfg.IdleExpiry, ErrNotReady)
 	}
 	age := now.Sub(time.Unix(0, vw.last))
@@ -199,34 +252,62 @@ func (w *Windows) Raw(dst []float64, vm string, now time.Time) error {
 			return fmt.Errorf("vm %q: newest metrics are %v old, feature %s has max_age %v: %w", vm, age.Round(time.Millisecond), f.Name, f.MaxAge, ErrNotReady)
 		}
 	}
-	n, width := w.spec.Window, w.spec.Width()
-	step, half := w.cfg.Step.Nanoseconds(), w.cfg.Step.Nanoseconds()/2
-	for i := range dst {
-		dst[i] = math.NaN()
-	}
-	// Oldest slot first, so that of two samples on one step the newer wins.
-	for i := range vw.at {
-		slot := (vw.head + i) % len(vw.at)
-		t := vw.at[slot]
-		if t == 0 {
+	n, width := int64(w.spec.Window), w.spec.Width()
+	first := w.stepLocked(vw, vw.last) - n + 1 // the window's first step
+	have, firstHeld, lastGap := 0, int64(-1), int64(-1)
+	for i := int64(0); i < n; i++ {
+		k, out := first+i, dst[i*int64(width):(i+1)*int64(width)]
+		if slot := k % n; k >= 0 && vw.steps[slot] == k {
+			copy(out, vw.raw[slot*int64(width):(slot+1)*int64(width)])
+			have++
+			if firstHeld < 0 {
+				firstHeld = i
+			}
 			continue
 		}
-		// Which step of the grid (0 oldest .. n-1 newest) this sample stands for.
-		back := (vw.last - t + half) / step
-		if back < 0 || back >= int64(n) || abs(vw.last-back*step-t) > half {
-			continue
+		for j := range out {
+			out[j] = math.NaN()
 		}
-		k := n - 1 - int(back)
-		copy(dst[k*width:(k+1)*width], vw.raw[slot*width:(slot+1)*width])
+		lastGap = i
 	}
-	return nil
+	if lastGap < 0 || (w.previous == "" || firstHeld == 0) && w.required == "" {
+		return nil // no gap, or one the policy fills
+	}
+	return w.notReadyLocked(vm, vw, first, have, firstHeld, lastGap)
 }
 
-func abs(x int64) int64 {
-	if x < 0 {
-		return -x
+// notReadyLocked explains why the window of vm, whose first step is first, cannot be served (its
+// steps first+firstHeld and first+lastGap are the first with a sample and the last without one):
+// how many steps have a sample, what is missing, and how long to push for.
+func (w *Windows) notReadyLocked(vm string, vw *vmWindow, first int64, have int, firstHeld, lastGap int64) error {
+	n, step := int64(w.spec.Window), w.cfg.Step
+	centre := func(i int64) string {
+		return time.Unix(0, vw.origin).Add(time.Duration(first+i) * step).UTC().Format(time.RFC3339Nano)
 	}
-	return x
+	var wait int64 // steps until the window slides past what the policy refuses
+	var cause string
+	switch {
+	case first < 0 && (w.required == "" || lastGap < firstHeld):
+		// Warming up: the VM's first sample is inside the window, and no later gap is refused.
+		wait = firstHeld
+		cause = "the first sample is at " + time.Unix(0, vw.origin).UTC().Format(time.RFC3339Nano)
+	case w.previous != "" && firstHeld > 0 && (w.required == "" || lastGap < firstHeld):
+		wait = firstHeld
+		cause = fmt.Sprintf("the window's first step, at %s, has none, and feature %s's missing policy previous has nothing to carry into it",
+			centre(0), w.previous)
+	default:
+		wait = lastGap + 1
+		cause = fmt.Sprintf("the step at %s has none, and feature %s's missing policy error refuses a step with no sample", centre(lastGap), w.required)
+		if first < 0 {
+			cause = "the first sample is at " + time.Unix(0, vw.origin).UTC().Format(time.RFC3339Nano) + "; " + cause
+		}
+	}
+	steps := "steps"
+	if wait == 1 {
+		steps = "step"
+	}
+	return fmt.Errorf("vm %q: %d of the last %d steps (%v each) have a sample; %s: push for %d more %s (%v): %w",
+		vm, have, n, step, cause, wait, steps, time.Duration(wait)*step, ErrNotReady)
 }
 
 // Len is the number of VMs tracked.
