@@ -14,9 +14,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -47,6 +50,9 @@ type Config struct {
 	// Source is the file the config came from ("embedded:configs/default.yaml" for the default);
 	// not read from YAML.
 	Source string `yaml:"-"`
+
+	// root is the parsed file (nil for a Config built in code): Line finds paths in it.
+	root *yaml.Node
 }
 
 // Cache configures the prediction cache shared by the models.
@@ -79,6 +85,14 @@ type Windows struct {
 type Listen struct {
 	GRPC string `yaml:"grpc"`
 	HTTP string `yaml:"http"`
+	// AllowedHosts are the Host header values the HTTP front end answers besides the bound
+	// address and the loopback names (localhost, 127.0.0.1, [::1], with or without the port);
+	// a request naming another host is refused (403), which keeps web pages from reaching the
+	// sidecar through DNS rebinding. A bare "*" allows any host.
+	AllowedHosts []string `yaml:"allowed_hosts"`
+	// MaxConnectionIdle closes a client connection (gRPC or HTTP keep-alive) that carried no call
+	// for this long. Zero: proxy.DefaultMaxConnectionIdle; negative: never.
+	MaxConnectionIdle time.Duration `yaml:"max_connection_idle"`
 }
 
 // Limits bound what one request may ask.
@@ -91,6 +105,13 @@ type Limits struct {
 	MaxBatchVMs int `yaml:"max_batch_vms"`
 	// MaxNodes is the most available_nodes one placement call may carry. Zero: 1024.
 	MaxNodes int `yaml:"max_nodes"`
+	// MaxIDBytes bounds identifiers in requests (vm_id, workload_id, node_id, model names, metric
+	// sample vm_ids). Zero: proxy.DefaultMaxIDBytes.
+	MaxIDBytes int `yaml:"max_id_bytes"`
+	// MaxInflightBytes bounds the request bodies (HTTP) and messages (gRPC) being decoded and served
+	// at once, in bytes; a call beyond it is refused at once (429 / RESOURCE_EXHAUSTED, with a retry
+	// hint). Zero: proxy.DefaultMaxInflightBytes.
+	MaxInflightBytes int64 `yaml:"max_inflight_bytes"`
 }
 
 // ONNXRuntime configures the in-process runtime.
@@ -411,6 +432,19 @@ func (c *Config) Validate() error {
 	if c.Listen.GRPC == "off" && c.Listen.HTTP == "off" {
 		add("listen", "both front ends are off")
 	}
+	if c.Limits.MaxIDBytes < 0 {
+		add("limits.max_id_bytes", "%d is negative (0: the default)", c.Limits.MaxIDBytes)
+	}
+	if c.Limits.MaxInflightBytes < 0 {
+		add("limits.max_inflight_bytes", "%d is negative (0: the default)", c.Limits.MaxInflightBytes)
+	} else if c.Limits.MaxInflightBytes > 0 && c.Limits.MaxInflightBytes < int64(c.Limits.MaxMessageBytes) {
+		add("limits.max_inflight_bytes", "%d is below limits.max_message_bytes (%d): one largest call would never fit", c.Limits.MaxInflightBytes, c.Limits.MaxMessageBytes)
+	}
+	for i, h := range c.Listen.AllowedHosts {
+		if h == "" || strings.ContainsAny(h, " /") {
+			add(fmt.Sprintf("listen.allowed_hosts[%d]", i), "%q is not a host name (or host:port, or *)", h)
+		}
+	}
 	if c.Limits.MaxMessageBytes < 1024 {
 		add("limits.max_message_bytes", "%d is below 1024", c.Limits.MaxMessageBytes)
 	}
@@ -599,10 +633,14 @@ type FieldError struct {
 }
 
 func (e *FieldError) Error() string {
-	if e.File != "" && e.Line > 0 {
-		return fmt.Sprintf("%s:%d: %s: %s", e.File, e.Line, e.Path, e.Msg)
+	msg := e.Msg
+	if e.Path != "" {
+		msg = e.Path + ": " + msg
 	}
-	return e.Path + ": " + e.Msg
+	if e.File != "" && e.Line > 0 {
+		return fmt.Sprintf("%s:%d: %s", e.File, e.Line, msg)
+	}
+	return msg
 }
 
 // Load reads a config file. An empty path loads the embedded default from embedded (the
@@ -623,11 +661,16 @@ func Load(path string, embedded fs.FS) (*Config, error) {
 }
 
 // Parse decodes b strictly (unknown keys are errors), fills defaults and validates. name is used
-// in error messages (the file name).
+// in error messages (the file name). Each error names the file, the line and the YAML path; an
+// unknown key comes with the closest known key (or the keys of its level), a value of the wrong
+// type with what to write instead (a duration with its unit, such as 5s).
 func Parse(name string, b []byte) (*Config, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(b, &root); err != nil {
 		return nil, errors.New(name + ":" + lineRE.ReplaceAllString(strings.TrimPrefix(err.Error(), "yaml: "), "$1:"))
+	}
+	if err := check(name, &root); err != nil {
+		return nil, err
 	}
 	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(b))
@@ -651,6 +694,7 @@ func Parse(name string, b []byte) (*Config, error) {
 		return nil, fmt.Errorf("%s: holds more than one YAML document (a second ---); give one config", name)
 	}
 	c.Source = name
+	c.root = &root
 	c.SetDefaults()
 	if err := c.Validate(); err != nil {
 		var out []error
@@ -672,6 +716,29 @@ func unjoin(err error) []error {
 		return j.Unwrap()
 	}
 	return []error{err}
+}
+
+// Line is the line of a YAML path such as models[1].pool.sessions in the file c was parsed from,
+// or of its nearest ancestor there (for a model added in code: the models key); 0 for a Config
+// built in code. Safe for concurrent use (c's file is not changed after Parse).
+func (c *Config) Line(path string) int {
+	if c.root == nil {
+		return 0
+	}
+	return lineOf(c.root, path)
+}
+
+// Pos is where a YAML path is in the file c came from, as an error message's prefix: "file:line",
+// or the file alone when no line is known (see Line), or "config" for a Config built in code.
+func (c *Config) Pos(path string) string {
+	name := c.Source
+	if name == "" {
+		name = "config"
+	}
+	if line := c.Line(path); line > 0 {
+		return fmt.Sprintf("%s:%d", name, line)
+	}
+	return name
 }
 
 // lineOf finds the line of a path such as models[1].pool.sessions in a YAML document, falling
@@ -713,23 +780,89 @@ func lineOf(root *yaml.Node, path string) int {
 	return line
 }
 
-// ReadFile reads a file named in a config: embedded:NAME from embedded, an absolute path as is,
-// a relative one from dir (the config file's folder; "" for the working directory).
+// Bounds of the files a config names, in bytes. They only stop a path that names the wrong thing
+// (a log, a disk image) from filling memory: real files are far smaller.
+const (
+	// MaxFileBytes bounds a config file or a feature spec (ReadFile): 1 MiB. The examples' are
+	// under 2 KiB.
+	MaxFileBytes = 1 << 20
+	// MaxModelBytes bounds a model file (models[].path; ReadFileLimit): 1 GiB. ONNX Runtime is
+	// given the whole file, so a model's bytes are in memory while it loads. The examples' models
+	// are under 400 KiB.
+	MaxModelBytes = 1 << 30
+)
+
+// ReadFile reads a file named in a config (the config itself, a feature spec): embedded:NAME from
+// embedded, an absolute path as is, a relative one from dir (the config file's folder; "" for the
+// working directory). It reads regular files of at most MaxFileBytes only: anything else (a FIFO, a
+// device such as /dev/zero, a socket, a directory, a larger file) is refused at once, without
+// waiting on it, with an error naming the path and the reason. Safe for concurrent use.
 func ReadFile(path, dir string, embedded fs.FS) ([]byte, error) {
+	return ReadFileLimit(path, dir, embedded, MaxFileBytes)
+}
+
+// ReadFileLimit is ReadFile with a bound of limit bytes (MaxModelBytes for a model file).
+func ReadFileLimit(path, dir string, embedded fs.FS, limit int64) ([]byte, error) {
 	if name, ok := strings.CutPrefix(path, EmbeddedPrefix); ok {
 		if embedded == nil {
 			return nil, fmt.Errorf("%s: no embedded files in this build", path)
 		}
-		b, err := fs.ReadFile(embedded, name)
+		f, err := embedded.Open(name)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
-		return b, nil
+		defer f.Close()
+		return readRegular(path, f, limit)
 	}
 	if !filepath.IsAbs(path) && dir != "" {
 		path = filepath.Join(dir, path)
 	}
-	return os.ReadFile(path)
+	// O_NONBLOCK: opening a FIFO does not wait for a writer (the file is then refused, by its
+	// type, before any read); reads of a regular file are not affected.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err // an *fs.PathError: names the path
+	}
+	defer f.Close()
+	return readRegular(path, f, limit)
+}
+
+// readRegular reads f, opened from path, if it is a regular file of at most limit bytes.
+func readRegular(path string, f fs.File, limit int64) ([]byte, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if m := fi.Mode(); !m.IsRegular() {
+		return nil, fmt.Errorf("%s: %s, not a regular file", path, fileKind(m))
+	}
+	if fi.Size() > limit {
+		return nil, fmt.Errorf("%s: %d bytes, over the bound of %d for this file", path, fi.Size(), limit)
+	}
+	var buf bytes.Buffer
+	buf.Grow(int(fi.Size()) + bytes.MinRead)
+	if _, err := buf.ReadFrom(io.LimitReader(f, limit+1)); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if int64(buf.Len()) > limit {
+		return nil, fmt.Errorf("%s: grew past the bound of %d bytes for this file while it was read", path, limit)
+	}
+	return buf.Bytes(), nil
+}
+
+// fileKind names the type of a file that is not regular.
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&fs.ModeNamedPipe != 0:
+		return "a named pipe (FIFO)"
+	case m&fs.ModeDevice != 0:
+		return "a device"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	}
+	return fmt.Sprintf("a special file (%v)", m.Type())
 }
 
 // Dir is the folder relative paths in c are resolved from: the config file's folder, or "" for
@@ -739,4 +872,245 @@ func (c *Config) Dir() string {
 		return ""
 	}
 	return filepath.Dir(c.Source)
+}
+
+// check walks the parsed file against Config's types and reports, in document order, what strict
+// decoding would refuse, in the file's terms: a key no field has (with the closest known key, or
+// the keys of that level) and a value that does not fit its field (a duration without a unit,
+// text for a number, a list for a mapping...), each with the file, the line and the YAML path.
+// What it misses, the decoder still refuses.
+func check(name string, root *yaml.Node) error {
+	if root.Kind != yaml.DocumentNode || len(root.Content) == 0 {
+		return nil // empty: the decoder says so
+	}
+	c := checker{file: name, anchors: map[*yaml.Node]bool{}}
+	c.walk(root.Content[0], reflect.TypeFor[Config](), "")
+	return errors.Join(c.errs...)
+}
+
+// checker holds the state of one check.
+type checker struct {
+	file string
+	errs []error
+	// anchors are the anchored nodes walked: aliases to them (and merges of them) are not walked
+	// again, so that a mistake is reported once, where it is written.
+	anchors map[*yaml.Node]bool
+}
+
+func (c *checker) add(n *yaml.Node, path, msg string) {
+	c.errs = append(c.errs, &FieldError{Path: path, Msg: msg, File: c.file, Line: n.Line})
+}
+
+var durationType = reflect.TypeFor[time.Duration]()
+
+// walk checks the node n, at YAML path path ("" for the top), against the Go type t; see check.
+func (c *checker) walk(n *yaml.Node, t reflect.Type, path string) {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	if n.Anchor != "" {
+		if c.anchors[n] {
+			return
+		}
+		c.anchors[n] = true
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
+		return // the zero value
+	}
+	switch {
+	case t == durationType:
+		if n.Kind != yaml.ScalarNode {
+			c.add(n, path, mismatch(n, "a duration (such as 5s or 250ms)"))
+			return
+		}
+		var d time.Duration
+		if n.Decode(&d) == nil {
+			return
+		}
+		if tag := n.ShortTag(); tag == "!!int" || tag == "!!float" {
+			c.add(n, path, n.Value+" has no unit; write a duration such as 5s or 250ms")
+		} else {
+			c.add(n, path, fmt.Sprintf("%q is not a duration; write one with a unit, such as 5s or 250ms", n.Value))
+		}
+	case t.Kind() == reflect.Struct:
+		fields := yamlFields(t)
+		if n.Kind != yaml.MappingNode {
+			want := "a mapping"
+			if len(fields) > 0 {
+				want += " (keys such as " + fields[0].name + ": ...)"
+			}
+			c.add(n, path, mismatch(n, want))
+			return
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if k.ShortTag() == "!!merge" { // <<: *defaults
+				c.walkMerge(v, t, path)
+				continue
+			}
+			at := join(path, k.Value)
+			f := slices.IndexFunc(fields, func(f field) bool { return f.name == k.Value })
+			if f < 0 {
+				c.add(k, at, unknownKey(k.Value, path, fields))
+				continue
+			}
+			c.walk(v, fields[f].typ, at)
+		}
+	case t.Kind() == reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			c.add(n, path, mismatch(n, "a list"))
+			return
+		}
+		for i, e := range n.Content {
+			c.walk(e, t.Elem(), fmt.Sprintf("%s[%d]", path, i))
+		}
+	case t.Kind() == reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			c.add(n, path, mismatch(n, "a mapping"))
+			return
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			c.walk(n.Content[i+1], t.Elem(), join(path, n.Content[i].Value))
+		}
+	default:
+		want := scalarKind(t)
+		if n.Kind != yaml.ScalarNode {
+			c.add(n, path, mismatch(n, want))
+			return
+		}
+		if n.Decode(reflect.New(t).Interface()) != nil {
+			if n.ShortTag() == "!!int" && strings.Contains(want, "integer") {
+				c.add(n, path, fmt.Sprintf("%s is out of range", n.Value))
+			} else {
+				c.add(n, path, mismatch(n, want))
+			}
+		}
+	}
+}
+
+// walkMerge checks the value of a merge key (<<), a mapping or a list of them, against t.
+func (c *checker) walkMerge(v *yaml.Node, t reflect.Type, path string) {
+	for v.Kind == yaml.AliasNode && v.Alias != nil {
+		v = v.Alias
+	}
+	if v.Kind == yaml.SequenceNode {
+		for _, e := range v.Content {
+			c.walk(e, t, path)
+		}
+		return
+	}
+	c.walk(v, t, path)
+}
+
+// field is a struct field as YAML names it.
+type field struct {
+	name string
+	typ  reflect.Type
+}
+
+// yamlFields lists the fields of struct type t that YAML decodes, in order, by their YAML names.
+func yamlFields(t reflect.Type) []field {
+	var out []field
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		switch {
+		case name == "-":
+			continue
+		case strings.Contains(","+opts+",", ",inline,"):
+			out = append(out, yamlFields(f.Type)...)
+			continue
+		case name == "":
+			name = strings.ToLower(f.Name)
+		}
+		out = append(out, field{name, f.Type})
+	}
+	return out
+}
+
+// unknownKey says that key is not one of fields (the keys at YAML path level), suggesting the
+// closest known key when one is close, else listing them.
+func unknownKey(key, level string, fields []field) string {
+	best, bestD := "", max(1, min(3, len(key)/3))+1
+	for _, f := range fields {
+		if d := editDistance(strings.ToLower(key), f.name); d < bestD {
+			best, bestD = f.name, d
+		}
+	}
+	if best != "" {
+		return "unknown key; did you mean " + best + "?"
+	}
+	names := make([]string, len(fields))
+	for i, f := range fields {
+		names[i] = f.name
+	}
+	if level == "" {
+		return "unknown key; the top-level keys are " + strings.Join(names, ", ")
+	}
+	return "unknown key; the keys of " + level + " are " + strings.Join(names, ", ")
+}
+
+// editDistance is the Levenshtein distance of a and b, in bytes.
+func editDistance(a, b string) int {
+	prev, cur := make([]int, len(b)+1), make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// mismatch says that node n is not the want (a mapping, a list, an integer...) its field needs.
+func mismatch(n *yaml.Node, want string) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping where " + want + " belongs"
+	case yaml.SequenceNode:
+		return "a list where " + want + " belongs"
+	}
+	if n.ShortTag() == "!!str" {
+		return fmt.Sprintf("%q is not %s", n.Value, want)
+	}
+	return n.Value + " is not " + want
+}
+
+// scalarKind says what a value of scalar type t is written as.
+func scalarKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return "an integer"
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a non-negative integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.String:
+		return "a string"
+	}
+	return "a " + t.String()
+}
+
+// join appends key to the YAML path path.
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
 }

@@ -25,7 +25,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	printConfig := fs.Bool("print-config", false, "print the effective config's source and exit")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return flagExit(err)
 	}
 	load := func() (*config.Config, error) {
 		cfg, err := config.Load(*cfgPath, examples.FS)
@@ -71,6 +71,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	// SIGHUP reloads the config file (see App.Reload); a bad one is reported and the running
 	// config stays. Caught from here on, so that one sent while models load does not kill us.
+	// Reloads run beside this loop, which stays free for SIGTERM, one at a time: SIGHUPs that come
+	// during one ask for one more run after it (however many came; it reads the file then).
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -80,18 +82,45 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(stdout, "sidecar: serving grpc=%s http=%s\n", orOff(a.GRPCAddr), orOff(a.HTTPAddr))
+	// The loop owns the reload goroutine (at most one): reloading says it runs, again that a
+	// SIGHUP came during it, and reloaded receives its end.
+	reloading, again := false, false
+	reloaded := make(chan struct{}, 1)
+	reload := func() {
+		reloading = true
+		fmt.Fprintf(stderr, "sidecar: SIGHUP: reloading %s\n", cfg.Source)
+		go func() {
+			defer func() { reloaded <- struct{}{} }()
+			next, err := load()
+			if err == nil {
+				// Not cancelled by ctx: Shutdown, which follows ctx's end at once, cancels it,
+				// and the error then says why.
+				err = a.Reload(context.WithoutCancel(ctx), next)
+			}
+			if err != nil {
+				fmt.Fprintln(stderr, "sidecar: reload:", err)
+			}
+		}()
+	}
 	code := 0
 wait:
 	for {
 		select {
 		case <-hup:
-			fmt.Fprintf(stderr, "sidecar: SIGHUP: reloading %s\n", cfg.Source)
-			next, err := load()
-			if err == nil {
-				err = a.Reload(ctx, next)
+			switch {
+			case !reloading:
+				reload()
+			case !again:
+				again = true
+				fmt.Fprintln(stderr, "sidecar: SIGHUP during a reload: another reload will follow it")
+			default:
+				fmt.Fprintln(stderr, "sidecar: SIGHUP during a reload: a reload already waits to follow it")
 			}
-			if err != nil {
-				fmt.Fprintln(stderr, "sidecar: reload:", err)
+		case <-reloaded:
+			reloading = false
+			if again {
+				again = false
+				reload()
 			}
 		case <-ctx.Done():
 			fmt.Fprintln(stderr, "sidecar: shutting down: draining in-flight calls")
@@ -102,11 +131,20 @@ wait:
 			break wait
 		}
 	}
+	if again {
+		fmt.Fprintln(stderr, "sidecar: shutting down: the reload waiting to follow the running one is dropped")
+	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
 	defer cancel()
-	if err := a.Shutdown(sctx); err != nil {
+	if err := a.Shutdown(sctx); err != nil { // cancels a reload in progress
 		fmt.Fprintln(stderr, "sidecar: shutdown:", err)
 		code = 1
+	}
+	if reloading {
+		select {
+		case <-reloaded: // at once, unless Shutdown abandoned the reload
+		case <-sctx.Done():
+		}
 	}
 	fmt.Fprintln(stderr, "sidecar: stopped")
 	return code

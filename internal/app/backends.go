@@ -31,13 +31,20 @@ type loader struct {
 	hashes map[string][32]byte
 }
 
-// fileHash reads a model file and returns its bytes and their SHA-256.
+// fileHash reads a model file (at most config.MaxModelBytes) and returns its bytes and their
+// SHA-256.
 func (l *loader) fileHash(path string) ([]byte, [32]byte, error) {
-	b, err := config.ReadFile(path, l.cfg.Dir(), l.embedded)
+	b, err := config.ReadFileLimit(path, l.cfg.Dir(), l.embedded, config.MaxModelBytes)
 	if err != nil {
 		return nil, [32]byte{}, fmt.Errorf("path: %w", err)
 	}
 	return b, sha256.Sum256(b), nil
+}
+
+// modelError says which model of cfg could not be loaded (err): the config file and the line of
+// its entry, its index and name ("c.yaml:12: models[0] bandwidth: ...").
+func modelError(cfg *config.Config, i int, err error) error {
+	return fmt.Errorf("%s: models[%d] %s: %w", cfg.Pos(fmt.Sprintf("models[%d]", i)), i, cfg.Models[i].Name, err)
 }
 
 // poolConfig maps a model's backend settings onto the pool's.

@@ -46,18 +46,42 @@ func restartOnly(c *config.Config) map[string]any {
 //   - a forecast model whose spec is unchanged keeps its pushed per-VM windows.
 //
 // Calls that started before the swap finish on the old models. listen, limits, onnxruntime, cache,
-// windows and shutdown_timeout take a restart: a reload that changes them is refused. On any error
-// the running config stays as it was.
+// windows and shutdown_timeout take a restart: a reload that changes them is refused. On an error
+// before the swap (any but a kept pool's refusal of its update, which the error says) the running
+// config stays as it was, and what the reload built is closed. A model that fails to load is named
+// with the file and line of its entry (cfg.Pos). Errors do not say "reload": the caller does.
+//
+// Reloads run one at a time (a second call waits for the first). A reload ends early, with an
+// error, when ctx ends or Shutdown begins: Shutdown does not wait for a whole reload, only for the
+// step in progress (the files it reads are bounded, see config.ReadFile; a remote check ends with
+// the context; only a model being loaded into ONNX Runtime finishes first).
 func (a *App) Reload(ctx context.Context, cfg *config.Config) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	watching := make(chan struct{})
+	go func() { // owned by this call: ends with ctx, at the latest on return
+		defer close(watching)
+		select {
+		case <-a.stopHealth: // closed when Shutdown begins, without waiting for reloadMu
+			cancel(errShuttingDown)
+		case <-ctx.Done():
+		}
+	}()
+	defer func() {
+		cancel(nil)
+		<-watching
+	}()
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
 	if a.stopped {
-		return errors.New("reload: the sidecar is shutting down")
+		return errShuttingDown
+	}
+	if ctx.Err() != nil {
+		return cancelled(ctx)
 	}
 	was, now := restartOnly(a.cfg), restartOnly(cfg)
 	for _, k := range slices.Sorted(maps.Keys(was)) {
 		if !reflect.DeepEqual(was[k], now[k]) {
-			return fmt.Errorf("reload: %s changed; that takes a restart (the running config stays)", k)
+			return fmt.Errorf("%s changed; that takes a restart (the running config stays)", k)
 		}
 	}
 	start := time.Now()
@@ -75,9 +99,15 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) error {
 		for _, b := range fresh {
 			b.Close()
 		}
-		return fmt.Errorf("reload (the running config stays): %w", err)
+		if ctx.Err() != nil {
+			return cancelled(ctx)
+		}
+		return fmt.Errorf("%w (the running config stays)", err)
 	}
 	for i, mc := range cfg.Models {
+		if ctx.Err() != nil {
+			return fail(ctx.Err())
+		}
 		var m *proxy.Model
 		var err error
 		if j, ok := old[mc.Name]; ok {
@@ -89,10 +119,13 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) error {
 			}
 		}
 		if err != nil {
-			return fail(fmt.Errorf("%s: models[%d] %s: %w", cfg.Source, i, mc.Name, err))
+			return fail(modelError(cfg, i, err))
 		}
 		configure(m, mc)
 		models = append(models, m)
+	}
+	if ctx.Err() != nil { // a remote check that the context ended may have let its model load
+		return fail(ctx.Err())
 	}
 	oldModels, err := a.Service.Swap(models, routes(cfg))
 	if err != nil {
@@ -119,6 +152,18 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) error {
 	a.setHealth(ctx) // also marks removed models SERVICE_UNKNOWN
 	fmt.Fprintf(a.log, "reloaded %s: %d models in %v\n", cfg.Source, len(models), time.Since(start).Round(time.Millisecond))
 	return errors.Join(errs...)
+}
+
+// errShuttingDown is the cause of a reload's end when Shutdown begins.
+var errShuttingDown = errors.New("the sidecar is shutting down")
+
+// cancelled is the error of a reload whose ctx ended: why it ended, and that nothing changed.
+func cancelled(ctx context.Context) error {
+	err := context.Cause(ctx)
+	if errors.Is(err, errShuttingDown) {
+		return fmt.Errorf("cancelled: %w", err)
+	}
+	return fmt.Errorf("cancelled (the running config stays): %w", err)
 }
 
 func routes(cfg *config.Config) proxy.Routes {
@@ -233,7 +278,7 @@ func update[E backends.Endpoint](pool *backends.Pool[E], pc backends.PoolConfig,
 		for _, b := range added {
 			b.Close()
 		}
-		return fmt.Errorf("reload: pool %s kept its previous endpoints and settings: %w", pc.Name, err)
+		return fmt.Errorf("pool %s kept its previous endpoints and settings: %w", pc.Name, err)
 	}
 	return nil
 }
