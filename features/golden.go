@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"os"
 	"strconv"
 )
 
@@ -100,18 +101,58 @@ func (s *Spec) MakeGolden() Golden {
 }
 
 // CheckGolden canonicalizes the raw inputs of a golden file with the spec as it is now and
-// compares every value bit for bit (or the error) with the file's; the file's fingerprint must be
-// the spec's. It returns every difference.
-func (s *Spec) CheckGolden(b []byte) error {
+// compares every value bit for bit (or the error) with the file's; the file must record the spec's
+// name and fingerprint. It returns every difference.
+func (s *Spec) CheckGolden(b []byte) error { return s.checkGolden(b, "the golden file") }
+
+// CheckGoldenFile is CheckGolden of the file at path, with errors that name it.
+func (s *Spec) CheckGoldenFile(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	return s.checkGolden(b, path)
+}
+
+// WriteGoldenFile writes the spec's golden vectors (MakeGolden) to path, which may exist only as
+// this spec's golden file: one that records another spec's name is refused, not overwritten.
+func (s *Spec) WriteGoldenFile(path string) (Golden, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		var old Golden
+		if json.Unmarshal(b, &old) == nil && old.Spec != "" && old.Spec != s.Name {
+			return Golden{}, fmt.Errorf("%s holds the vectors of spec %q (fingerprint %.12s), not of %q: not overwriting it; give the spec's own golden file (or remove this one first, if the spec was renamed)",
+				path, old.Spec, old.Fingerprint, s.Name)
+		}
+	}
+	g := s.MakeGolden()
+	b, err := json.MarshalIndent(g, "", "  ")
+	if err != nil {
+		return Golden{}, err
+	}
+	return g, os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// checkGolden is CheckGolden; name is the file's, for the errors.
+func (s *Spec) checkGolden(b []byte, name string) error {
 	var g Golden
 	if err := json.Unmarshal(b, &g); err != nil {
-		return fmt.Errorf("golden file: %w", err)
+		return fmt.Errorf("%s: %w", name, err)
 	}
-	if fp := s.Fingerprint(); g.Fingerprint != fp {
-		return fmt.Errorf("golden file is for fingerprint %s, the spec has %s: the spec changed; regenerate the golden file (sidecar features golden -write) and retrain", g.Fingerprint, fp)
+	fp := s.Fingerprint()
+	switch {
+	case g.Spec != "" && g.Spec != s.Name:
+		// Another spec's file: regenerating it from this spec would overwrite that spec's vectors.
+		return fmt.Errorf("%s holds the vectors of spec %q (fingerprint %.12s), not of %q: give the spec's own golden file",
+			name, g.Spec, g.Fingerprint, s.Name)
+	case g.Fingerprint != fp && g.Spec == "":
+		return fmt.Errorf("%s is for fingerprint %.12s and names no spec; spec %q has %.12s: give the spec's own golden file, or, if this is it and the spec changed deliberately, regenerate it (sidecar features golden -write) and retrain",
+			name, g.Fingerprint, s.Name, fp)
+	case g.Fingerprint != fp:
+		return fmt.Errorf("%s is for fingerprint %.12s of spec %q, which now has %.12s: the spec changed; if deliberately, regenerate the golden file (sidecar features golden -write) and retrain, otherwise undo the change",
+			name, g.Fingerprint, g.Spec, fp)
 	}
 	if len(g.Cases) == 0 {
-		return fmt.Errorf("golden file has no cases")
+		return fmt.Errorf("%s has no cases", name)
 	}
 	var diffs []string
 	for _, c := range g.Cases {
@@ -141,7 +182,7 @@ func (s *Spec) CheckGolden(b []byte) error {
 		}
 	}
 	if len(diffs) > 0 {
-		return fmt.Errorf("canonicalization differs from the golden vectors (code changed?):\n  %s", joinLines(diffs))
+		return fmt.Errorf("%s: canonicalization differs from the golden vectors (code changed?):\n  %s", name, joinLines(diffs))
 	}
 	return nil
 }

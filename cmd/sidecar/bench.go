@@ -39,7 +39,7 @@ goes to stderr, the table to stdout.
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return flagExit(err)
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "sidecar bench: unexpected arguments %q\n", fs.Args())
@@ -107,7 +107,7 @@ func benchNoopCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	grpcAddr := fs.String("grpc", "127.0.0.1:0", "gRPC address")
 	httpAddr := fs.String("http", "127.0.0.1:0", "HTTP address")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return flagExit(err)
 	}
 	err := bench.ServeNoop(ctx, *grpcAddr, *httpAddr, func(g, h string) {
 		fmt.Fprintf(stdout, "bench-noop: serving grpc=%s http=%s\n", g, h)

@@ -3,22 +3,35 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/novacron/sidecar/features"
 )
 
+const featuresUsage = `usage: sidecar features <command> [flags]
+
+commands:
+  transform      turn a raw CSV or Parquet file into a model's input matrix (the training matrix)
+  fingerprint    print a feature spec's SHA-256 fingerprint
+  golden         check (or -write) a spec's golden vectors file
+
+Run "sidecar features <command> -h" for a command's flags.
+`
+
 func featuresCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, "usage: sidecar features transform|fingerprint|golden [flags]\n")
+		fmt.Fprint(stderr, featuresUsage)
 		return 2
 	}
 	switch args[0] {
@@ -28,8 +41,11 @@ func featuresCmd(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		return fingerprintCmd(args[1:], stdout, stderr)
 	case "golden":
 		return goldenCmd(args[1:], stdout, stderr)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, featuresUsage)
+		return 0
 	}
-	fmt.Fprintf(stderr, "sidecar features: unknown command %q (want transform, fingerprint or golden)\n", args[0])
+	fmt.Fprintf(stderr, "sidecar features: unknown command %q\n\n%s", args[0], featuresUsage)
 	return 2
 }
 
@@ -39,7 +55,7 @@ func fingerprintCmd(args []string, stdout, stderr io.Writer) int {
 	specPath := fs.String("spec", "", "feature spec YAML file (required)")
 	canonical := fs.Bool("canonical", false, "also print the canonical form the fingerprint is taken of")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return flagExit(err)
 	}
 	if *specPath == "" {
 		fmt.Fprintln(stderr, "sidecar features fingerprint: -spec is required")
@@ -78,7 +94,7 @@ func transformCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	outPath := fs.String("out", "", "output matrix, CSV or .parquet (required); OUT.meta.json is written beside it")
 	quiet := fs.Bool("quiet", false, "no progress bar")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return flagExit(err)
 	}
 	if *specPath == "" || *inPath == "" || *outPath == "" {
 		fmt.Fprintln(stderr, "sidecar features transform: -spec, -in and -out are required")
@@ -97,7 +113,15 @@ func transformCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return fail(err)
 	}
-	// The output's extension decides its format, so the temporary file keeps it.
+	metaPath := *outPath + ".meta.json"
+	// Fail now, not after the transform, when the outputs cannot be written where asked.
+	for _, p := range []string{*outPath, metaPath} {
+		if err := checkOutput(p); err != nil {
+			return fail(err)
+		}
+	}
+	// The output's extension decides its format, so the temporary file keeps it. Errors name the
+	// output the user asked for, never this file.
 	tmp := filepath.Join(filepath.Dir(*outPath), ".tmp-"+filepath.Base(*outPath))
 	defer os.Remove(tmp)
 
@@ -135,16 +159,16 @@ func transformCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		bar.done(progress(stats.InputRows), stats.InputRows)
 	}
 	if err != nil {
-		return fail(err)
+		return fail(outputErrorOf(*outPath, tmp, err))
 	}
 	if err := os.Rename(tmp, *outPath); err != nil {
-		return fail(err)
+		return fail(outputError(*outPath, err))
 	}
 	meta := Meta{Spec: spec.Name, Fingerprint: spec.Fingerprint(), Columns: stats.Columns, Rows: stats.OutputRows,
 		InputRows: stats.InputRows, Window: spec.Steps(), Features: spec.FeatureNames(), Skipped: stats.Skipped}
 	mb, _ := json.MarshalIndent(meta, "", "  ")
-	if err := os.WriteFile(*outPath+".meta.json", append(mb, '\n'), 0o644); err != nil {
-		return fail(err)
+	if err := os.WriteFile(metaPath, append(mb, '\n'), 0o644); err != nil {
+		return fail(outputError(metaPath, err))
 	}
 	fmt.Fprintf(stdout, "%-12s %s\n%-12s %d\n%-12s %d\n%-12s %s\n", "spec", spec.Name, "input rows", stats.InputRows,
 		"output rows", stats.OutputRows, "fingerprint", meta.Fingerprint)
@@ -270,7 +294,7 @@ func goldenCmd(args []string, stdout, stderr io.Writer) int {
 	file := fs.String("file", "", "golden vectors JSON file (required)")
 	write := fs.Bool("write", false, "write the file from the spec instead of checking it")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return flagExit(err)
 	}
 	if *specPath == "" || *file == "" {
 		fmt.Fprintln(stderr, "sidecar features golden: -spec and -file are required")
@@ -282,22 +306,87 @@ func goldenCmd(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if *write {
-		b, _ := json.MarshalIndent(spec.MakeGolden(), "", "  ")
-		if err := os.WriteFile(*file, append(b, '\n'), 0o644); err != nil {
+		if err := checkOutput(*file); err != nil {
 			fmt.Fprintln(stderr, "sidecar features golden:", err)
 			return 1
 		}
-		fmt.Fprintf(stdout, "wrote %s (%d cases, fingerprint %.12s)\n", *file, len(spec.MakeGolden().Cases), spec.Fingerprint())
+		g, err := spec.WriteGoldenFile(*file)
+		if err != nil {
+			fmt.Fprintln(stderr, "sidecar features golden:", outputErrorOf(*file, *file, err))
+			return 1
+		}
+		fmt.Fprintf(stdout, "wrote %s (spec %s, %d cases, fingerprint %.12s)\n", *file, g.Spec, len(g.Cases), g.Fingerprint)
 		return 0
 	}
-	b, err := os.ReadFile(*file)
-	if err == nil {
-		err = spec.CheckGolden(b)
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "sidecar features golden: %s: %v\n", *file, err)
+	if err := spec.CheckGoldenFile(*file); err != nil {
+		fmt.Fprintln(stderr, "sidecar features golden:", err)
 		return 1
 	}
 	fmt.Fprintf(stdout, "%s: golden vectors hold for spec %s\n", *file, spec.Name)
 	return 0
+}
+
+// checkOutput checks, before any work, that a file can be created at path: its folder exists and
+// path is not a folder. Its error names path and says why not.
+func checkOutput(path string) error {
+	dir := filepath.Dir(path)
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return outputError(path, err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("cannot write %s: %s is a file, not a folder", path, dir)
+	}
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return fmt.Errorf("cannot write %s: it is a folder", path)
+	}
+	return nil
+}
+
+// outputErrorOf is outputError when err is about writing the file at written (path itself, or a
+// temporary file standing in for it); other errors (the input's, the spec's) are returned as
+// they are.
+func outputErrorOf(path, written string, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) && (pe.Path == written || pe.Path == path) {
+		return outputError(path, err)
+	}
+	return err
+}
+
+// outputError describes a failure to write the output the user named path: "cannot write PATH:
+// REASON", the reason in words (a missing folder is named), whatever file the error was about.
+func outputError(path string, err error) error {
+	cause := err
+	var pe *fs.PathError
+	var le *os.LinkError
+	if errors.As(err, &pe) {
+		cause = pe.Err
+	} else if errors.As(err, &le) {
+		cause = le.Err
+	}
+	reason := cause.Error()
+	dir := filepath.Dir(path)
+	switch {
+	case errors.Is(cause, fs.ErrNotExist), errors.Is(cause, syscall.ENOTDIR):
+		// Say which part of the path is missing, or is a file: the nearest one that exists.
+		for d := dir; ; d = filepath.Dir(d) {
+			if fi, err := os.Stat(d); err == nil {
+				if !fi.IsDir() {
+					reason = fmt.Sprintf("%s is a file, not a folder", d)
+				} else if d != dir {
+					reason = fmt.Sprintf("the folder %s does not exist", dir)
+				}
+				break
+			}
+			if d == filepath.Dir(d) {
+				break
+			}
+		}
+	case errors.Is(cause, syscall.EISDIR):
+		if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+			reason = "it is a folder"
+		}
+	}
+	return fmt.Errorf("cannot write %s: %s", path, reason)
 }

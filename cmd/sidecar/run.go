@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 )
@@ -9,19 +11,25 @@ import (
 const usage = `usage: sidecar <command> [flags]
 
 commands:
-  serve                        run the sidecar (the default when no command is given)
-  features transform           turn a raw CSV into a model's input matrix (the training matrix)
-  features fingerprint         print a feature spec's SHA-256 fingerprint
-  features golden              check (or -write) a spec's golden vectors file
-  bench                        the load harness: the sidecar against a no-op server and ONNX Runtime
-  help                         this text
+  serve                  run the sidecar (the default when no command is given, or the first
+                         argument is a flag: "sidecar -config c.yaml" is "sidecar serve -config c.yaml")
+  features transform     turn a raw CSV or Parquet file into a model's input matrix (the training matrix)
+  features fingerprint   print a feature spec's SHA-256 fingerprint
+  features golden        check (or -write) a spec's golden vectors file
+  bench                  the load harness: the sidecar against a no-op server and ONNX Runtime
+  help                   this text
 
-Run "sidecar <command> -h" for a command's flags.
+Each command prints its flags with -h: "sidecar serve -h", "sidecar features transform -h",
+"sidecar features fingerprint -h", "sidecar features golden -h", "sidecar bench -h".
 `
 
 // run executes one command line and returns the process exit code. ctx is cancelled on SIGINT or
 // SIGTERM.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && isHelp(args[0]) {
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
 	if len(args) == 0 || (len(args[0]) > 0 && args[0][0] == '-') {
 		return serve(ctx, args, stdout, stderr)
 	}
@@ -34,10 +42,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return benchCmd(ctx, args[1:], stdout, stderr)
 	case "bench-noop": // the bench's floor server, started by bench; not in the usage text
 		return benchNoopCmd(ctx, args[1:], stdout, stderr)
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
-		return 0
 	}
 	fmt.Fprintf(stderr, "sidecar: unknown command %q\n\n%s", args[0], usage)
+	return 2
+}
+
+// isHelp reports whether a command-line word asks for help.
+func isHelp(arg string) bool {
+	switch arg {
+	case "help", "-h", "-help", "--help":
+		return true
+	}
+	return false
+}
+
+// flagExit is the exit code for an error of a FlagSet's Parse (ContinueOnError), which has
+// already printed it and the flags: 0 for -h or -help, an explicit request for them, else 2.
+func flagExit(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
 	return 2
 }

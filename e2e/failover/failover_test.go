@@ -212,8 +212,57 @@ var summary struct {
 	rows []string
 }
 
-func report(t *testing.T, name string, s *stats) {
+// started is when the test binary started, for the times of make chaos's progress lines.
+var started = time.Now()
+
+// chaos reports whether this is a make chaos run (CHAOS_DURATION set), which prints progress lines
+// and the summary table.
+func chaos() bool { return os.Getenv("CHAOS_DURATION") != "" }
+
+// progress prints one line of make chaos's progress on stdout as it happens, after the time since
+// the start ("chaos   1m5s  ..."); make chaos passes the lines that begin "chaos " through its
+// filter. It prints nothing outside make chaos.
+func progress(format string, args ...any) {
+	if !chaos() {
+		return
+	}
+	fmt.Printf("chaos %6s  %s\n", time.Since(started).Round(time.Second), fmt.Sprintf(format, args...))
+}
+
+// scenario is one fault run. begin prints a progress line as it starts, and another when its test
+// ends (after its cleanups): PASS or FAIL, how long it took, and its row of the table if it
+// reported one, else its name:
+//
+//	chaos     9s  start        kserve: SIGKILL of 1 of 2 upstream sidecars
+//	chaos    12s  PASS   3.5s  | kserve: SIGKILL of 1 of 2 upstream sidecars | 4830 | 4830 | ...
+type scenario struct {
+	name string
+	row  string // set by report; read by the cleanup, after the test function returned
+}
+
+func begin(t *testing.T, name string) *scenario {
 	t.Helper()
+	sc := &scenario{name: name}
+	began := time.Now()
+	progress("start        %s", name)
+	t.Cleanup(func() { // registered first, so it runs last, after the processes are stopped
+		verdict := "PASS"
+		if t.Failed() {
+			verdict = "FAIL"
+		}
+		what := sc.name
+		if sc.row != "" {
+			what = sc.row
+		}
+		progress("%-4s %6v  %s", verdict, time.Since(began).Round(100*time.Millisecond), what)
+	})
+	return sc
+}
+
+// report records the scenario's row of the summary table.
+func (sc *scenario) report(t *testing.T, s *stats) {
+	t.Helper()
+	name := sc.name
 	codes := []string{}
 	for c, n := range s.errors {
 		codes = append(codes, fmt.Sprintf("%s %d", c, n))
@@ -229,10 +278,13 @@ func report(t *testing.T, name string, s *stats) {
 	}
 	row := fmt.Sprintf("| %s | %d | %d | %s | %d | %d | %s | %s | %v |", name, s.calls, s.correct, errs,
 		s.wrong, s.hung, failover, during, p99(s.all).Round(time.Millisecond))
-	t.Log(row)
+	if !chaos() { // make chaos prints it in the scenario's end line
+		t.Log(row)
+	}
 	if s.firstErr != "" {
 		t.Logf("first error: %s", s.firstErr)
 	}
+	sc.row = row
 	summary.Lock()
 	summary.rows = append(summary.rows, row)
 	summary.Unlock()
@@ -241,7 +293,7 @@ func report(t *testing.T, name string, s *stats) {
 func printSummary() {
 	summary.Lock()
 	defer summary.Unlock()
-	if len(summary.rows) == 0 || os.Getenv("CHAOS_DURATION") == "" {
+	if len(summary.rows) == 0 || !chaos() {
 		return
 	}
 	fmt.Println("\n| fault | calls | correct | explicit errors | wrong | hung | failover | p99, first second of the fault | p99, whole run |")
@@ -299,6 +351,7 @@ models:
 func TestUpstreamKilledMidLoad(t *testing.T) {
 	for _, kind := range []string{"kserve", "legacy_http"} {
 		t.Run(kind, func(t *testing.T) {
+			sc := begin(t, kind+": SIGKILL of 1 of 2 upstream sidecars")
 			g1, h1, p1 := upstreamSidecar(t)
 			g2, h2, _ := upstreamSidecar(t)
 			eps := []string{g1, g2}
@@ -310,7 +363,7 @@ func TestUpstreamKilledMidLoad(t *testing.T) {
 			a := downstream(t, remoteModelYAML(kind, eps, "    path: embedded:models/bandwidth.onnx\n"))
 			client := aipb.NewAIServiceClient(dial(t, a.GRPCAddr))
 			s := load(t, chaosDuration(t), 8, bandwidthCall(client, want), p1.kill)
-			report(t, kind+": SIGKILL of 1 of 2 upstream sidecars", s)
+			sc.report(t, s)
 			if s.wrong != 0 || s.hung != 0 {
 				t.Errorf("%d wrong answers, %d calls past their deadline", s.wrong, s.hung)
 			}
@@ -335,6 +388,7 @@ func TestUpstreamKilledMidLoad(t *testing.T) {
 // TestFallbackWhenEveryEndpointIsDown: the only upstream is killed; the model's local fallback
 // answers, and each fallback is counted.
 func TestFallbackWhenEveryEndpointIsDown(t *testing.T) {
+	sc := begin(t, "kserve: SIGKILL of the only upstream, local fallback")
 	g1, _, p1 := upstreamSidecar(t)
 	want := expected(t, aipb.NewAIServiceClient(dial(t, g1)))
 	a := downstream(t, remoteModelYAML("kserve", []string{g1}, `    path: embedded:models/bandwidth.onnx
@@ -342,7 +396,7 @@ func TestFallbackWhenEveryEndpointIsDown(t *testing.T) {
 `))
 	client := aipb.NewAIServiceClient(dial(t, a.GRPCAddr))
 	s := load(t, chaosDuration(t), 4, bandwidthCall(client, want), p1.kill)
-	report(t, "kserve: SIGKILL of the only upstream, local fallback", s)
+	sc.report(t, s)
 	if s.wrong != 0 || s.hung != 0 || s.explicit() != 0 {
 		t.Errorf("%d wrong, %d hung, %d errors; the fallback should answer every call", s.wrong, s.hung, s.explicit())
 	}
@@ -442,6 +496,7 @@ models:
 // Its breaker opens and traffic moves to the other; the service is then restarted healthy on the
 // same port, and its breaker half-opens and closes again.
 func TestFlakyUpstreamOpensThenClosesItsBreaker(t *testing.T) {
+	sc := begin(t, "legacy_grpc: 1 of 2 seed services failing half its calls, then restarted healthy")
 	flaky, fp := seedServer(t, "0", "--error-rate", "0.5", "--seed", "7")
 	good, _ := seedServer(t, "0")
 	want := expected(t, aipb.NewAIServiceClient(dial(t, good)))
@@ -460,7 +515,7 @@ func TestFlakyUpstreamOpensThenClosesItsBreaker(t *testing.T) {
 		seedServer(t, port)
 		restarted.Store(true)
 	})
-	report(t, "legacy_grpc: 1 of 2 seed services failing half its calls, then restarted healthy", s)
+	sc.report(t, s)
 	if s.wrong != 0 || s.hung != 0 {
 		t.Errorf("%d wrong, %d hung", s.wrong, s.hung)
 	}
@@ -502,6 +557,7 @@ func TestSlowUpstream(t *testing.T) {
 			name, extra = "hedging after 50ms", "      hedge_delay: 50ms\n"
 		}
 		t.Run(name, func(t *testing.T) {
+			sc := begin(t, "legacy_grpc: 1 of 2 seed services 1.5s slow, "+name)
 			slow, _ := seedServer(t, "0", "--delay-ms", "1500")
 			good, _ := seedServer(t, "0")
 			want := expected(t, aipb.NewAIServiceClient(dial(t, good)))
@@ -512,7 +568,7 @@ func TestSlowUpstream(t *testing.T) {
 			w := watchPool(t, a, "bandwidth")
 			client := aipb.NewAIServiceClient(dial(t, a.GRPCAddr))
 			s := load(t, chaosDuration(t), 4, bandwidthCall(client, want), nil)
-			report(t, "legacy_grpc: 1 of 2 seed services 1.5s slow, "+name, s)
+			sc.report(t, s)
 			if s.wrong != 0 || s.hung != 0 || s.explicit() > s.calls/100 {
 				t.Errorf("%d wrong, %d hung, %d errors of %d calls", s.wrong, s.hung, s.explicit(), s.calls)
 			}
@@ -535,6 +591,7 @@ func TestSlowUpstream(t *testing.T) {
 // many). Alone, every call gets an explicit error naming the bad response; beside a good one, its
 // calls fail over and its breaker opens. No wrong row is ever served.
 func TestMalformedUpstream(t *testing.T) {
+	sc := begin(t, "legacy_grpc: 1 of 2 seed services answering malformed")
 	bad, _ := seedServer(t, "0", "--malformed")
 	good, _ := seedServer(t, "0")
 	want := expected(t, aipb.NewAIServiceClient(dial(t, good)))
@@ -553,7 +610,7 @@ func TestMalformedUpstream(t *testing.T) {
 	both := downstream(t, legacyGRPCYAML([]string{bad, good}, backend))
 	w := watchPool(t, both, "bandwidth")
 	s := load(t, chaosDuration(t)/3, 4, bandwidthCall(aipb.NewAIServiceClient(dial(t, both.GRPCAddr)), want), nil)
-	report(t, "legacy_grpc: 1 of 2 seed services answering malformed", s)
+	sc.report(t, s)
 	if s.wrong != 0 || s.hung != 0 || s.explicit() > s.calls/100 {
 		t.Errorf("%d wrong, %d hung, %d errors of %d calls", s.wrong, s.hung, s.explicit(), s.calls)
 	}
@@ -568,6 +625,7 @@ func TestMalformedUpstream(t *testing.T) {
 // answer, marked stale (x-sidecar-stale) and counted; a call never answered before gets an
 // explicit UNAVAILABLE.
 func TestStaleFallback(t *testing.T) {
+	begin(t, "kserve: SIGKILL of the only upstream, stale fallback (no load: each input once)")
 	g1, _, p1 := upstreamSidecar(t)
 	want := expected(t, aipb.NewAIServiceClient(dial(t, g1)))
 	a := downstream(t, strings.Replace(remoteModelYAML("kserve", []string{g1}, `    path: embedded:models/bandwidth.onnx
@@ -628,6 +686,7 @@ func TestReloadKeepsBreakerAndHealthState(t *testing.T) {
 			func(s backends.MemberState) bool { return s.Breaker == backends.BreakerOpen }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			begin(t, "kserve: reload after an upstream's SIGKILL keeps its "+c.name+" state")
 			g1, _, p1 := upstreamSidecar(t)
 			g2, _, _ := upstreamSidecar(t)
 			g3, _, _ := upstreamSidecar(t)
@@ -690,6 +749,7 @@ func TestReloadKeepsBreakerAndHealthState(t *testing.T) {
 // local ONNX model to the seed's gRPC service and back (the migration path, in reverse). No call
 // fails: a call caught by the swap runs again on the new model.
 func TestReloadBetweenLocalAndLegacyUnderLoad(t *testing.T) {
+	sc := begin(t, "reload local <-> legacy_grpc six times under load")
 	seed, _ := seedServer(t, "0")
 	local := `listen: {grpc: 127.0.0.1:0, http: "off"}
 cache: {disabled: true}
@@ -731,7 +791,7 @@ models:
 		return err
 	}, nil)
 	<-done
-	report(t, "reload local <-> legacy_grpc six times under load", s)
+	sc.report(t, s)
 	if reloads.Load() != 6 || s.explicit() != 0 || s.wrong != 0 || s.hung != 0 {
 		t.Errorf("%d reloads; %d errors, %d wrong, %d hung of %d calls", reloads.Load(), s.explicit(), s.wrong, s.hung, s.calls)
 	}

@@ -35,13 +35,15 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "sidecar")
+	progress("building the sidecar")
 	build := exec.Command("go", "build", "-o", binary, "./cmd/sidecar")
 	build.Dir = filepath.Join("..", "..")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building the sidecar:", err)
+	if out, err := build.CombinedOutput(); err != nil {
+		// Indented, so that make chaos's filter lets the compiler's messages through.
+		fmt.Fprintf(os.Stderr, "FAIL: building the sidecar: %v\n    %s\n", err, strings.ReplaceAll(strings.TrimSpace(string(out)), "\n", "\n    "))
 		os.Exit(1)
 	}
+	progress("built; each load runs %s", os.Getenv("CHAOS_DURATION"))
 	code := m.Run()
 	printSummary()
 	os.RemoveAll(dir)
