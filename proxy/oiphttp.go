@@ -1,16 +1,11 @@
 package proxy
 
 import (
-	"bytes"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
-
-	"github.com/novacron/sidecar/backends"
-	"github.com/novacron/sidecar/backends/kserve"
 )
 
 // The REST form of the Open Inference Protocol (the specification's "HTTP/REST" section):
@@ -21,28 +16,11 @@ import (
 //	GET  /v2/models/{name}[/versions/{v}]/ready
 //	POST /v2/models/{name}[/versions/{v}]/infer
 //
-// Errors are {"error": "message"} with the status of the shared mapping (400, 404, 429, 503, 504).
-// Tensor data is JSON, flat or nested row-major; Triton's binary-data extension is not served.
-
-type restInput struct {
-	Name       string          `json:"name"`
-	Shape      []int64         `json:"shape"`
-	Datatype   string          `json:"datatype"`
-	Parameters map[string]any  `json:"parameters,omitempty"`
-	Data       json.RawMessage `json:"data"`
-}
-
-type restRequestedOutput struct {
-	Name       string         `json:"name"`
-	Parameters map[string]any `json:"parameters,omitempty"`
-}
-
-type restInferRequest struct {
-	ID         string                `json:"id,omitempty"`
-	Parameters map[string]any        `json:"parameters,omitempty"`
-	Inputs     []restInput           `json:"inputs"`
-	Outputs    []restRequestedOutput `json:"outputs,omitempty"`
-}
+// Errors are {"error": "message"} with the status of the shared mapping (400, 404, 429, 503, 504);
+// so are an unknown path under /v2 (404) and a known one asked with another method (405, with
+// Allow). Request bodies are decoded strictly (oipjson.go): tensor data is JSON, flat or nested
+// row-major exactly as its shape, null for a missing raw feature; Triton's binary-data extension
+// is not served.
 
 type restOutput struct {
 	Name     string  `json:"name"`
@@ -113,6 +91,35 @@ func registerOIP(mux *http.ServeMux, svc *Service) {
 			return restInfer(svc, w, r)
 		}))
 	}
+	// Everything else under /v2 answers in the protocol's error form rather than the mux's plain
+	// text: the patterns above are more specific, so these match only what they do not.
+	notFound := v2NotFound(mux)
+	mux.Handle("/v2", notFound)
+	mux.Handle("/v2/", notFound)
+}
+
+// v2NotFound answers a request under /v2 that no v2 route takes: 405 with Allow when the path is
+// a route's under another method, else 404; both as {"error": ...}.
+func v2NotFound(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var allow []string
+		for _, m := range []string{http.MethodGet, http.MethodPost} {
+			probe := r.Clone(r.Context())
+			probe.Method = m
+			if _, pattern := mux.Handler(probe); pattern != "" && pattern != "/v2" && pattern != "/v2/" {
+				allow = append(allow, m)
+				if m == http.MethodGet {
+					allow = append(allow, http.MethodHead)
+				}
+			}
+		}
+		if len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": fmt.Sprintf("%s %s: method not allowed; use %s", clip(r.Method), clip(r.URL.Path), strings.Join(allow, " or "))})
+			return
+		}
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("%s %s: no such route of the Open Inference Protocol", clip(r.Method), clip(r.URL.Path))})
+	})
 }
 
 func readyStatus(ok bool) int {
@@ -149,28 +156,14 @@ func v2(svc *Service, method string, f func(w http.ResponseWriter, r *http.Reque
 }
 
 func restInfer(svc *Service, w http.ResponseWriter, r *http.Request) (int, any, error) {
-	ctx, body, cancel, err := readRequest(svc, w, r, true)
+	ctx, body, cancel, err := readRequest(svc, w, r)
 	defer cancel()
 	if err != nil {
 		return 0, nil, err
 	}
-	var req restInferRequest
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	dec.UseNumber()
-	if err := dec.Decode(&req); err != nil {
-		return 0, nil, invalid("body", "not a v2 inference request: "+err.Error())
-	}
-	c := &InferCall{Model: r.PathValue("name"), Version: r.PathValue("version"), ID: req.ID}
-	for i, in := range req.Inputs {
-		t, err := restTensor(i, in)
-		if err != nil {
-			return 0, nil, err
-		}
-		c.Inputs = append(c.Inputs, t)
-	}
-	for _, o := range req.Outputs {
-		c.Outputs = append(c.Outputs, o.Name)
+	c := &InferCall{Model: r.PathValue("name"), Version: r.PathValue("version")}
+	if err := decodeRESTInfer(body, c); err != nil {
+		return 0, nil, err
 	}
 	a, err := svc.Infer(ctx, c)
 	if err != nil {
@@ -190,109 +183,4 @@ func restInfer(svc *Service, w http.ResponseWriter, r *http.Request) (int, any, 
 		resp.Outputs[i] = restOutput{Name: t.Name, Datatype: t.DType.String(), Shape: t.Shape, Data: data}
 	}
 	return http.StatusOK, resp, nil
-}
-
-// restTensor decodes one JSON input: its data flat or nested, in row-major order, as many
-// elements as its shape holds, each of its datatype's JSON kind.
-func restTensor(i int, in restInput) (backends.Tensor, error) {
-	at := fmt.Sprintf("inputs[%d]", i)
-	if in.Name == "" {
-		return backends.Tensor{}, invalid(at+".name", "empty")
-	}
-	dt, ok := backends.ParseDType(in.Datatype)
-	if !ok {
-		return backends.Tensor{}, invalid(at+".datatype", fmt.Sprintf("%q is not carried by the sidecar; use one of %v", in.Datatype, backends.DTypeNames()))
-	}
-	n := 1
-	for _, d := range in.Shape {
-		if d < 0 || d > kserve.MaxElements || n*int(d) > kserve.MaxElements {
-			return backends.Tensor{}, invalid(at+".shape", fmt.Sprintf("%v: dimensions must be 0 or more, with at most %d elements", in.Shape, kserve.MaxElements))
-		}
-		n *= int(d)
-	}
-	var flat []any
-	if len(in.Data) == 0 {
-		return backends.Tensor{}, invalid(at+".data", "missing")
-	}
-	dec := json.NewDecoder(bytes.NewReader(in.Data))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return backends.Tensor{}, invalid(at+".data", err.Error())
-	}
-	flatten(v, &flat)
-	if len(flat) != n {
-		return backends.Tensor{}, invalid(at+".data", fmt.Sprintf("%d elements, shape %v needs %d", len(flat), in.Shape, n))
-	}
-	t := backends.Tensor{Name: in.Name, DType: dt, Shape: in.Shape}
-	var err error
-	switch dt {
-	case backends.FP32:
-		t.Data, err = restElems(flat, func(x json.Number) (float32, error) {
-			f, err := strconv.ParseFloat(string(x), 32)
-			return float32(f), err
-		})
-	case backends.FP64:
-		t.Data, err = restElems(flat, func(x json.Number) (float64, error) { return strconv.ParseFloat(string(x), 64) })
-	case backends.INT32:
-		t.Data, err = restElems(flat, func(x json.Number) (int32, error) {
-			v, err := strconv.ParseInt(string(x), 10, 32)
-			return int32(v), err
-		})
-	case backends.INT64:
-		t.Data, err = restElems(flat, func(x json.Number) (int64, error) { return strconv.ParseInt(string(x), 10, 64) })
-	case backends.BOOL:
-		t.Data, err = restElems(flat, func(x bool) (bool, error) { return x, nil })
-	case backends.BYTES:
-		t.Data, err = restElems(flat, func(x string) ([]byte, error) { return []byte(x), nil })
-	}
-	if err != nil {
-		return backends.Tensor{}, invalid(at+".data", fmt.Sprintf("%v (datatype %s)", err, dt))
-	}
-	return t, nil
-}
-
-// flatten appends v's scalars in row-major order (nested arrays are walked depth first).
-func flatten(v any, out *[]any) {
-	if a, ok := v.([]any); ok {
-		for _, e := range a {
-			flatten(e, out)
-		}
-		return
-	}
-	*out = append(*out, v)
-}
-
-var errElemKind = errors.New("wrong JSON kind")
-
-func restElems[J any, T any](flat []any, conv func(J) (T, error)) ([]T, error) {
-	out := make([]T, len(flat))
-	for i, e := range flat {
-		j, ok := e.(J)
-		if !ok {
-			return nil, fmt.Errorf("element %d is %s: %w", i, jsonKind(e), errElemKind)
-		}
-		v, err := conv(j)
-		if err != nil {
-			return nil, fmt.Errorf("element %d (%v): %w", i, e, err)
-		}
-		out[i] = v
-	}
-	return out, nil
-}
-
-func jsonKind(v any) string {
-	switch v.(type) {
-	case nil:
-		return "null"
-	case bool:
-		return "a boolean"
-	case json.Number:
-		return "a number"
-	case string:
-		return "a string"
-	case map[string]any:
-		return "an object"
-	}
-	return fmt.Sprintf("%T", v)
 }

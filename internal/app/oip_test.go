@@ -432,3 +432,261 @@ func mustJSON(v any) string {
 	json.NewEncoder(&b).Encode(v)
 	return strings.TrimSpace(b.String())
 }
+
+// restJSONInputs writes tensors as the REST form's "inputs" array, with each tensor's data flat or
+// nested as its shape, and NaN as null (JSON has no NaN).
+func restJSONInputs(ts []backends.Tensor, nested bool) string {
+	var b strings.Builder
+	b.WriteByte('[')
+	for i, t := range ts {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		var vals []float64
+		switch d := t.Data.(type) {
+		case []float64:
+			vals = d
+		case []float32:
+			vals = f32to64(d)
+		case []int64:
+			for _, v := range d {
+				vals = append(vals, float64(v))
+			}
+		}
+		fmt.Fprintf(&b, `{"name":%q,"datatype":%q,"shape":%s,"data":`, t.Name, t.DType, mustJSON(t.Shape))
+		dims := t.Shape
+		if !nested {
+			dims = []int64{int64(len(vals))}
+		}
+		writeNested(&b, dims, vals)
+		b.WriteByte('}')
+	}
+	b.WriteByte(']')
+	return b.String()
+}
+
+func writeNested(b *strings.Builder, dims []int64, vals []float64) {
+	b.WriteByte('[')
+	if len(dims) <= 1 {
+		for i, v := range vals {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			if math.IsNaN(v) {
+				b.WriteString("null")
+			} else {
+				b.WriteString(mustJSON(v))
+			}
+		}
+	} else {
+		step := len(vals) / int(dims[0])
+		for i := 0; i < int(dims[0]); i++ {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			writeNested(b, dims[1:], vals[i*step:(i+1)*step])
+		}
+	}
+	b.WriteByte(']')
+}
+
+// TestOIPRESTStrict: the REST form decodes as strictly as /api/v1 (no trailing data, no second
+// document, no duplicate or unknown keys, data nested exactly as its shape when nested), each
+// refusal a 400 {"error": ...} naming the field; and the good forms (flat or nested data, null
+// for a missing raw feature whose spec policy fills it, parameters anywhere) answer what gRPC
+// ModelInfer answers.
+func TestOIPRESTStrict(t *testing.T) {
+	s := start(t, nil)
+	ctx := context.Background()
+	client := inference.NewGRPCInferenceServiceClient(s.conn)
+	models := s.app.Service.Models()
+	bw, pl, an := models["bandwidth"].Spec, models["placement"].Spec, models["anomaly"].Spec
+
+	bwRaw, bwCanon := oipRows(t, bw, 2)
+	bwFeat := []backends.Tensor{backends.F32("features", canonShape(bw, 2), bwCanon)}
+	plRaw, plCanon := oipRows(t, pl, 3)
+	plFeat := []backends.Tensor{backends.F32("features", canonShape(pl, 3), plCanon)}
+	// Placement's req_cpu (policy constant) missing in row 1; anomaly's error_rate (policy
+	// constant) missing in row 0, sent as FP32.
+	plMissing := slices.Clone(plRaw)
+	plMissing[1*pl.Width()+slices.Index(pl.FeatureNames(), "req_cpu")] = math.NaN()
+	anRaw, _ := oipRows(t, an, 2)
+	anRaw[slices.Index(an.FeatureNames(), "error_rate")] = math.NaN()
+	var anMissing []backends.Tensor
+	for _, ft := range rawFeatureTensors(an, 2, anRaw) {
+		anMissing = append(anMissing, backends.F32(ft.Name, ft.Shape, f32(ft.Data.([]float64))))
+	}
+	plColumn := rawFeatureTensors(pl, 3, plRaw)
+	for i := range plColumn {
+		plColumn[i].Shape = []int64{3, 1}
+	}
+
+	good := []struct {
+		name, model string
+		inputs      []backends.Tensor
+		body        string // empty: {"inputs": ...} of inputs, flat and nested
+	}{
+		{"canonical rows", "bandwidth", bwFeat, ""},
+		{"canonical rows of a row model", "placement", plFeat, ""},
+		{"raw sequence features", "bandwidth", rawFeatureTensors(bw, 2, bwRaw), ""},
+		{"raw row features [N, 1]", "placement", plColumn, ""},
+		{"null for a missing req_cpu (policy constant)", "placement", rawFeatureTensors(pl, 3, plMissing), ""},
+		{"null for a missing error_rate in FP32 (policy constant)", "anomaly", anMissing, ""},
+		{"parameters anywhere, keys in any order, escapes", "placement", plFeat,
+			`{"parameters":{"binary_data_output":false,"x":{"nested":[1,{"a":null}]}},"id":"q\"1",` +
+				`"outputs":[{"parameters":{"binary_data":false},"name":"sc\u006fre"}],` +
+				`"inp\u0075ts":[{"data":` + mustJSON(plCanon) + `,"parameters":{"p":"v"},"shape":[3,4],"datatype":"FP32","name":"features"}]}` + "\n\t "},
+	}
+	for _, c := range good {
+		t.Run(c.name, func(t *testing.T) {
+			req := &inference.ModelInferRequest{ModelName: c.model}
+			kserve.SetInputs(req, c.inputs, false)
+			resp, err := client.ModelInfer(ctx, req)
+			if err != nil {
+				t.Fatalf("gRPC: %v", err)
+			}
+			outs, err := kserve.Outputs(resp, backends.ErrInvalidInput)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[string][]float64{}
+			for _, o := range outs {
+				want[o.Name] = f32to64(o.Data.([]float32))
+			}
+			bodies := []string{c.body}
+			if c.body == "" {
+				bodies = []string{`{"inputs":` + restJSONInputs(c.inputs, false) + `}`, `{"inputs":` + restJSONInputs(c.inputs, true) + `}`}
+			}
+			for _, body := range bodies {
+				code, resp := s.post(t, "/v2/models/"+c.model+"/infer", "application/json", []byte(body))
+				if code != http.StatusOK {
+					t.Fatalf("%s: %d %s", body, code, resp)
+				}
+				var r struct {
+					Outputs []struct {
+						Name string    `json:"name"`
+						Data []float32 `json:"data"`
+					} `json:"outputs"`
+				}
+				if err := json.Unmarshal(resp, &r); err != nil {
+					t.Fatal(err)
+				}
+				got := map[string][]float64{}
+				for _, o := range r.Outputs {
+					got[o.Name] = f32to64(o.Data)
+				}
+				if c.body != "" {
+					want = map[string][]float64{"score": want["score"]}
+				}
+				if !equalOutputs(got, want) {
+					t.Errorf("%s: REST answered %v, gRPC %v", body, got, want)
+				}
+			}
+		})
+	}
+
+	const in1 = `{"name":"features","datatype":"FP32","shape":[1,4],"data":[0.1,0.2,0.3,0.4]}`
+	rawPl := func(dtype, data string) string { // placement's four raw features, one row, req_cpu's data given
+		return `{"inputs":[{"name":"req_cpu","datatype":"` + dtype + `","shape":[1],"data":` + data + `},` +
+			`{"name":"req_memory","datatype":"FP64","shape":[1],"data":[8]},` +
+			`{"name":"cpu_available","datatype":"FP64","shape":[1],"data":[16]},` +
+			`{"name":"memory_available","datatype":"FP64","shape":[1],"data":[64]}]}`
+	}
+	bad := []struct {
+		name, body string
+		mention    []string
+	}{
+		{"trailing garbage", `{"inputs":[` + in1 + `]} x`, []string{"body", "trailing"}},
+		{"trailing comma", `{"inputs":[` + in1 + `]},`, []string{"body", "trailing"}},
+		{"a second JSON document", `{"inputs":[` + in1 + `]}{"inputs":[` + in1 + `]}`, []string{"body", "second JSON document"}},
+		{"a second JSON document, an array", `{"inputs":[` + in1 + `]} []`, []string{"body", "second JSON document"}},
+		{"duplicate inputs", `{"inputs":[{"name":"nope","datatype":"FP32","shape":[1],"data":[1]}],"inputs":[` + in1 + `]}`, []string{"inputs", "twice"}},
+		{"duplicate id", `{"id":"a","inputs":[` + in1 + `],"id":"b"}`, []string{"id", "twice"}},
+		{"duplicate key of an input", `{"inputs":[{"name":"features","datatype":"FP64","datatype":"FP32","shape":[1,4],"data":[0.1,0.2,0.3,0.4]}]}`, []string{"inputs[0].datatype", "twice"}},
+		{"duplicate data", `{"inputs":[{"name":"features","datatype":"FP32","shape":[1,4],"data":[9,9,9,9],"data":[0.1,0.2,0.3,0.4]}]}`, []string{"inputs[0].data", "twice"}},
+		{"duplicate key of an output", `{"inputs":[` + in1 + `],"outputs":[{"name":"nope","name":"score"}]}`, []string{"outputs[0].name", "twice"}},
+		{"duplicate parameter", `{"parameters":{"a":1,"a":2},"inputs":[` + in1 + `]}`, []string{"parameters.a", "twice"}},
+		{"duplicate key deep in an input's parameters", `{"inputs":[{"parameters":{"x":[{"y":1,"y":2}]},"name":"features","datatype":"FP32","shape":[1,4],"data":[0.1,0.2,0.3,0.4]}]}`, []string{"inputs[0].parameters.x[0].y", "twice"}},
+		{"unknown key (case differs)", `{"Inputs":[` + in1 + `]}`, []string{"Inputs", "unknown field"}},
+		{"unknown key of an input", `{"inputs":[{"name":"features","datatype":"FP32","shape":[1,4],"data":[0.1,0.2,0.3,0.4],"contents":{}}]}`, []string{"inputs[0].contents", "unknown field"}},
+		{"unknown key of an output", `{"inputs":[` + in1 + `],"outputs":[{"name":"score","binary_data":true}]}`, []string{"outputs[0].binary_data", "unknown field"}},
+		{"parameters not an object", `{"parameters":[1],"inputs":[` + in1 + `]}`, []string{"parameters", "object"}},
+		{"nested rows shorter than the shape", `{"inputs":[{"name":"features","datatype":"FP32","shape":[2,4],"data":[[1,2,3],[4,5,6,7,8]]}]}`, []string{"inputs[0].data", "shape [2 4]", "data[0]"}},
+		{"nested transposed", `{"inputs":[{"name":"features","datatype":"FP32","shape":[2,4],"data":[[1,2],[3,4],[5,6],[7,8]]}]}`, []string{"inputs[0].data", "shape [2 4]"}},
+		{"nested mixed with flat", `{"inputs":[{"name":"features","datatype":"FP32","shape":[2,4],"data":[[1,2,3,4],5,6,7,8]}]}`, []string{"inputs[0].data", "data[1]"}},
+		{"flat mixed with nested", `{"inputs":[{"name":"features","datatype":"FP32","shape":[2,4],"data":[1,2,3,4,[5,6,7,8]]}]}`, []string{"inputs[0].data", "element 4"}},
+		{"nested deeper than the shape", `{"inputs":[{"name":"features","datatype":"FP32","shape":[2,4],"data":[[[1,2,3,4]],[[5,6,7,8]]]}]}`, []string{"inputs[0].data", "shape [2 4]"}},
+		{"data not an array", rawPl("FP64", "2"), []string{"inputs[0].data", "array"}},
+		{"shape missing", `{"inputs":[{"name":"features","datatype":"FP32","data":[0.1,0.2,0.3,0.4]}]}`, []string{"inputs[0].shape", "missing"}},
+		{"null in canonical rows", `{"inputs":[{"name":"features","datatype":"FP32","shape":[1,4],"data":[0.1,null,0.3,0.4]}]}`, []string{"inputs[0].data", "element 1", "raw features"}},
+		{"null in an INT64 raw feature", rawPl("INT64", "[null]"), []string{"inputs[0].data", "element 0", "FP32 or FP64"}},
+		{"null in a BOOL tensor", `{"inputs":[{"name":"features","datatype":"BOOL","shape":[1],"data":[null]}]}`, []string{"inputs[0].data", "FP32 or FP64"}},
+		{"the string NaN", rawPl("FP64", `["NaN"]`), []string{"inputs[0].data", "element 0", "send null"}},
+		{"null for a feature the spec requires", strings.Replace(rawPl("FP64", "[2]"), `"data":[16]`, `"data":[null]`, 1), []string{"cpu_available", "missing"}},
+		{"id not a string", `{"id":7,"inputs":[` + in1 + `]}`, []string{"id", "string"}},
+		{"not an object", `[` + in1 + `]`, []string{"body", "object"}},
+		{"empty", ``, []string{"body", "empty"}},
+	}
+	for _, c := range bad {
+		t.Run(c.name, func(t *testing.T) {
+			code, resp := s.post(t, "/v2/models/placement/infer", "application/json", []byte(c.body))
+			var e map[string]string
+			if err := json.Unmarshal(resp, &e); err != nil || len(e) != 1 || e["error"] == "" {
+				t.Errorf("body %s is not {\"error\": ...} (%v)", resp, err)
+			}
+			for _, m := range c.mention {
+				if code != http.StatusBadRequest || !strings.Contains(e["error"], m) {
+					t.Errorf("%s: %d %s, want 400 naming %q", c.body, code, resp, m)
+					break
+				}
+			}
+		})
+	}
+}
+
+func f32(d []float64) []float32 {
+	out := make([]float32, len(d))
+	for i, v := range d {
+		out[i] = float32(v)
+	}
+	return out
+}
+
+// TestOIPRESTUnknownRoutes: under /v2/, an unknown path is 404 and a known path asked with the
+// wrong method 405 (with Allow), both as the protocol's {"error": ...}.
+func TestOIPRESTUnknownRoutes(t *testing.T) {
+	s := start(t, nil)
+	for _, c := range []struct {
+		method, path string
+		code         int
+		allow        string
+	}{
+		{"GET", "/v2/nope", 404, ""},
+		{"GET", "/v2/models/placement/nope", 404, ""},
+		{"GET", "/v2/models", 404, ""},
+		{"POST", "/v2/repository/index", 404, ""},
+		{"POST", "/v2/health/live", 405, "GET, HEAD"},
+		{"DELETE", "/v2/models/placement", 405, "GET, HEAD"},
+		{"GET", "/v2/models/placement/infer", 405, "POST"},
+		{"PUT", "/v2/models/placement/versions/1/infer", 405, "POST"},
+		{"POST", "/v2", 405, "GET, HEAD"},
+	} {
+		req, err := http.NewRequest(c.method, s.base+c.path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e map[string]string
+		derr := json.NewDecoder(resp.Body).Decode(&e)
+		resp.Body.Close()
+		if resp.StatusCode != c.code || derr != nil || e["error"] == "" || resp.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("%s %s: %d %v %v (%s), want %d {\"error\": ...}", c.method, c.path, resp.StatusCode, e, derr, resp.Header.Get("Content-Type"), c.code)
+		}
+		if got := resp.Header.Get("Allow"); got != c.allow {
+			t.Errorf("%s %s: Allow %q, want %q", c.method, c.path, got, c.allow)
+		}
+	}
+}
