@@ -12,7 +12,7 @@ SHELL := /bin/bash
 GO ?= go
 ORT = $(shell scripts/fetch-onnxruntime.sh | tail -n 1)
 
-.PHONY: run test bench chaos vet fmt-check build proto models onnxruntime python-grpc
+.PHONY: run test bench chaos vet fmt-check build proto models onnxruntime python-grpc grpcurl
 
 onnxruntime:
 	@scripts/fetch-onnxruntime.sh >/dev/null
@@ -20,6 +20,12 @@ onnxruntime:
 # Debian's python3-grpcio for the seed's Python service, a real upstream in the tests.
 python-grpc:
 	@scripts/ensure-python-grpc.sh >/dev/null
+
+# grpcurl, with which e2e/readme_test.go runs the README's gRPC examples (installed once with go
+# install into the git-ignored .tools/bin; go.mod does not change).
+GRPCURL_BIN = $(shell scripts/ensure-grpcurl.sh 2>/dev/null | tail -n 1)
+grpcurl:
+	@scripts/ensure-grpcurl.sh >/dev/null
 
 run: onnxruntime build
 	ONNXRUNTIME_LIB="$(ORT)" exec bin/sidecar serve $(ARGS)
@@ -34,13 +40,14 @@ fmt-check:
 	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
 	if [ -n "$$out" ]; then echo "not gofmt'ed (run gofmt -w):"; echo "$$out"; exit 1; fi
 
-test: onnxruntime python-grpc vet fmt-check
-	ONNXRUNTIME_LIB="$(ORT)" $(GO) test -race -count=1 ./...
+test: onnxruntime python-grpc grpcurl vet fmt-check
+	ONNXRUNTIME_LIB="$(ORT)" GRPCURL="$(GRPCURL_BIN)" $(GO) test -race -count=1 ./...
 
 CHAOS_DURATION ?= 30s
 chaos: onnxruntime python-grpc
+	@echo "chaos: compiling the tests; then each scenario prints a line as it starts and one as it ends"
 	set -o pipefail; ONNXRUNTIME_LIB="$(ORT)" CHAOS_DURATION=$(CHAOS_DURATION) $(GO) test -count=1 -timeout 30m -v ./e2e/failover/ \
-		| grep -E '^(\||--- |FAIL|ok|PASS)'
+		| grep --line-buffered -E '^(chaos |\||--- |FAIL|ok|PASS| )'
 
 bench: onnxruntime
 	ONNXRUNTIME_LIB="$(ORT)" $(GO) run ./cmd/sidecar bench $(ARGS)
@@ -60,6 +67,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./features/
 	$(GO) test -run '^$$' -fuzz '^FuzzBandwidthJSON$$' -fuzztime $(FUZZTIME) ./proxy/
 	$(GO) test -run '^$$' -fuzz '^FuzzProtoRequests$$' -fuzztime $(FUZZTIME) ./proxy/
+	$(GO) test -run '^$$' -fuzz '^FuzzRESTInfer$$' -fuzztime $(FUZZTIME) ./proxy/
 	$(GO) test -run '^$$' -fuzz '^FuzzInputs$$' -fuzztime $(FUZZTIME) ./backends/kserve/
 	$(GO) test -run '^$$' -fuzz '^FuzzHTTPBatchResponse$$' -fuzztime $(FUZZTIME) ./backends/legacy/
 	$(GO) test -run '^$$' -fuzz '^FuzzUpstreamMessage$$' -fuzztime $(FUZZTIME) ./backends/legacy/

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
 
@@ -25,11 +26,17 @@ func HealthServiceModel(name string) string { return "model/" + name }
 // (the Open Inference Protocol) over svc, grpc.health.v1 (the
 // returned health server; the caller sets statuses), and server reflection.
 func NewGRPCServer(svc *Service, opts ...grpc.ServerOption) (*grpc.Server, *health.Server) {
-	opts = append([]grpc.ServerOption{
+	base := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(svc.cfg.MaxMessageBytes),
 		grpc.ChainUnaryInterceptor(svc.unaryInterceptor),
+		grpc.ChainStreamInterceptor(svc.streamInterceptor),
 		grpc.WaitForHandlers(true),
-	}, opts...)
+		grpc.MaxConcurrentStreams(maxConcurrentStreams),
+	}
+	if idle := svc.cfg.MaxConnectionIdle; idle > 0 {
+		base = append(base, grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: idle}))
+	}
+	opts = append(base, opts...)
 	srv := grpc.NewServer(opts...)
 	aipb.RegisterAIServiceServer(srv, &aiServer{svc: svc})
 	inference.RegisterGRPCInferenceServiceServer(srv, &oipServer{svc: svc})
@@ -61,6 +68,25 @@ func (s *Service) unaryInterceptor(ctx context.Context, req any, info *grpc.Unar
 	return resp, err
 }
 
+// streamInterceptor records the metrics of streaming calls (StreamMetrics) as the unary one does.
+func (s *Service) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	start := time.Now()
+	_, err := recovered(func() (struct{}, error) { return struct{}{}, handler(srv, ss) })
+	err = grpcError(err)
+	if s.metrics != nil {
+		s.metrics.observeRequest("grpc", path.Base(info.FullMethod), Code(err).String(), time.Since(start))
+	}
+	return err
+}
+
+// maxConcurrentStreams bounds the calls one client connection may have open at once (grpc-go's
+// own default has no bound): each may hold a message of limits.max_message_bytes.
+const maxConcurrentStreams = 256
+
+// DefaultMaxConnectionIdle is how long a client connection (gRPC, or HTTP keep-alive) may carry
+// no call before the sidecar closes it (Config.MaxConnectionIdle).
+const DefaultMaxConnectionIdle = 5 * time.Minute
+
 // recovered runs f, turning a panic into an Internal error so that one bad request can never take
 // the process, and every other caller, down with it.
 func recovered[T any](f func() (T, error)) (v T, err error) {
@@ -91,18 +117,38 @@ func (a *aiServer) PushMetrics(ctx context.Context, r *aipb.PushMetricsRequest) 
 }
 
 // StreamMetrics stores each message's samples as it arrives and answers the total when the client
-// closes the stream; the first bad sample ends the stream with its error.
+// closes the stream; the first bad sample ends the stream with its error. When the sidecar drains
+// (Service.Drain, at shutdown) an open stream is answered at once with the count stored so far:
+// the client's later sends see the stream ended (io.EOF), its CloseAndRecv gets that count, and it
+// sends the rest to the next instance.
 func (a *aiServer) StreamMetrics(stream grpc.ClientStreamingServer[aipb.PushMetricsRequest, aipb.PushMetricsResponse]) error {
+	type received struct {
+		req *aipb.PushMetricsRequest
+		err error
+	}
+	// The receiver is owned by this handler: it stops when Recv fails, which it does at the latest
+	// when the handler returns and the stream ends; next is buffered so its last send never blocks.
+	next := make(chan received, 1)
+	recvNext := func() {
+		req, err := stream.Recv()
+		next <- received{req, err}
+	}
 	var total int64
 	for {
-		req, err := stream.Recv()
-		if err == io.EOF {
+		go recvNext()
+		var r received
+		select {
+		case r = <-next:
+		case <-a.svc.drain:
 			return stream.SendAndClose(&aipb.PushMetricsResponse{Accepted: total})
 		}
-		if err != nil {
-			return fmt.Errorf("%d samples of this stream stored before: %w", total, err)
+		if r.err == io.EOF {
+			return stream.SendAndClose(&aipb.PushMetricsResponse{Accepted: total})
 		}
-		resp, err := recovered(func() (*aipb.PushMetricsResponse, error) { return a.svc.PushMetrics(stream.Context(), req) })
+		if r.err != nil {
+			return fmt.Errorf("%d samples of this stream stored before: %w", total, r.err)
+		}
+		resp, err := recovered(func() (*aipb.PushMetricsResponse, error) { return a.svc.PushMetrics(stream.Context(), r.req) })
 		total += resp.GetAccepted()
 		if err != nil {
 			return grpcError(fmt.Errorf("%d samples of this stream stored before: %w", total, err))

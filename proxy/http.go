@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,8 +9,10 @@ import (
 	"io"
 	"math"
 	"mime"
+	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,7 +20,6 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/novacron/sidecar/backends"
 	aipb "github.com/novacron/sidecar/proto/novacron/ai"
 )
 
@@ -30,6 +32,11 @@ type HTTPOptions struct {
 	Gatherer prometheus.Gatherer
 	// Ready backs /readyz; nil means always ready.
 	Ready Readiness
+	// AllowedHosts are the Host header values answered besides IP addresses and "localhost" (with
+	// or without a port); "*" allows any. A request naming another host is refused with 403: a
+	// web page that reaches the sidecar through a DNS name it controls (DNS rebinding) names its
+	// own host.
+	AllowedHosts []string
 }
 
 // NewHTTPHandler builds the HTTP/JSON front end:
@@ -43,6 +50,7 @@ type HTTPOptions struct {
 // Bodies are the proto messages in JSON under their proto field names; unknown fields are errors.
 func NewHTTPHandler(svc *Service, opt HTTPOptions) http.Handler {
 	mux := http.NewServeMux()
+
 	mux.Handle("POST /api/v1/predict", route(svc, "PredictBandwidth", svc.PredictBandwidth))
 	mux.Handle("POST /api/v1/predict/batch", route(svc, "PredictBandwidthBatch", svc.PredictBandwidthBatch))
 	mux.Handle("POST /api/v1/anomaly", route(svc, "DetectAnomaly", svc.DetectAnomaly))
@@ -70,7 +78,106 @@ func NewHTTPHandler(svc *Service, opt HTTPOptions) http.Handler {
 	if opt.Gatherer != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(opt.Gatherer, promhttp.HandlerOpts{}))
 	}
-	return mux
+	return &guard{svc: svc, mux: mux, hosts: opt.AllowedHosts}
+}
+
+// guard checks what every request must satisfy before its route runs: a Host this sidecar
+// answers to, and for a POST a body within the in-flight byte bound (its content type and
+// encoding are readRequest's to check). It answers unknown paths and methods with the JSON error
+// body of the /api/v1 routes.
+type guard struct {
+	svc   *Service
+	mux   *http.ServeMux
+	hosts []string
+}
+
+func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if err := g.checkHost(r.Host); err != nil {
+		writeError(w, err)
+		return
+	}
+	h, pattern := g.mux.Handler(r)
+	if pattern == "" {
+		// Not found, or a method the path does not take: the mux's own answer, as JSON.
+		rec := &statusRecorder{header: http.Header{}}
+		h.ServeHTTP(rec, r)
+		if allow := rec.header.Get("Allow"); allow != "" {
+			w.Header().Set("Allow", allow)
+		}
+		code := cmp.Or(rec.code, http.StatusNotFound)
+		var err error
+		if code == http.StatusMethodNotAllowed {
+			err = fmt.Errorf("method %s: %s takes %s: %w", r.Method, clip(r.URL.Path), cmp.Or(allow(rec), "none"), ErrMethodNotAllowed)
+		} else {
+			err = fmt.Errorf("path %s: no such route (routes: /api/v1/..., /v2/..., /healthz, /readyz, /metrics): %w", clip(r.URL.Path), ErrNotFound)
+		}
+		writeError(w, err)
+		return
+	}
+	if r.Method == http.MethodPost {
+		n := int64(g.svc.cfg.MaxMessageBytes)
+		if r.ContentLength > n {
+			writeError(w, fmt.Errorf("body: %d bytes, larger than %d (limits.max_message_bytes): %w", r.ContentLength, n, ErrTooLarge))
+			return
+		}
+		if r.ContentLength >= 0 {
+			n = r.ContentLength
+		}
+		release, err := g.svc.inflight.acquire(n)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		defer release()
+	}
+	g.mux.ServeHTTP(w, r) // sets the request's pattern and path values
+}
+
+func allow(rec *statusRecorder) string { return rec.header.Get("Allow") }
+
+// statusRecorder keeps the status and headers of the mux's not-found and method answers.
+type statusRecorder struct {
+	header http.Header
+	code   int
+}
+
+func (s *statusRecorder) Header() http.Header         { return s.header }
+func (s *statusRecorder) Write(b []byte) (int, error) { return len(b), nil }
+func (s *statusRecorder) WriteHeader(code int)        { s.code = code }
+
+// checkHost refuses a Host header that names neither an IP address, localhost, nor an allowed
+// host.
+func (g *guard) checkHost(hostport string) error {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if host == "" || strings.EqualFold(host, "localhost") || net.ParseIP(host) != nil {
+		return nil
+	}
+	for _, a := range g.hosts {
+		if a == "*" || strings.EqualFold(a, host) || strings.EqualFold(a, hostport) {
+			return nil
+		}
+	}
+	return fmt.Errorf("Host: %s is not an address of this sidecar; a name other than localhost must be listed in listen.allowed_hosts: %w", clip(hostport), ErrForbiddenHost)
+}
+
+// checkBodyHeaders requires a JSON body (application/json, so that a browser must ask before it
+// sends one: a "simple" cross-site request cannot carry that type) without a content encoding.
+func checkBodyHeaders(r *http.Request) error {
+	ct := r.Header.Get("Content-Type")
+	if ct == "" {
+		return fmt.Errorf("Content-Type: missing, want application/json: %w", ErrUnsupportedMediaType)
+	}
+	if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+		return fmt.Errorf("Content-Type: %s, want application/json: %w", clip(ct), ErrUnsupportedMediaType)
+	}
+	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		return fmt.Errorf("Content-Encoding: %s is not supported; send the body uncompressed: %w", clip(ce), ErrUnsupportedMediaType)
+	}
+	return nil
 }
 
 var (
@@ -83,7 +190,7 @@ var (
 func route[Req, Resp proto.Message](svc *Service, method string, call func(context.Context, Req) (Resp, error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		resp, err := recovered(func() (Resp, error) { return serveJSON(svc, w, r, call) })
+		resp, err := recovered(func() (Resp, error) { return serveJSON(svc, method, w, r, call) })
 		if err != nil {
 			writeError(w, err)
 		} else {
@@ -102,9 +209,9 @@ func route[Req, Resp proto.Message](svc *Service, method string, call func(conte
 	})
 }
 
-func serveJSON[Req, Resp proto.Message](svc *Service, w http.ResponseWriter, r *http.Request, call func(context.Context, Req) (Resp, error)) (Resp, error) {
+func serveJSON[Req, Resp proto.Message](svc *Service, method string, w http.ResponseWriter, r *http.Request, call func(context.Context, Req) (Resp, error)) (Resp, error) {
 	var zero Resp
-	ctx, body, cancel, err := readRequest(svc, w, r, false)
+	ctx, body, cancel, err := readRequest(svc, w, r)
 	defer cancel()
 	if err != nil {
 		return zero, err
@@ -113,6 +220,11 @@ func serveJSON[Req, Resp proto.Message](svc *Service, w http.ResponseWriter, r *
 	req := newMessage[Req]()
 	if len(body) == 0 {
 		return zero, invalid("body", "empty; want a JSON object")
+	}
+	if limit, why := svc.arrayBound(method); limit > 0 {
+		if field, ok := arraysWithin(body, limit); !ok {
+			return zero, invalid(field, fmt.Sprintf("more than %d values, the most this call takes (%s); the body was not decoded further", limit, why))
+		}
 	}
 	if br, ok := any(req).(*aipb.BandwidthRequest); ok && decodeBandwidthFast(body, br) {
 		return call(ctx, req)
@@ -124,21 +236,29 @@ func serveJSON[Req, Resp proto.Message](svc *Service, w http.ResponseWriter, r *
 	return call(ctx, req)
 }
 
-// readRequest checks an HTTP request's content type (application/json; a missing one only when
-// allowMissing), reads its body within limits.max_message_bytes, and applies the X-Priority and
-// X-Request-Timeout headers to its context. Call cancel when done, also on error.
-func readRequest(svc *Service, w http.ResponseWriter, r *http.Request, allowMissing bool) (ctx context.Context, body []byte, cancel context.CancelFunc, err error) {
+// readRequest checks an HTTP request's content type (application/json) and encoding (none), reads
+// its body within limits.max_message_bytes, and applies the X-Priority and X-Request-Timeout
+// headers to its context. Call cancel when done, also on error.
+func readRequest(svc *Service, w http.ResponseWriter, r *http.Request) (ctx context.Context, body []byte, cancel context.CancelFunc, err error) {
 	ctx, cancel = r.Context(), func() {}
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil || mt != "application/json" {
-			return ctx, nil, cancel, fmt.Errorf("Content-Type: %q, want application/json: %w", ct, ErrUnsupportedMediaType)
-		}
-	} else if !allowMissing {
-		return ctx, nil, cancel, fmt.Errorf("Content-Type: missing, want application/json: %w", ErrUnsupportedMediaType)
+	if err := checkBodyHeaders(r); err != nil {
+		return ctx, nil, cancel, err
 	}
 	limit := int64(svc.cfg.MaxMessageBytes)
-	body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	rd := http.MaxBytesReader(w, r.Body, limit)
+	if n := r.ContentLength; n >= 0 && n <= limit {
+		// The length is known: one buffer of that size, not ReadAll's doublings.
+		body = make([]byte, n)
+		_, err = io.ReadFull(rd, body)
+		if err == nil {
+			var one [1]byte
+			if k, _ := rd.Read(one[:]); k > 0 {
+				err = errors.New("more bytes than Content-Length")
+			}
+		}
+	} else {
+		body, err = io.ReadAll(rd)
+	}
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -207,7 +327,7 @@ func writeError(w http.ResponseWriter, err error) {
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(d.Seconds()))))
 	}
 	var b errorBody
-	b.Error.Code = backends.CodeName(Code(err))
+	b.Error.Code = httpCodeName(err)
 	b.Error.Message = err.Error()
 	writeJSON(w, httpStatus(err), b)
 }

@@ -59,6 +59,12 @@ func (s *Service) lookup(name, version string) (*Model, error) {
 	if name == "" {
 		return nil, invalid("model_name", "empty; name one of "+strings.Join(s.modelNames(), ", "))
 	}
+	if err := s.checkID("model_name", name); err != nil {
+		return nil, err
+	}
+	if err := s.checkID("model_version", version); err != nil {
+		return nil, err
+	}
 	m, ok := s.state.Load().models[name]
 	if !ok {
 		return nil, fmt.Errorf("model: %q is not loaded (loaded: %s): %w", name, strings.Join(s.modelNames(), ", "), ErrUnknownModel)
@@ -119,6 +125,9 @@ func (s *Service) Infer(ctx context.Context, c *InferCall) (*InferAnswer, error)
 func (s *Service) inferV2(ctx context.Context, c *InferCall) (*InferAnswer, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
+	if err := s.checkID("id", c.ID); err != nil {
+		return nil, err
+	}
 	m, err := s.lookup(c.Model, c.Version)
 	if err != nil {
 		return nil, err
@@ -133,7 +142,7 @@ func (s *Service) inferV2(ctx context.Context, c *InferCall) (*InferAnswer, erro
 		for i, name := range c.Outputs {
 			j := slices.IndexFunc(m.outputs, func(o outSpec) bool { return o.name == name })
 			if j < 0 {
-				return nil, invalid(fmt.Sprintf("outputs[%d].name", i), fmt.Sprintf("model %q has no output %q (outputs: %s)", m.Name, name, outputNames(m)))
+				return nil, invalid(fmt.Sprintf("outputs[%d].name", i), fmt.Sprintf("model %q has no output %s (outputs: %s)", m.Name, clip(name), outputNames(m)))
 			}
 			if slices.ContainsFunc(outs[:i], func(o outSpec) bool { return o.name == name }) {
 				return nil, invalid(fmt.Sprintf("outputs[%d].name", i), fmt.Sprintf("%q is asked for twice", name))
@@ -236,7 +245,7 @@ func (s *Service) rawFeatureInputs(m *Model, in []backends.Tensor) (int, []float
 		field := fmt.Sprintf("inputs[%d]", k)
 		j := slices.Index(names, t.Name)
 		if j < 0 {
-			return 0, nil, invalid(field+".name", fmt.Sprintf("%q is not an input; %s", t.Name, inputHelp(m)))
+			return 0, nil, invalid(field+".name", fmt.Sprintf("%s is not an input; %s", clip(t.Name), inputHelp(m)))
 		}
 		if slices.ContainsFunc(in[:k], func(o backends.Tensor) bool { return o.Name == t.Name }) {
 			return 0, nil, invalid(field+".name", fmt.Sprintf("%q is given twice", t.Name))

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"sort"
@@ -17,6 +18,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/novacron/sidecar/backends"
 	"github.com/novacron/sidecar/batcher"
@@ -35,6 +37,16 @@ type Config struct {
 	MaxBatchVMs, MaxNodes int
 	// MaxMessageBytes bounds gRPC messages and HTTP bodies. Zero: 4 MiB.
 	MaxMessageBytes int
+	// MaxIDBytes bounds identifiers in requests (vm_id, workload_id, node_id, model names).
+	// Zero: DefaultMaxIDBytes.
+	MaxIDBytes int
+	// MaxInflightBytes bounds the HTTP request bodies being served at once (see inflight).
+	// Zero: DefaultMaxInflightBytes.
+	MaxInflightBytes int64
+	// MaxConnectionIdle closes a client connection that carried no call for this long (gRPC
+	// keepalive's MaxConnectionIdle; the HTTP server's IdleTimeout, see ConnectionIdle). Zero:
+	// DefaultMaxConnectionIdle; negative: never.
+	MaxConnectionIdle time.Duration
 	// Cache, when set, answers repeated rows (see infer); the Service does not close it.
 	Cache *cache.Cache[[]float32]
 	// Windows bounds the per-VM metric windows each forecast model keeps for PushMetrics.
@@ -65,6 +77,44 @@ func (c *Config) setDefaults() {
 	if c.MaxStale == 0 {
 		c.MaxStale = 10 * time.Minute
 	}
+	if c.MaxIDBytes == 0 {
+		c.MaxIDBytes = DefaultMaxIDBytes
+	}
+	if c.MaxInflightBytes == 0 {
+		c.MaxInflightBytes = DefaultMaxInflightBytes
+	}
+	if c.MaxConnectionIdle == 0 {
+		c.MaxConnectionIdle = DefaultMaxConnectionIdle
+	}
+}
+
+// DefaultMaxIDBytes is the default bound of an identifier in a request (Config.MaxIDBytes): VM,
+// workload, node and model names are short; a longer one is refused before it is stored or echoed.
+const DefaultMaxIDBytes = 256
+
+// checkID refuses an identifier longer than Config.MaxIDBytes, echoing only its start.
+func (s *Service) checkID(field, v string) error {
+	if len(v) > s.cfg.MaxIDBytes {
+		return invalid(field, fmt.Sprintf("%d bytes (%s), at most %d (limits.max_id_bytes)", len(v), clip(v), s.cfg.MaxIDBytes))
+	}
+	return nil
+}
+
+// clipBytes is how much of a caller's value an error message echoes.
+const clipBytes = 40
+
+// clip quotes v for an error message, cut to its first clipBytes bytes (on a rune boundary) with
+// the rest counted, so that an error never carries a caller's huge value back (a gRPC status
+// travels in a header, which clients bound).
+func clip(v string) string {
+	if len(v) <= clipBytes {
+		return strconv.Quote(v)
+	}
+	cut := clipBytes
+	for cut > 0 && !utf8.RuneStart(v[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s... (%d bytes)", strconv.Quote(v[:cut]), len(v))
 }
 
 // Service is the request pipeline. Its methods may be called concurrently; they read an immutable
@@ -74,6 +124,11 @@ type Service struct {
 	state   atomic.Pointer[snapshot]
 	metrics *Metrics
 	cache   *cache.Cache[[]float32] // nil: no prediction cache
+	// inflight bounds the HTTP bodies being served at once.
+	inflight inflight
+	// drain is closed by Drain: open streams end.
+	drain     chan struct{}
+	drainOnce sync.Once
 	// swapMu serializes Swap and Close.
 	swapMu sync.Mutex
 }
@@ -90,7 +145,8 @@ type snapshot struct {
 // set. metrics may be nil. Close stops the batchers.
 func New(cfg Config, models []*Model, metrics *Metrics) (*Service, error) {
 	cfg.setDefaults()
-	s := &Service{cfg: cfg, metrics: metrics, cache: cfg.Cache}
+	s := &Service{cfg: cfg, metrics: metrics, cache: cfg.Cache, drain: make(chan struct{})}
+	s.inflight.limit = cfg.MaxInflightBytes
 	if s.cfg.Now == nil {
 		s.cfg.Now = time.Now
 	}
@@ -192,6 +248,14 @@ func (s *Service) Swap(models []*Model, routes Routes) ([]*Model, error) {
 	}
 	return out, nil
 }
+
+// Drain ends the calls that would otherwise stay open through a shutdown: each open StreamMetrics
+// stream is answered with the count it stored. Call it when the front ends stop accepting calls.
+func (s *Service) Drain() { s.drainOnce.Do(func() { close(s.drain) }) }
+
+// ConnectionIdle is how long a client connection may stay idle (Config.MaxConnectionIdle,
+// defaulted); 0: no bound.
+func (s *Service) ConnectionIdle() time.Duration { return max(s.cfg.MaxConnectionIdle, 0) }
 
 // Close stops the models' batchers once the calls they hold have run. Call it after the front ends
 // have drained and before the backends close.
@@ -545,6 +609,9 @@ func (s *Service) PredictBandwidth(ctx context.Context, req *aipb.BandwidthReque
 func (s *Service) predictBandwidth(ctx context.Context, req *aipb.BandwidthRequest) (*aipb.BandwidthResponse, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
+	if err := s.checkIDs("", req.GetModel(), req.GetVmId()); err != nil {
+		return nil, err
+	}
 	m, err := s.model(req.GetModel(), routeBandwidth, TaskForecast, "PredictBandwidth")
 	if err != nil {
 		return nil, err
@@ -575,6 +642,9 @@ func (s *Service) PredictBandwidthBatch(ctx context.Context, req *aipb.Bandwidth
 func (s *Service) predictBandwidthBatch(ctx context.Context, req *aipb.BandwidthBatchRequest) (*aipb.BandwidthBatchResponse, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
+	if err := s.checkID("model", req.GetModel()); err != nil {
+		return nil, err
+	}
 	m, err := s.model(req.GetModel(), routeBandwidth, TaskForecast, "PredictBandwidthBatch")
 	if err != nil {
 		return nil, err
@@ -590,6 +660,9 @@ func (s *Service) predictBandwidthBatch(ctx context.Context, req *aipb.Bandwidth
 	buf := make([]float32, len(vms)*size)
 	now := s.cfg.Now()
 	for i, vm := range vms {
+		if err := s.checkIDs(fmt.Sprintf("vms[%d].", i), vm.GetModel(), vm.GetVmId()); err != nil {
+			return nil, err
+		}
 		if vm.GetModel() != "" && vm.GetModel() != m.Name {
 			return nil, invalid(fmt.Sprintf("vms[%d].model", i), fmt.Sprintf("%q differs from the batch's model %q; one batch runs one model", vm.GetModel(), m.Name))
 		}
@@ -609,6 +682,14 @@ func (s *Service) predictBandwidthBatch(ctx context.Context, req *aipb.Bandwidth
 		return nil, err
 	}
 	return &aipb.BandwidthBatchResponse{Results: forecastRows(m, res, vms)}, nil
+}
+
+// checkIDs checks a request's model and vm_id fields (under prefix, such as "vms[3].").
+func (s *Service) checkIDs(prefix, model, vm string) error {
+	if err := s.checkID(prefix+"model", model); err != nil {
+		return err
+	}
+	return s.checkID(prefix+"vm_id", vm)
 }
 
 // canonWindow validates one BandwidthRequest and canonicalizes its window into dst. vm is the
@@ -644,8 +725,8 @@ func canonWindowAt(m *Model, dst []float32, req *aipb.BandwidthRequest, now time
 	if req.GetVmId() == "" {
 		return invalid(prefix+"vm_id", "required")
 	}
-	if h := req.GetHorizonMinutes(); h < 0 {
-		return invalid(prefix+"horizon_minutes", fmt.Sprintf("%d is negative; give 0 for the model's whole horizon (%d) or 1..%d", h, m.horizon, m.horizon))
+	if h := req.GetHorizonMinutes(); h < 0 || int64(h) > int64(m.horizon) {
+		return invalid(prefix+"horizon_minutes", fmt.Sprintf("%d is not in 0..%d: give 0 for the model's whole horizon (%d minutes) or 1..%d", h, m.horizon, m.horizon, m.horizon))
 	}
 	raw := req.GetHistoricalMetrics()
 	if len(raw) == 0 && m.windows != nil {
@@ -708,6 +789,9 @@ func (s *Service) PushMetrics(ctx context.Context, req *aipb.PushMetricsRequest)
 	defer func() { resp.Accepted = accepted }()
 	for i, smp := range req.GetSamples() {
 		at := fmt.Sprintf("samples[%d]", i)
+		if err := s.checkID(at+".vm_id", smp.GetVmId()); err != nil {
+			return resp, invalid(at+".vm_id", fmt.Sprintf("%s (%d samples before it stored)", err.(*features.FieldError).Reason, accepted))
+		}
 		m := smp.GetMetrics()
 		if m == nil {
 			return resp, invalid(at+".metrics", fmt.Sprintf("required (%d samples before it stored)", accepted))
@@ -743,6 +827,9 @@ func (s *Service) DetectAnomaly(ctx context.Context, req *aipb.AnomalyRequest) (
 func (s *Service) detectAnomaly(ctx context.Context, req *aipb.AnomalyRequest) (*aipb.AnomalyResponse, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
+	if err := s.checkIDs("", req.GetModel(), req.GetVmId()); err != nil {
+		return nil, err
+	}
 	m, err := s.model(req.GetModel(), func(r Routes) string { return r.Anomaly }, TaskAnomaly, "DetectAnomaly")
 	if err != nil {
 		return nil, err
@@ -819,6 +906,12 @@ func (s *Service) OptimizePlacement(ctx context.Context, req *aipb.PlacementRequ
 func (s *Service) optimizePlacement(ctx context.Context, req *aipb.PlacementRequest) (*aipb.PlacementResponse, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
+	if err := s.checkID("model", req.GetModel()); err != nil {
+		return nil, err
+	}
+	if err := s.checkID("workload_id", req.GetWorkloadId()); err != nil {
+		return nil, err
+	}
 	m, err := s.model(req.GetModel(), func(r Routes) string { return r.Placement }, TaskPlacement, "OptimizePlacement")
 	if err != nil {
 		return nil, err
@@ -831,7 +924,18 @@ func (s *Service) optimizePlacement(ctx context.Context, req *aipb.PlacementRequ
 		return nil, invalid("available_nodes", fmt.Sprintf("%d nodes, at most %d per call (limits.max_nodes)", len(nodes), s.cfg.MaxNodes))
 	}
 	reqs := req.GetRequirements()
-	for k, v := range reqs {
+	var known []string
+	for _, f := range m.Spec.Features {
+		if k, ok := strings.CutPrefix(f.Source, "requirements."); ok {
+			known = append(known, k)
+		}
+	}
+	keys := slices.Sorted(maps.Keys(reqs))
+	for _, k := range keys {
+		if !slices.Contains(known, k) {
+			return nil, invalid("requirements", fmt.Sprintf("unknown key %s; model %q reads %s (names are case-sensitive)", clip(k), m.Name, strings.Join(known, ", ")))
+		}
+		v := reqs[k]
 		if err := checkFinite("requirements["+strconv.Quote(k)+"]", v); err != nil {
 			return nil, err
 		}
@@ -849,6 +953,9 @@ func (s *Service) optimizePlacement(ctx context.Context, req *aipb.PlacementRequ
 		if n.GetNodeId() == "" {
 			return nil, invalid(at+".node_id", "required")
 		}
+		if err := s.checkID(at+".node_id", n.GetNodeId()); err != nil {
+			return nil, err
+		}
 		if j, dup := seen[n.GetNodeId()]; dup {
 			return nil, invalid(at+".node_id", fmt.Sprintf("%q repeats available_nodes[%d]", n.GetNodeId(), j))
 		}
@@ -858,12 +965,12 @@ func (s *Service) optimizePlacement(ctx context.Context, req *aipb.PlacementRequ
 			switch {
 			case f.Source == "node.cpu_available":
 				v = n.GetCpuAvailable()
-				if err := checkFinite(at+".cpu_available", v); err != nil {
+				if err := checkCapacity(at+".cpu_available", v); err != nil {
 					return nil, err
 				}
 			case f.Source == "node.memory_available":
 				v = n.GetMemoryAvailable()
-				if err := checkFinite(at+".memory_available", v); err != nil {
+				if err := checkCapacity(at+".memory_available", v); err != nil {
 					return nil, err
 				}
 			default:
@@ -936,6 +1043,17 @@ func (s *Service) optimizePlacement(ctx context.Context, req *aipb.PlacementRequ
 	}
 	overall := best * (0.5 + 0.5*math.Min(1, margin/0.1))
 	return &aipb.PlacementResponse{Candidates: cands, OverallConfidence: overall, ModelVersion: m.Version}, nil
+}
+
+// checkCapacity refuses a node capacity that is not a finite, non-negative number.
+func checkCapacity(field string, v float64) error {
+	if err := checkFinite(field, v); err != nil {
+		return err
+	}
+	if v < 0 {
+		return invalid(field, fmt.Sprintf("%v is negative; a capacity is 0 or more", v))
+	}
+	return nil
 }
 
 // center is the canonical value of a feature at its normalization center.

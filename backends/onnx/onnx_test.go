@@ -2,6 +2,8 @@ package onnx
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -413,6 +415,8 @@ func TestMetadata(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
 			s := load(t, rt, "m", tt.file, Config{})
+			sum := sha256.Sum256(readModel(t, tt.file))
+			tt.want.Digest = "sha256:" + hex.EncodeToString(sum[:]) // the file's bytes identify the model
 			for _, model := range []string{"m", ""} {
 				got, err := s.Metadata(t.Context(), model)
 				if err != nil {

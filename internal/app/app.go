@@ -43,8 +43,8 @@ type App struct {
 	poolObs  backends.PoolObserver
 	metrics  *proxy.Metrics
 	hashes   map[string][32]byte // of the local model files, by model name (see loader.hashes)
-	// healthMu serializes setHealth (the refresher and Reload); it guards published, the model
-	// health names set so far.
+	// healthMu serializes setHealth (the refresher and Reload) and Shutdown's close of
+	// stopHealth; it guards published, the model health names set so far.
 	healthMu  sync.Mutex
 	published map[string]bool
 	// reloadMu serializes Reload and Shutdown; it guards cfg, models and stopped.
@@ -106,12 +106,15 @@ func (a *App) start(ctx context.Context, embedded fs.FS) error {
 		Cache: a.cache,
 		Windows: features.WindowConfig{MaxVMs: cfg.Windows.MaxVMs, IdleExpiry: cfg.Windows.IdleExpiry,
 			Step: cfg.Windows.Step, MaxAge: cfg.Windows.MaxAge},
-		Routes:          routes(cfg),
-		RequestTimeout:  cfg.Limits.RequestTimeout,
-		MaxStale:        cfg.Cache.MaxStale,
-		MaxBatchVMs:     cfg.Limits.MaxBatchVMs,
-		MaxNodes:        cfg.Limits.MaxNodes,
-		MaxMessageBytes: cfg.Limits.MaxMessageBytes,
+		Routes:            routes(cfg),
+		RequestTimeout:    cfg.Limits.RequestTimeout,
+		MaxStale:          cfg.Cache.MaxStale,
+		MaxBatchVMs:       cfg.Limits.MaxBatchVMs,
+		MaxNodes:          cfg.Limits.MaxNodes,
+		MaxMessageBytes:   cfg.Limits.MaxMessageBytes,
+		MaxIDBytes:        cfg.Limits.MaxIDBytes,
+		MaxInflightBytes:  cfg.Limits.MaxInflightBytes,
+		MaxConnectionIdle: cfg.Listen.MaxConnectionIdle,
 	}, a.models, metrics)
 	if err != nil {
 		return err
@@ -123,6 +126,7 @@ func (a *App) start(ctx context.Context, embedded fs.FS) error {
 			return fmt.Errorf("listen.grpc: %w", err)
 		}
 		a.GRPCAddr = gl.Addr().String()
+		warnExposed(log, "listen.grpc", gl.Addr())
 	}
 	if cfg.Listen.HTTP != "off" {
 		if hl, err = net.Listen("tcp", cfg.Listen.HTTP); err != nil {
@@ -132,15 +136,20 @@ func (a *App) start(ctx context.Context, embedded fs.FS) error {
 			return fmt.Errorf("listen.http: %w", err)
 		}
 		a.HTTPAddr = hl.Addr().String()
+		warnExposed(log, "listen.http", hl.Addr())
 	}
 
 	a.grpc, a.health = proxy.NewGRPCServer(a.Service)
 	a.setHealth(ctx)
 	a.http = &http.Server{
-		Handler:           proxy.NewHTTPHandler(a.Service, proxy.HTTPOptions{Gatherer: a.Registry, Ready: a.Ready}),
+		Handler: proxy.NewHTTPHandler(a.Service, proxy.HTTPOptions{Gatherer: a.Registry, Ready: a.Ready,
+			AllowedHosts: cfg.Listen.AllowedHosts}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		IdleTimeout:       a.Service.ConnectionIdle(),
+	}
+	if a.http.IdleTimeout == 0 {
+		a.http.IdleTimeout = -1 // net/http reads 0 as ReadTimeout; the config says never
 	}
 	if gl != nil {
 		a.wg.Go(func() {
@@ -173,6 +182,14 @@ func (a *App) start(ctx context.Context, embedded fs.FS) error {
 		}
 	})
 	return nil
+}
+
+// warnExposed warns, loudly, when a data port is bound beyond loopback: the sidecar has no
+// authentication of its own.
+func warnExposed(log io.Writer, key string, addr net.Addr) {
+	if ta, ok := addr.(*net.TCPAddr); ok && !ta.IP.IsLoopback() {
+		fmt.Fprintf(log, "WARNING: %s %s is not a loopback address: any host that can reach this machine may call the sidecar, which has no authentication of its own. Bind 127.0.0.1 unless a firewall or network policy guards the port.\n", key, addr)
+	}
 }
 
 // healthRefresh is how often gRPC health is set anew from the models' readiness.
@@ -209,7 +226,7 @@ func (l *loader) loadAll(ctx context.Context) ([]*proxy.Model, error) {
 			for _, m := range models {
 				m.Backend.Close()
 			}
-			return nil, fmt.Errorf("%s: models[%d] %s: %w", cfg.Source, i, mc.Name, err)
+			return nil, modelError(cfg, i, err)
 		}
 		detail := fmt.Sprintf("%d sessions x %d threads", mc.Pool.Sessions, mc.Pool.IntraOpThreads)
 		if mc.Backend.Remote() {
@@ -310,17 +327,25 @@ func (a *App) setHealth(ctx context.Context) {
 // Err delivers the first failure of a front end after Start.
 func (a *App) Err() <-chan error { return a.errc }
 
-// Shutdown stops the sidecar in order: health turns NOT_SERVING, both front ends stop accepting
-// and drain in-flight calls (bounded by ctx; past it, connections are closed), then the model
-// sessions close and the runtime unloads.
+// Shutdown stops the sidecar in order: a reload in progress is cancelled, health turns
+// NOT_SERVING, both front ends stop accepting and drain in-flight calls (bounded by ctx; past it,
+// connections are closed), then, once the cancelled reload has returned, the model sessions close
+// and the runtime unloads. A reload still loading a model into ONNX Runtime when ctx ends is
+// abandoned: Shutdown returns an error saying so and leaves the sessions and the runtime open (that
+// load may still use the runtime; the process is about to exit).
 func (a *App) Shutdown(ctx context.Context) error {
-	a.reloadMu.Lock()
-	if !a.stopped {
+	// Closing stopHealth stops the health refresher and cancels a reload in progress (see Reload).
+	// It is not done under reloadMu, which that reload holds until it returns; healthMu, which
+	// nothing holds for long, keeps a second Shutdown from closing it again.
+	a.healthMu.Lock()
+	select {
+	case <-a.stopHealth:
+	default:
 		close(a.stopHealth)
 	}
-	a.stopped = true
-	a.reloadMu.Unlock()
+	a.healthMu.Unlock()
 	a.health.Shutdown()
+	a.Service.Drain() // open StreamMetrics streams answer their counts now
 	var errs []error
 	var wg sync.WaitGroup
 	var grpcErr error
@@ -341,6 +366,19 @@ func (a *App) Shutdown(ctx context.Context) error {
 	}
 	wg.Wait()
 	errs = append(errs, grpcErr)
+	// Wait for the cancelled reload to return (it closes what it built); from then on none runs.
+	locked := make(chan struct{})
+	go func() { // ends when the reload does, even if Shutdown gave up on it
+		a.reloadMu.Lock()
+		a.stopped = true
+		a.reloadMu.Unlock()
+		close(locked)
+	}()
+	select {
+	case <-locked:
+	case <-ctx.Done():
+		return errors.Join(append(errs, fmt.Errorf("a reload still loading a model at the drain deadline was abandoned; the model sessions stay open: %w", ctx.Err()))...)
+	}
 	a.Service.Close() // the batchers: every queued call has run
 	a.wg.Wait()
 	errs = append(errs, a.closeBackends())

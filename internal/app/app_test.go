@@ -74,12 +74,21 @@ func start(t testing.TB, edit func(*config.Config)) *sidecar {
 // post sends a JSON body and returns the status and body.
 func (s *sidecar) post(t *testing.T, path, contentType string, body []byte) (int, []byte) {
 	t.Helper()
+	return s.postWith(t, path, contentType, "", body)
+}
+
+// postWith is post with a Content-Encoding header (none when empty).
+func (s *sidecar) postWith(t *testing.T, path, contentType, encoding string, body []byte) (int, []byte) {
+	t.Helper()
 	req, err := http.NewRequest("POST", s.base+path, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
+	}
+	if encoding != "" {
+		req.Header.Set("Content-Encoding", encoding)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -292,6 +301,7 @@ type badCase struct {
 	grpc     func(ctx context.Context, c aipb.AIServiceClient) error
 	path     string
 	ctype    string
+	encoding string // Content-Encoding
 	body     string
 	code     codes.Code
 	httpCode int
@@ -314,6 +324,20 @@ func badCases() []badCase {
 	for i := 0; i < 1025; i++ {
 		tooMany.Vms = append(tooMany.Vms, &aipb.BandwidthRequest{VmId: "x"})
 	}
+	wrongKeys := placementReq()
+	wrongKeys.Requirements = map[string]float64{"CPU": 64, "memory": 16}
+	negCap := placementReq()
+	negCap.AvailableNodes[1].MemoryAvailable = -8
+	longID := strings.Repeat("v", 20000)
+	longBatch := &aipb.BandwidthBatchRequest{Vms: []*aipb.BandwidthRequest{bandwidthReq(1), {VmId: longID, HistoricalMetrics: window(2)}}}
+	longNode := placementReq()
+	longNode.AvailableNodes[2].NodeId = longID
+	longWorkload := placementReq()
+	longWorkload.WorkloadId = longID
+	longModel := anomalyReq(50)
+	longModel.Model = longID
+	longPush := &aipb.PushMetricsRequest{Samples: []*aipb.MetricsSample{
+		{VmId: "ok", Metrics: anomalyReq(50).CurrentMetrics}, {VmId: longID, Metrics: anomalyReq(50).CurrentMetrics}}}
 	js := func(m proto.Message) string {
 		b, _ := protojson.MarshalOptions{UseProtoNames: true}.Marshal(m)
 		return string(b)
@@ -360,7 +384,78 @@ func badCases() []badCase {
 				return err
 			},
 			path: "/api/v1/predict", body: js(&aipb.BandwidthRequest{VmId: "v", HistoricalMetrics: window(1), HorizonMinutes: -3}),
-			code: codes.InvalidArgument, httpCode: 400, want: "horizon_minutes: -3 is negative"},
+			code: codes.InvalidArgument, httpCode: 400, want: "horizon_minutes: -3 is not in 0..10"},
+		{name: "horizon beyond the model's",
+			grpc: func(ctx context.Context, c aipb.AIServiceClient) error {
+				_, err := c.PredictBandwidth(ctx, &aipb.BandwidthRequest{VmId: "v", HistoricalMetrics: window(1), HorizonMinutes: 11})
+				return err
+			},
+			path: "/api/v1/predict", body: js(&aipb.BandwidthRequest{VmId: "v", HistoricalMetrics: window(1), HorizonMinutes: 11}),
+			code: codes.InvalidArgument, httpCode: 400, want: "horizon_minutes: 11 is not in 0..10"},
+		{name: "unknown requirement key",
+			grpc: func(ctx context.Context, c aipb.AIServiceClient) error {
+				_, err := c.OptimizePlacement(ctx, wrongKeys)
+				return err
+			},
+			path: "/api/v1/placement", body: js(wrongKeys),
+			code: codes.InvalidArgument, httpCode: 400, want: `requirements: unknown key "CPU"; model "placement" reads cpu, memory`},
+		{name: "negative capacity",
+			grpc: func(ctx context.Context, c aipb.AIServiceClient) error {
+				_, err := c.OptimizePlacement(ctx, negCap)
+				return err
+			},
+			path: "/api/v1/placement", body: js(negCap),
+			code: codes.InvalidArgument, httpCode: 400, want: "available_nodes[1].memory_available: -8 is negative"},
+		{name: "long vm_id",
+			grpc: func(ctx context.Context, c aipb.AIServiceClient) error {
+				_, err := c.PredictBandwidth(ctx, &aipb.BandwidthRequest{VmId: longID, HistoricalMetrics: window(1)})
+				return err
+			},
+			path: "/api/v1/predict", body: js(&aipb.BandwidthRequest{VmId: longID, HistoricalMetrics: window(1)}),
+			code: codes.InvalidArgument, httpCode: 400, want: `vm_id: 20000 bytes ("vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv"... (20000 bytes)), at most 256 (limits.max_id_bytes)`},
+		{name: "long vm_id in a batch",
+			grpc: func(ctx context.Context, c aipb.AIServiceClient) error {
+				_, err := c.PredictBandwidthBatch(ctx, longBatch)
+				return err
+			},
+			path: "/api/v1/predict/batch", body: js(longBatch),
+			code: codes.InvalidArgument, httpCode: 400, want: "vms[1].vm_id: 20000 bytes"},
+		{name: "long node_id",
+			grpc: func(ctx context.Context, c aipb.AIServiceClient) error {
+				_, err := c.OptimizePlacement(ctx, longNode)
+				return err
+			},
+			path: "/api/v1/placement", body: js(longNode),
+			code: codes.InvalidArgument, httpCode: 400, want: "available_nodes[2].node_id: 20000 bytes"},
+		{name: "long workload_id",
+			grpc: func(ctx context.Context, c aipb.AIServiceClient) error {
+				_, err := c.OptimizePlacement(ctx, longWorkload)
+				return err
+			},
+			path: "/api/v1/placement", body: js(longWorkload),
+			code: codes.InvalidArgument, httpCode: 400, want: "workload_id: 20000 bytes"},
+		{name: "long model name",
+			grpc: func(ctx context.Context, c aipb.AIServiceClient) error {
+				_, err := c.DetectAnomaly(ctx, longModel)
+				return err
+			},
+			path: "/api/v1/anomaly", body: js(longModel),
+			code: codes.InvalidArgument, httpCode: 400, want: "model: 20000 bytes"},
+		{name: "long vm_id pushed",
+			grpc: func(ctx context.Context, c aipb.AIServiceClient) error {
+				_, err := c.PushMetrics(ctx, longPush)
+				return err
+			},
+			path: "/api/v1/metrics", body: js(longPush),
+			code: codes.InvalidArgument, httpCode: 400, want: "samples[1].vm_id: 20000 bytes"},
+		{name: "values beyond the window, refused while scanning", path: "/api/v1/predict",
+			body:     `{"vm_id":"v","historical_metrics":[` + strings.Repeat("1,", 5000) + `1]}`,
+			httpCode: 400, want: "historical_metrics: more than 60 values, the most this call takes (the window of the loaded forecast models)"},
+		{name: "too many nodes, refused while scanning", path: "/api/v1/placement",
+			body:     `{"workload_id":"w","available_nodes":[` + strings.Repeat(`{"node_id":"n"},`, 1100) + `{"node_id":"n"}]}`,
+			httpCode: 400, want: "available_nodes: more than 1024 values"},
+		{name: "compressed body", path: "/api/v1/predict", encoding: "gzip", body: js(bandwidthReq(1)),
+			httpCode: 415, want: `Content-Encoding: "gzip" is not supported; send the body uncompressed`},
 		{name: "unknown model",
 			grpc: func(ctx context.Context, c aipb.AIServiceClient) error {
 				_, err := c.PredictBandwidth(ctx, &aipb.BandwidthRequest{VmId: "v", HistoricalMetrics: window(1), Model: "nope"})
@@ -494,7 +589,7 @@ func TestBadInput(t *testing.T) {
 				if ct == "" {
 					ct = "application/json"
 				}
-				code, body := s.post(t, c.path, ct, []byte(c.body))
+				code, body := s.postWith(t, c.path, ct, c.encoding, []byte(c.body))
 				var eb struct {
 					Error struct{ Code, Message string }
 				}

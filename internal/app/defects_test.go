@@ -1,21 +1,37 @@
 package app_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
+	"io"
 	"io/fs"
 	"math"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/metrics"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
+	"google.golang.org/grpc"
+	grpccodes "google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/novacron/sidecar/config"
 	"github.com/novacron/sidecar/examples"
+	"github.com/novacron/sidecar/internal/app"
 	aipb "github.com/novacron/sidecar/proto/novacron/ai"
 )
 
@@ -182,5 +198,327 @@ func TestReloadServesTheNewWeights(t *testing.T) {
 			after.Candidates[0].NodeId, after.Candidates[0].Score, want.Candidates[0].NodeId, want.Candidates[0].Score,
 			before.Candidates[0].NodeId, before.Candidates[0].Score)
 	}
-	_ = strings.TrimSpace
+}
+
+// heapSampler records the peak of the heap's object bytes until stopped.
+type heapSampler struct {
+	stop chan struct{}
+	done chan uint64
+}
+
+func sampleHeap() *heapSampler {
+	h := &heapSampler{stop: make(chan struct{}), done: make(chan uint64, 1)}
+	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	go func() {
+		var peak uint64
+		for i := 0; ; i++ {
+			metrics.Read(s)
+			peak = max(peak, s[0].Value.Uint64())
+			select {
+			case <-h.stop:
+				h.done <- peak
+				return
+			default:
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+	}()
+	return h
+}
+
+func (h *heapSampler) peak() uint64 { close(h.stop); return <-h.done }
+
+func heapNow() uint64 {
+	runtime.GC()
+	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+// TestOversizedBodiesMemory: 40 concurrent 4 MB /api/v1/predict bodies of 2 million values each
+// (within limits.max_message_bytes) are each refused, 400 naming the field or 429 with a retry
+// hint when the bodies in flight hold limits.max_inflight_bytes, and the sidecar's heap stays
+// within a bound: a body is scanned, not decoded, past the window's 60 values.
+func TestOversizedBodiesMemory(t *testing.T) {
+	s := start(t, func(c *config.Config) { c.Limits.MaxMessageBytes = 4 << 20 })
+	body := []byte(`{"vm_id":"v","historical_metrics":[` + strings.Repeat("1,", 2_000_000-1) + `1]}`)
+	if len(body) > 4<<20 {
+		t.Fatalf("body of %d bytes is above the limit", len(body))
+	}
+	base := heapNow()
+	h := sampleHeap()
+	codes := make([]int, 40)
+	msgs := make([]string, 40)
+	var wg sync.WaitGroup
+	for i := range codes {
+		wg.Go(func() {
+			req, _ := http.NewRequest("POST", s.base+"/api/v1/predict", bytes.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				msgs[i] = err.Error()
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			codes[i], msgs[i] = resp.StatusCode, string(b)
+			if resp.StatusCode == 429 && resp.Header.Get("Retry-After") == "" {
+				msgs[i] += " (no Retry-After)"
+			}
+		})
+	}
+	wg.Wait()
+	peak := h.peak()
+	counts := map[int]int{}
+	for i, c := range codes {
+		counts[c]++
+		switch {
+		case c == 400 && strings.Contains(msgs[i], "historical_metrics: more than 60 values"):
+		case c == 429 && strings.Contains(msgs[i], "limits.max_inflight_bytes") && !strings.Contains(msgs[i], "no Retry-After"):
+		default:
+			t.Errorf("call %d: %d %.300s", i, c, msgs[i])
+		}
+	}
+	growth := int64(peak) - int64(base)
+	t.Logf("40 bodies of %d bytes: %v; heap %d MB before, peak %d MB (+%d MB)", len(body), counts, base>>20, peak>>20, growth>>20)
+	// 64 MiB of bodies in flight at most, with the garbage of the ones done before the next GC.
+	if growth > 256<<20 {
+		t.Errorf("the heap grew by %d MB serving 40 refused bodies; want under 256 MB", growth>>20)
+	}
+	if counts[400] == 0 {
+		t.Errorf("no body was refused for its length: %v", counts)
+	}
+}
+
+// TestOversizedMessagesMemoryGRPC is the gRPC side of TestOversizedBodiesMemory: 40 concurrent
+// PredictBandwidth messages of 4 MB (500000 values; protobuf packs a double in 8 bytes, so a
+// message decodes to about its own size) are refused, naming the field, with the heap bounded by
+// the messages themselves: grpc-go reads each whole (limits.max_message_bytes at most) before the
+// sidecar sees it.
+func TestOversizedMessagesMemoryGRPC(t *testing.T) {
+	s := start(t, func(c *config.Config) { c.Limits.MaxMessageBytes = 4 << 20 })
+	req := &aipb.BandwidthRequest{VmId: "v", HistoricalMetrics: make([]float64, 500_000)}
+	base := heapNow()
+	h := sampleHeap()
+	errs := make([]error, 40)
+	var wg sync.WaitGroup
+	for i := range errs {
+		wg.Go(func() { _, errs[i] = s.client.PredictBandwidth(context.Background(), req) })
+	}
+	wg.Wait()
+	peak := h.peak()
+	for i, err := range errs {
+		if st := status.Convert(err); st.Code() != grpccodes.InvalidArgument || !strings.Contains(st.Message(), "historical_metrics: got 500000 values, want 60") {
+			t.Errorf("call %d: %v", i, err)
+		}
+	}
+	growth := int64(peak) - int64(base)
+	t.Logf("40 messages of %d bytes: heap %d MB before, peak %d MB (+%d MB)", proto.Size(req), base>>20, peak>>20, growth>>20)
+	// About 11 MB each at most (the frames, their joined copy, the decoded values); a bound that
+	// only an unbounded path (a copy per value, messages kept after their call) would pass.
+	if growth > 1<<30 {
+		t.Errorf("the heap grew by %d MB serving 40 refused messages; want under 1 GB", growth>>20)
+	}
+}
+
+// TestHTTPGuard: the Host header must name an IP address, localhost or an allowed host; unknown
+// paths and methods get the JSON error body; a POST needs a JSON content type on every route.
+func TestHTTPGuard(t *testing.T) {
+	s := start(t, func(c *config.Config) { c.Listen.AllowedHosts = []string{"sidecar.node.internal"} })
+	body, _ := protojson.Marshal(bandwidthReq(1))
+	do := func(method, path, host, ctype string, body []byte) (int, http.Header, map[string]any) {
+		t.Helper()
+		req, err := http.NewRequest(method, s.base+path, bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if host != "" {
+			req.Host = host
+		}
+		if ctype != "" {
+			req.Header.Set("Content-Type", ctype)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		b, _ := io.ReadAll(resp.Body)
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Errorf("%s %s: body %q is not JSON", method, path, b)
+		}
+		return resp.StatusCode, resp.Header, m
+	}
+	errOf := func(m map[string]any) (string, string) {
+		e, _ := m["error"].(map[string]any)
+		c, _ := e["code"].(string)
+		msg, _ := e["message"].(string)
+		return c, msg
+	}
+	for _, c := range []struct {
+		host string
+		ok   bool
+	}{{"", true}, {"localhost:8080", true}, {"127.0.0.1", true}, {"[::1]:8080", true}, {"10.1.2.3:8080", true},
+		{"sidecar.node.internal:8080", true}, {"evil.example:8080", false}, {"localhost.evil.example", false}} {
+		code, _, m := do("POST", "/api/v1/predict", c.host, "application/json", body)
+		if c.ok && code != 200 {
+			t.Errorf("Host %q: %d %v, want 200", c.host, code, m)
+		}
+		if !c.ok {
+			if cd, msg := errOf(m); code != 403 || cd != "PERMISSION_DENIED" || !strings.Contains(msg, "listen.allowed_hosts") {
+				t.Errorf("Host %q: %d %s %q, want 403 PERMISSION_DENIED naming listen.allowed_hosts", c.host, code, cd, msg)
+			}
+		}
+	}
+	// A browser's simple request: text/plain, or no type at all, on every POST route.
+	for _, path := range []string{"/api/v1/predict", "/api/v1/metrics", "/v2/models/placement/infer"} {
+		for _, ct := range []string{"text/plain", ""} {
+			code, _, m := do("POST", path, "", ct, body)
+			if code != 415 {
+				t.Errorf("POST %s with Content-Type %q: %d %v, want 415", path, ct, code, m)
+			}
+		}
+	}
+	code, _, m := do("POST", "/api/v1/predict", "", "text/plain", body)
+	if cd, _ := errOf(m); code != 415 || cd != "UNSUPPORTED_MEDIA_TYPE" {
+		t.Errorf("415 body code %q, want UNSUPPORTED_MEDIA_TYPE", cd)
+	}
+	code, _, m = do("GET", "/api/v1/nothing", "", "", nil)
+	if cd, msg := errOf(m); code != 404 || cd != "NOT_FOUND" || !strings.Contains(msg, "/api/v1/nothing") {
+		t.Errorf("unknown path: %d %s %q, want 404 NOT_FOUND naming the path", code, cd, msg)
+	}
+	code, h, m := do("GET", "/api/v1/predict", "", "", nil)
+	if cd, msg := errOf(m); code != 405 || cd != "METHOD_NOT_ALLOWED" || h.Get("Allow") == "" || !strings.Contains(msg, "POST") {
+		t.Errorf("GET on a POST route: %d %s %q Allow %q, want 405 METHOD_NOT_ALLOWED naming POST", code, cd, msg, h.Get("Allow"))
+	}
+}
+
+// TestStreamMetricsCountedAndDrained: StreamMetrics is counted in sidecar_requests_total, and an
+// open stream at shutdown is answered at once with the count it stored instead of being cut.
+func TestStreamMetricsCountedAndDrained(t *testing.T) {
+	s := start(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	end := time.Now().Truncate(time.Minute)
+	st, err := s.client.StreamMetrics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&aipb.PushMetricsRequest{Samples: pushSamples("vm-s", 1, end)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.CloseAndRecv(); err != nil {
+		t.Fatal(err)
+	}
+	if m := scrape(t, s.base); !strings.Contains(m, `sidecar_requests_total{code="OK",method="StreamMetrics",protocol="grpc"} 1`) {
+		t.Errorf("StreamMetrics is not counted in sidecar_requests_total:\n%s", grepLines(m, "sidecar_requests_total"))
+	}
+
+	// A stream left open through a shutdown.
+	open, err := s.client.StreamMetrics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	samples := pushSamples("vm-d", 2, end)
+	if err := open.Send(&aipb.PushMetricsRequest{Samples: samples[:4]}); err != nil {
+		t.Fatal(err)
+	}
+	// The samples are stored once the window shows them (the server reads them in its own time).
+	for i := 0; ; i++ {
+		if _, err := s.client.PredictBandwidth(ctx, &aipb.BandwidthRequest{VmId: "vm-d"}); err != nil && strings.Contains(err.Error(), "4 of the last") || i == 1000 {
+			break
+		}
+		runtime.Gosched()
+	}
+	done := make(chan error, 1)
+	go func() {
+		sctx, c := context.WithTimeout(context.Background(), 15*time.Second)
+		defer c()
+		done <- s.app.Shutdown(sctx)
+	}()
+	resp, err := open.CloseAndRecv()
+	if err != nil {
+		t.Fatalf("the open stream at shutdown: %v, want its count", err)
+	}
+	if resp.Accepted != 4 {
+		t.Errorf("the open stream at shutdown answered %d stored, want 4", resp.Accepted)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+}
+
+func grepLines(text, prefix string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// TestIdleConnectionsClosed: a client connection that carries no call for
+// listen.max_connection_idle is closed by the sidecar, over both protocols.
+func TestIdleConnectionsClosed(t *testing.T) {
+	s := start(t, func(c *config.Config) { c.Listen.MaxConnectionIdle = 300 * time.Millisecond })
+	// gRPC: a client's connection goes from READY to another state when the server sends its
+	// GOAWAY; bounded by a 10 s wait that only a connection never closed reaches.
+	cc, err := grpc.NewClient(s.app.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cc.Connect()
+	for st := cc.GetState(); st != connectivity.Ready; st = cc.GetState() {
+		if !cc.WaitForStateChange(ctx, st) {
+			t.Fatalf("gRPC connection never ready: %v", st)
+		}
+	}
+	if !cc.WaitForStateChange(ctx, connectivity.Ready) {
+		t.Errorf("gRPC: an idle connection was still open after 10s (max_connection_idle 300ms)")
+	}
+	// HTTP: a keep-alive connection after one call.
+	conn, err := net.Dial("tcp", s.app.HTTPAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = io.Copy(io.Discard, conn)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Errorf("HTTP: an idle keep-alive connection was still open after 10s (max_connection_idle 300ms)")
+	}
+}
+
+// TestWarnsBeyondLoopback: a data port bound beyond loopback is warned about at start; a
+// loopback one is not. (Nothing is sent to the wider address.)
+func TestWarnsBeyondLoopback(t *testing.T) {
+	for _, c := range []struct {
+		http string
+		warn bool
+	}{{"127.0.0.1:0", false}, {"0.0.0.0:0", true}} {
+		cfg, err := config.Load("", examples.FS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Listen.GRPC, cfg.Listen.HTTP = "127.0.0.1:0", c.http
+		var log strings.Builder
+		a, err := app.Start(context.Background(), cfg, examples.FS, &log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := a.Shutdown(ctx); err != nil {
+			t.Error(err)
+		}
+		cancel()
+		if got := strings.Contains(log.String(), "WARNING: listen.http"); got != c.warn {
+			t.Errorf("listen.http %s: warned %v, want %v; log:\n%s", c.http, got, c.warn, log.String())
+		}
+	}
 }

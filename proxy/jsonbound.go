@@ -1,0 +1,117 @@
+package proxy
+
+import (
+	"fmt"
+	"strconv"
+)
+
+// arrayBound is the most elements any JSON array of an RPC's HTTP body may hold, and why; 0: no
+// bound beyond the body's size. The body is scanned against it before it is decoded, so that a
+// body of millions of numbers (within limits.max_message_bytes) is refused at the first value too
+// many, not after each one became a float64.
+func (s *Service) arrayBound(method string) (int, string) {
+	window := 0
+	for _, m := range s.state.Load().models {
+		if m.Task == TaskForecast {
+			window = max(window, m.Spec.Size())
+		}
+	}
+	switch method {
+	case "PredictBandwidth":
+		return window, "the window of the loaded forecast models"
+	case "PredictBandwidthBatch":
+		return max(window, s.cfg.MaxBatchVMs), fmt.Sprintf("limits.max_batch_vms %d, or a window of %d", s.cfg.MaxBatchVMs, window)
+	case "OptimizePlacement":
+		return s.cfg.MaxNodes, "limits.max_nodes"
+	case "DetectAnomaly":
+		return 1, "DetectAnomaly takes no list"
+	}
+	return 0, ""
+}
+
+// maxScanDepth bounds the nesting arraysWithin follows; deeper bodies are left to the decoder,
+// which refuses them.
+const maxScanDepth = 64
+
+// arraysWithin reports whether every array in the JSON text b holds at most limit elements; when
+// one holds more, it names the field (the object key the array belongs to, such as
+// "historical_metrics" or "vms[].historical_metrics"). It reads b once and allocates nothing
+// unless it fails; it does not validate the JSON, which the decoder does after it.
+func arraysWithin(b []byte, limit int) (string, bool) {
+	type level struct {
+		array bool
+		count int
+		key   [2]int // the key's position in b, for an object's member array
+		index bool   // an array inside an array: its field is the parent's, with []
+	}
+	var stack [maxScanDepth]level
+	depth := 0
+	lastStr := [2]int{-1, -1} // the last string read at object level: the key of what follows
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		switch c {
+		case '"':
+			start := i + 1
+			for i++; i < len(b) && b[i] != '"'; i++ {
+				if b[i] == '\\' {
+					i++
+				}
+			}
+			lastStr = [2]int{start, i}
+			if depth > 0 && stack[depth-1].array && stack[depth-1].count == 0 {
+				stack[depth-1].count = 1
+			}
+			continue
+		case ' ', '\t', '\n', '\r', ':':
+			continue
+		case '[', '{':
+			if depth > 0 && stack[depth-1].array && stack[depth-1].count == 0 {
+				stack[depth-1].count = 1
+			}
+			if depth == maxScanDepth {
+				return "", true
+			}
+			l := level{array: c == '['}
+			if depth > 0 && stack[depth-1].array {
+				l.key, l.index = stack[depth-1].key, true
+			} else {
+				l.key = lastStr
+			}
+			stack[depth] = l
+			depth++
+			continue
+		case ']', '}':
+			if depth > 0 {
+				depth--
+			}
+			continue
+		case ',':
+			if depth > 0 && stack[depth-1].array {
+				stack[depth-1].count++
+				if stack[depth-1].count > limit {
+					return fieldName(b, stack[depth-1].key, stack[depth-1].index), false
+				}
+			}
+			continue
+		}
+		// A number or literal starts an element.
+		if depth > 0 && stack[depth-1].array && stack[depth-1].count == 0 {
+			stack[depth-1].count = 1
+		}
+	}
+	return "", true
+}
+
+func fieldName(b []byte, key [2]int, index bool) string {
+	name := "body"
+	if key[0] >= 0 && key[1] <= len(b) {
+		name = string(b[key[0]:key[1]])
+		if len(name) > clipBytes || strconv.Quote(name) != `"`+name+`"` {
+			name = clip(name)
+		}
+	}
+	if index {
+		name += "[]"
+	}
+	return name
+}
