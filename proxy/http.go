@@ -107,7 +107,7 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		code := cmp.Or(rec.code, http.StatusNotFound)
 		var err error
 		if code == http.StatusMethodNotAllowed {
-			err = fmt.Errorf("method %s: %s takes %s: %w", r.Method, clip(r.URL.Path), cmp.Or(allow(rec), "none"), ErrMethodNotAllowed)
+			err = fmt.Errorf("method %s: %s takes %s: %w", clip(r.Method), clip(r.URL.Path), cmp.Or(allow(rec), "none"), ErrMethodNotAllowed)
 		} else {
 			err = fmt.Errorf("path %s: no such route (routes: /api/v1/..., /v2/..., /healthz, /readyz, /metrics): %w", clip(r.URL.Path), ErrNotFound)
 		}
@@ -125,6 +125,9 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		release, err := g.svc.inflight.acquire(n)
 		if err != nil {
+			// Read the body away (held nowhere) before answering: a client still writing it would
+			// otherwise see its connection reset instead of the 429 and its Retry-After.
+			io.CopyN(io.Discard, r.Body, n)
 			writeError(w, err)
 			return
 		}
@@ -222,7 +225,9 @@ func serveJSON[Req, Resp proto.Message](svc *Service, method string, w http.Resp
 		return zero, invalid("body", "empty; want a JSON object")
 	}
 	if limit, why := svc.arrayBound(method); limit > 0 {
-		if field, ok := arraysWithin(body, limit); !ok {
+		if field, ok := arraysWithin(body, limit); !ok && field == "" {
+			return zero, invalid("body", fmt.Sprintf("nested more than %d levels deep", maxScanDepth))
+		} else if !ok {
 			return zero, invalid(field, fmt.Sprintf("more than %d values, the most this call takes (%s); the body was not decoded further", limit, why))
 		}
 	}
@@ -272,7 +277,7 @@ func readRequest(svc *Service, w http.ResponseWriter, r *http.Request) (ctx cont
 	if t := r.Header.Get("X-Request-Timeout"); t != "" {
 		d, err := time.ParseDuration(t)
 		if err != nil || d <= 0 {
-			return ctx, nil, cancel, invalid("X-Request-Timeout", fmt.Sprintf("%q is not a positive duration such as 250ms", t))
+			return ctx, nil, cancel, invalid("X-Request-Timeout", fmt.Sprintf("%s is not a positive duration such as 250ms", clip(t)))
 		}
 		ctx, cancel = context.WithTimeout(ctx, d)
 	}

@@ -29,12 +29,13 @@ func (s *Service) arrayBound(method string) (int, string) {
 	return 0, ""
 }
 
-// maxScanDepth bounds the nesting arraysWithin follows; deeper bodies are left to the decoder,
-// which refuses them.
+// maxScanDepth bounds the nesting arraysWithin follows; a deeper body is refused (no call of the
+// sidecar nests that deep).
 const maxScanDepth = 64
 
-// arraysWithin reports whether every array in the JSON text b holds at most limit elements; when
-// one holds more, it names the field (the object key the array belongs to, such as
+// arraysWithin reports whether every array in the JSON text b holds at most limit elements (and b
+// nests at most maxScanDepth deep: else it returns "" and false); when one holds more, it names the
+// field (the object key the array belongs to, such as
 // "historical_metrics" or "vms[].historical_metrics"). It reads b once and allocates nothing
 // unless it fails; it does not validate the JSON, which the decoder does after it.
 func arraysWithin(b []byte, limit int) (string, bool) {
@@ -69,7 +70,7 @@ func arraysWithin(b []byte, limit int) (string, bool) {
 				stack[depth-1].count = 1
 			}
 			if depth == maxScanDepth {
-				return "", true
+				return "", false // too deep: no field to name
 			}
 			l := level{array: c == '['}
 			if depth > 0 && stack[depth-1].array {

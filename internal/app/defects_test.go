@@ -359,7 +359,7 @@ func TestHTTPGuard(t *testing.T) {
 	for _, c := range []struct {
 		host string
 		ok   bool
-	}{{"", true}, {"localhost:8080", true}, {"127.0.0.1", true}, {"[::1]:8080", true}, {"10.1.2.3:8080", true},
+	}{{"localhost:8080", true}, {"127.0.0.1", true}, {"[::1]:8080", true}, {"10.1.2.3:8080", true},
 		{"sidecar.node.internal:8080", true}, {"evil.example:8080", false}, {"localhost.evil.example", false}} {
 		code, _, m := do("POST", "/api/v1/predict", c.host, "application/json", body)
 		if c.ok && code != 200 {
@@ -421,31 +421,34 @@ func TestStreamMetricsCountedAndDrained(t *testing.T) {
 		t.Fatal(err)
 	}
 	samples := pushSamples("vm-d", 2, end)
-	if err := open.Send(&aipb.PushMetricsRequest{Samples: samples[:4]}); err != nil {
+	if err := open.Send(&aipb.PushMetricsRequest{Samples: samples[len(samples)-4:]}); err != nil {
 		t.Fatal(err)
 	}
-	// The samples are stored once the window shows them (the server reads them in its own time).
-	for i := 0; ; i++ {
-		if _, err := s.client.PredictBandwidth(ctx, &aipb.BandwidthRequest{VmId: "vm-d"}); err != nil && strings.Contains(err.Error(), "4 of the last") || i == 1000 {
+	// The samples are stored once the window shows them (the server reads them in its own time);
+	// bounded by ctx.
+	for {
+		_, err := s.client.PredictBandwidth(ctx, &aipb.BandwidthRequest{VmId: "vm-d"})
+		if err != nil && strings.Contains(err.Error(), "4 of the last") {
 			break
 		}
-		runtime.Gosched()
+		if ctx.Err() != nil {
+			t.Fatalf("the 4 samples sent on the stream were never stored: %v", err)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
-	done := make(chan error, 1)
-	go func() {
-		sctx, c := context.WithTimeout(context.Background(), 15*time.Second)
-		defer c()
-		done <- s.app.Shutdown(sctx)
-	}()
+	// The stream stays open (no CloseSend) through the shutdown: the drain must end it. Without
+	// the drain, GracefulStop waits for it until the deadline and Shutdown reports calls cut.
+	sctx, c := context.WithTimeout(context.Background(), 5*time.Second)
+	defer c()
+	if err := s.app.Shutdown(sctx); err != nil {
+		t.Errorf("shutdown with a StreamMetrics stream open: %v", err)
+	}
 	resp, err := open.CloseAndRecv()
 	if err != nil {
 		t.Fatalf("the open stream at shutdown: %v, want its count", err)
 	}
 	if resp.Accepted != 4 {
 		t.Errorf("the open stream at shutdown answered %d stored, want 4", resp.Accepted)
-	}
-	if err := <-done; err != nil {
-		t.Errorf("shutdown: %v", err)
 	}
 }
 

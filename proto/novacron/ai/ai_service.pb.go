@@ -185,8 +185,8 @@ type BandwidthRequest struct {
 	// model's feature spec (for the example model: cpu, memory, disk_io, network_io, latency,
 	// error_rate; 10 steps; 60 values).
 	HistoricalMetrics []float64 `protobuf:"fixed64,2,rep,packed,name=historical_metrics,json=historicalMetrics,proto3" json:"historical_metrics,omitempty"`
-	// Forecast length in minutes (one prediction per step); 0 or more than the model's horizon
-	// gives the model's whole horizon.
+	// Forecast length in minutes (one prediction per step), 1 up to the model's horizon; 0 gives
+	// the model's whole horizon, and more than the horizon is INVALID_ARGUMENT.
 	HorizonMinutes int32 `protobuf:"varint,3,opt,name=horizon_minutes,json=horizonMinutes,proto3" json:"horizon_minutes,omitempty"`
 	// Added: the model to ask; empty selects the configured default for this RPC.
 	Model         string `protobuf:"bytes,15,opt,name=model,proto3" json:"model,omitempty"`
