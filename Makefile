@@ -68,6 +68,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzBandwidthJSON$$' -fuzztime $(FUZZTIME) ./proxy/
 	$(GO) test -run '^$$' -fuzz '^FuzzProtoRequests$$' -fuzztime $(FUZZTIME) ./proxy/
 	$(GO) test -run '^$$' -fuzz '^FuzzRESTInfer$$' -fuzztime $(FUZZTIME) ./proxy/
+	$(GO) test -run '^$$' -fuzz '^FuzzProtoLists$$' -fuzztime $(FUZZTIME) ./proxy/
 	$(GO) test -run '^$$' -fuzz '^FuzzInputs$$' -fuzztime $(FUZZTIME) ./backends/kserve/
 	$(GO) test -run '^$$' -fuzz '^FuzzHTTPBatchResponse$$' -fuzztime $(FUZZTIME) ./backends/legacy/
 	$(GO) test -run '^$$' -fuzz '^FuzzUpstreamMessage$$' -fuzztime $(FUZZTIME) ./backends/legacy/

@@ -32,6 +32,7 @@ func NewGRPCServer(svc *Service, opts ...grpc.ServerOption) (*grpc.Server, *heal
 		grpc.ChainStreamInterceptor(svc.streamInterceptor),
 		grpc.WaitForHandlers(true),
 		grpc.MaxConcurrentStreams(maxConcurrentStreams),
+		grpc.ForceServerCodecV2(newBoundedCodec(svc)),
 	}
 	if idle := svc.cfg.MaxConnectionIdle; idle > 0 {
 		base = append(base, grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: idle}))
@@ -57,7 +58,9 @@ func (s *Service) unaryInterceptor(ctx context.Context, req any, info *grpc.Unar
 	if s.state.Load().anyStale {
 		ctx = withStaleNote(ctx)
 	}
-	resp, err = recovered(func() (any, error) { return handler(ctx, req) })
+	if err = s.refusal(req); err == nil {
+		resp, err = recovered(func() (any, error) { return handler(ctx, req) })
+	}
 	if age, ok := StaleAge(ctx); ok && err == nil {
 		grpc.SetHeader(ctx, metadata.Pairs(strings.ToLower(StaleHeader), staleValue(age)))
 	}
@@ -71,12 +74,25 @@ func (s *Service) unaryInterceptor(ctx context.Context, req any, info *grpc.Unar
 // streamInterceptor records the metrics of streaming calls (StreamMetrics) as the unary one does.
 func (s *Service) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	start := time.Now()
-	_, err := recovered(func() (struct{}, error) { return struct{}{}, handler(srv, ss) })
+	_, err := recovered(func() (struct{}, error) { return struct{}{}, handler(srv, checkedStream{ss, s}) })
 	err = grpcError(err)
 	if s.metrics != nil {
 		s.metrics.observeRequest("grpc", path.Base(info.FullMethod), Code(err).String(), time.Since(start))
 	}
 	return err
+}
+
+// checkedStream answers a received message that boundedCodec refused with its refusal.
+type checkedStream struct {
+	grpc.ServerStream
+	svc *Service
+}
+
+func (c checkedStream) RecvMsg(m any) error {
+	if err := c.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	return c.svc.refusal(m)
 }
 
 // maxConcurrentStreams bounds the calls one client connection may have open at once (grpc-go's

@@ -126,6 +126,9 @@ type Service struct {
 	cache   *cache.Cache[[]float32] // nil: no prediction cache
 	// inflight bounds the HTTP bodies being served at once.
 	inflight inflight
+	// refused holds the requests boundedCodec left undecoded, by message, until the interceptor
+	// of their call answers them (see Service.refusal).
+	refused sync.Map
 	// drain is closed by Drain: open streams end.
 	drain     chan struct{}
 	drainOnce sync.Once

@@ -338,6 +338,11 @@ func badCases() []badCase {
 	longModel.Model = longID
 	longPush := &aipb.PushMetricsRequest{Samples: []*aipb.MetricsSample{
 		{VmId: "ok", Metrics: anomalyReq(50).CurrentMetrics}, {VmId: longID, Metrics: anomalyReq(50).CurrentMetrics}}}
+	manyNodes := &aipb.PlacementRequest{WorkloadId: "w"}
+	for i := 0; i < 1101; i++ {
+		manyNodes.AvailableNodes = append(manyNodes.AvailableNodes, &aipb.NodeInfo{NodeId: "n"})
+	}
+	longWindowBatch := &aipb.BandwidthBatchRequest{Vms: []*aipb.BandwidthRequest{bandwidthReq(1), {VmId: "w", HistoricalMetrics: make([]float64, 1500)}}}
 	js := func(m proto.Message) string {
 		b, _ := protojson.MarshalOptions{UseProtoNames: true}.Marshal(m)
 		return string(b)
@@ -448,12 +453,27 @@ func badCases() []badCase {
 			},
 			path: "/api/v1/metrics", body: js(longPush),
 			code: codes.InvalidArgument, httpCode: 400, want: "samples[1].vm_id: 20000 bytes"},
-		{name: "values beyond the window, refused while scanning", path: "/api/v1/predict",
-			body:     `{"vm_id":"v","historical_metrics":[` + strings.Repeat("1,", 5000) + `1]}`,
-			httpCode: 400, want: "historical_metrics: more than 60 values, the most this call takes (the window of the loaded forecast models)"},
-		{name: "too many nodes, refused while scanning", path: "/api/v1/placement",
-			body:     `{"workload_id":"w","available_nodes":[` + strings.Repeat(`{"node_id":"n"},`, 1100) + `{"node_id":"n"}]}`,
-			httpCode: 400, want: "available_nodes: more than 1024 values"},
+		{name: "values beyond the window, refused while scanning",
+			grpc: func(ctx context.Context, c aipb.AIServiceClient) error {
+				_, err := c.PredictBandwidth(ctx, &aipb.BandwidthRequest{VmId: "v", HistoricalMetrics: make([]float64, 5001)})
+				return err
+			},
+			path: "/api/v1/predict", body: `{"vm_id":"v","historical_metrics":[` + strings.Repeat("1,", 5000) + `1]}`,
+			code: codes.InvalidArgument, httpCode: 400, want: "historical_metrics: more than 60 values, the most this call takes (the window of the loaded forecast models)"},
+		{name: "too many nodes, refused while scanning",
+			grpc: func(ctx context.Context, c aipb.AIServiceClient) error {
+				_, err := c.OptimizePlacement(ctx, manyNodes)
+				return err
+			},
+			path: "/api/v1/placement", body: `{"workload_id":"w","available_nodes":[` + strings.Repeat(`{"node_id":"n"},`, 1100) + `{"node_id":"n"}]}`,
+			code: codes.InvalidArgument, httpCode: 400, want: "available_nodes: more than 1024 values"},
+		{name: "a batch VM's window beyond 1024 values, refused while scanning",
+			grpc: func(ctx context.Context, c aipb.AIServiceClient) error {
+				_, err := c.PredictBandwidthBatch(ctx, longWindowBatch)
+				return err
+			},
+			path: "/api/v1/predict/batch", body: js(longWindowBatch),
+			code: codes.InvalidArgument, httpCode: 400, want: "historical_metrics: more than 1024 values"},
 		{name: "compressed body", path: "/api/v1/predict", encoding: "gzip", body: js(bandwidthReq(1)),
 			httpCode: 415, want: `Content-Encoding: "gzip" is not supported; send the body uncompressed`},
 		{name: "unknown model",
