@@ -108,6 +108,9 @@ type Limits struct {
 	// MaxIDBytes bounds identifiers in requests (vm_id, workload_id, node_id, model names, metric
 	// sample vm_ids). Zero: proxy.DefaultMaxIDBytes.
 	MaxIDBytes int `yaml:"max_id_bytes"`
+	// MaxPushSamples bounds the samples of one PushMetrics call (or one StreamMetrics message).
+	// Zero: proxy.DefaultMaxPushSamples.
+	MaxPushSamples int `yaml:"max_push_samples"`
 	// MaxInflightBytes bounds the request bodies (HTTP) and messages (gRPC) being decoded and served
 	// at once, in bytes; a call beyond it is refused at once (429 / RESOURCE_EXHAUSTED, with a retry
 	// hint). Zero: proxy.DefaultMaxInflightBytes.
@@ -434,6 +437,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.MaxIDBytes < 0 {
 		add("limits.max_id_bytes", "%d is negative (0: the default)", c.Limits.MaxIDBytes)
+	}
+	if c.Limits.MaxPushSamples < 0 {
+		add("limits.max_push_samples", "%d is negative (0: the default)", c.Limits.MaxPushSamples)
 	}
 	if c.Limits.MaxInflightBytes < 0 {
 		add("limits.max_inflight_bytes", "%d is negative (0: the default)", c.Limits.MaxInflightBytes)

@@ -8,8 +8,10 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -343,5 +345,23 @@ func TestGoldenVectors(t *testing.T) {
 	changed := strings.Replace(string(b), `"fingerprint": "`, `"fingerprint": "0`, 1)
 	if err := spec.CheckGolden([]byte(changed)); err == nil || !strings.Contains(err.Error(), "the spec changed") || !strings.Contains(err.Error(), "-write") {
 		t.Errorf("a changed spec: %v", err)
+	}
+}
+
+// TestLoadFileRefusesWhatIsNoSpec: a FIFO or a device named as a spec or golden file is refused at
+// once (a FIFO would block the open until a writer came; /dev/zero would never end).
+func TestLoadFileRefusesWhatIsNoSpec(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "spec.fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{fifo, "/dev/zero", t.TempDir()} {
+		if _, err := LoadFile(path); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("LoadFile(%s): %v, want a refusal naming it not a regular file", path, err)
+		}
+	}
+	s := mustLoad(t, "../examples/specs/anomaly.yaml")
+	if err := s.CheckGoldenFile(fifo); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("CheckGoldenFile(fifo): %v", err)
 	}
 }

@@ -107,7 +107,7 @@ func (s *Spec) CheckGolden(b []byte) error { return s.checkGolden(b, "the golden
 
 // CheckGoldenFile is CheckGolden of the file at path, with errors that name it.
 func (s *Spec) CheckGoldenFile(path string) error {
-	b, err := os.ReadFile(path)
+	b, err := readSmallFile(path)
 	if err != nil {
 		return err
 	}
@@ -117,7 +117,7 @@ func (s *Spec) CheckGoldenFile(path string) error {
 // WriteGoldenFile writes the spec's golden vectors (MakeGolden) to path, which may exist only as
 // this spec's golden file: one that records another spec's name is refused, not overwritten.
 func (s *Spec) WriteGoldenFile(path string) (Golden, error) {
-	if b, err := os.ReadFile(path); err == nil {
+	if b, err := readSmallFile(path); err == nil {
 		var old Golden
 		if json.Unmarshal(b, &old) == nil && old.Spec != "" && old.Spec != s.Name {
 			return Golden{}, fmt.Errorf("%s holds the vectors of spec %q (fingerprint %.12s), not of %q: not overwriting it; give the spec's own golden file (or remove this one first, if the spec was renamed)",

@@ -158,9 +158,29 @@ func VMMetricsField(source string) int {
 	return -1
 }
 
+// maxSmallFile bounds the spec and golden files LoadFile and the golden functions read.
+const maxSmallFile = 1 << 20
+
+// readSmallFile reads a spec or golden file: a regular file of at most maxSmallFile bytes. A FIFO,
+// a device or a directory is refused before it is opened (a FIFO would block the open, /dev/zero
+// never end).
+func readSmallFile(path string) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file (%v)", path, fi.Mode().Type())
+	}
+	if fi.Size() > maxSmallFile {
+		return nil, fmt.Errorf("%s: %d bytes, over the bound of %d for a spec or golden file", path, fi.Size(), maxSmallFile)
+	}
+	return os.ReadFile(path)
+}
+
 // LoadFile reads, decodes strictly and validates a spec file.
 func LoadFile(path string) (*Spec, error) {
-	b, err := os.ReadFile(path)
+	b, err := readSmallFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("feature spec: %w", err)
 	}

@@ -74,6 +74,12 @@ func (s *Service) unaryInterceptor(ctx context.Context, req any, info *grpc.Unar
 // streamInterceptor records the metrics of streaming calls (StreamMetrics) as the unary one does.
 func (s *Service) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	start := time.Now()
+	if path.Base(info.FullMethod) != "StreamMetrics" { // which answers its count at drain itself
+		ctx, cancel := context.WithCancel(ss.Context())
+		defer cancel()
+		defer context.AfterFunc(s.draining, cancel)()
+		ss = ctxStream{ss, ctx}
+	}
 	_, err := recovered(func() (struct{}, error) { return struct{}{}, handler(srv, checkedStream{ss, s}) })
 	err = grpcError(err)
 	if s.metrics != nil {
@@ -81,6 +87,14 @@ func (s *Service) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.St
 	}
 	return err
 }
+
+// ctxStream is a stream whose context also ends when the sidecar drains.
+type ctxStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (c ctxStream) Context() context.Context { return c.ctx }
 
 // checkedStream answers a received message that boundedCodec refused with its refusal.
 type checkedStream struct {
@@ -155,7 +169,7 @@ func (a *aiServer) StreamMetrics(stream grpc.ClientStreamingServer[aipb.PushMetr
 		var r received
 		select {
 		case r = <-next:
-		case <-a.svc.drain:
+		case <-a.svc.draining.Done():
 			return stream.SendAndClose(&aipb.PushMetricsResponse{Accepted: total})
 		}
 		if r.err == io.EOF {

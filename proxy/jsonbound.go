@@ -25,6 +25,8 @@ func (s *Service) arrayBound(method string) (int, string) {
 		return s.cfg.MaxNodes, "limits.max_nodes"
 	case "DetectAnomaly":
 		return 1, "DetectAnomaly takes no list"
+	case "PushMetrics":
+		return s.cfg.MaxPushSamples, "limits.max_push_samples"
 	}
 	return 0, ""
 }

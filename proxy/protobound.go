@@ -65,6 +65,8 @@ func rpcOf(m proto.Message) string {
 		return "OptimizePlacement"
 	case *aipb.AnomalyRequest:
 		return "DetectAnomaly"
+	case *aipb.PushMetricsRequest:
+		return "PushMetrics"
 	}
 	return ""
 }

@@ -40,6 +40,9 @@ type Config struct {
 	// MaxIDBytes bounds identifiers in requests (vm_id, workload_id, node_id, model names).
 	// Zero: DefaultMaxIDBytes.
 	MaxIDBytes int
+	// MaxPushSamples bounds the samples of one PushMetrics call or StreamMetrics message.
+	// Zero: DefaultMaxPushSamples.
+	MaxPushSamples int
 	// MaxInflightBytes bounds the HTTP request bodies being served at once (see inflight).
 	// Zero: DefaultMaxInflightBytes.
 	MaxInflightBytes int64
@@ -80,6 +83,9 @@ func (c *Config) setDefaults() {
 	if c.MaxIDBytes == 0 {
 		c.MaxIDBytes = DefaultMaxIDBytes
 	}
+	if c.MaxPushSamples == 0 {
+		c.MaxPushSamples = DefaultMaxPushSamples
+	}
 	if c.MaxInflightBytes == 0 {
 		c.MaxInflightBytes = DefaultMaxInflightBytes
 	}
@@ -91,6 +97,10 @@ func (c *Config) setDefaults() {
 // DefaultMaxIDBytes is the default bound of an identifier in a request (Config.MaxIDBytes): VM,
 // workload, node and model names are short; a longer one is refused before it is stored or echoed.
 const DefaultMaxIDBytes = 256
+
+// DefaultMaxPushSamples is the default bound of the samples of one push (Config.MaxPushSamples):
+// ten steps of a thousand VMs.
+const DefaultMaxPushSamples = 10000
 
 // checkID refuses an identifier longer than Config.MaxIDBytes, echoing only its start.
 func (s *Service) checkID(field, v string) error {
@@ -129,9 +139,9 @@ type Service struct {
 	// refused holds the requests boundedCodec left undecoded, by message, until the interceptor
 	// of their call answers them (see Service.refusal).
 	refused sync.Map
-	// drain is closed by Drain: open streams end.
-	drain     chan struct{}
-	drainOnce sync.Once
+	// draining ends when Drain is called: open streams end.
+	draining context.Context
+	drain    context.CancelFunc
 	// swapMu serializes Swap and Close.
 	swapMu sync.Mutex
 }
@@ -148,7 +158,8 @@ type snapshot struct {
 // set. metrics may be nil. Close stops the batchers.
 func New(cfg Config, models []*Model, metrics *Metrics) (*Service, error) {
 	cfg.setDefaults()
-	s := &Service{cfg: cfg, metrics: metrics, cache: cfg.Cache, drain: make(chan struct{})}
+	s := &Service{cfg: cfg, metrics: metrics, cache: cfg.Cache}
+	s.draining, s.drain = context.WithCancel(context.Background())
 	s.inflight.limit = cfg.MaxInflightBytes
 	if s.cfg.Now == nil {
 		s.cfg.Now = time.Now
@@ -253,8 +264,9 @@ func (s *Service) Swap(models []*Model, routes Routes) ([]*Model, error) {
 }
 
 // Drain ends the calls that would otherwise stay open through a shutdown: each open StreamMetrics
-// stream is answered with the count it stored. Call it when the front ends stop accepting calls.
-func (s *Service) Drain() { s.drainOnce.Do(func() { close(s.drain) }) }
+// stream is answered with the count it stored, and the context of every other open stream (a
+// health Watch, reflection) ends. Call it when the front ends stop accepting calls.
+func (s *Service) Drain() { s.drain() }
 
 // ConnectionIdle is how long a client connection may stay idle (Config.MaxConnectionIdle,
 // defaulted); 0: no bound.
@@ -790,6 +802,9 @@ func (s *Service) PushMetrics(ctx context.Context, req *aipb.PushMetricsRequest)
 	resp := &aipb.PushMetricsResponse{}
 	var accepted int64
 	defer func() { resp.Accepted = accepted }()
+	if n := len(req.GetSamples()); n > s.cfg.MaxPushSamples {
+		return resp, invalid("samples", fmt.Sprintf("%d samples, at most %d per call (limits.max_push_samples); nothing stored", n, s.cfg.MaxPushSamples))
+	}
 	for i, smp := range req.GetSamples() {
 		at := fmt.Sprintf("samples[%d]", i)
 		if err := s.checkID(at+".vm_id", smp.GetVmId()); err != nil {

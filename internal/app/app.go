@@ -113,6 +113,7 @@ func (a *App) start(ctx context.Context, embedded fs.FS) error {
 		MaxNodes:          cfg.Limits.MaxNodes,
 		MaxMessageBytes:   cfg.Limits.MaxMessageBytes,
 		MaxIDBytes:        cfg.Limits.MaxIDBytes,
+		MaxPushSamples:    cfg.Limits.MaxPushSamples,
 		MaxInflightBytes:  cfg.Limits.MaxInflightBytes,
 		MaxConnectionIdle: cfg.Listen.MaxConnectionIdle,
 	}, a.models, metrics)

@@ -24,6 +24,7 @@ import (
 	grpccodes "google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -541,6 +542,66 @@ func TestWarnsBeyondLoopback(t *testing.T) {
 		cancel()
 		if got := strings.Contains(log.String(), "WARNING: listen.http"); got != c.warn {
 			t.Errorf("listen.http %s: warned %v, want %v; log:\n%s", c.http, got, c.warn, log.String())
+		}
+	}
+}
+
+// TestPushSampleBound: a push of more samples than limits.max_push_samples is refused whole,
+// naming the bound, over both protocols and on a StreamMetrics stream; one at the bound is stored.
+func TestPushSampleBound(t *testing.T) {
+	s := start(t, func(c *config.Config) { c.Limits.MaxPushSamples = 100 })
+	ctx := context.Background()
+	samples := func(n int) *aipb.PushMetricsRequest {
+		r := &aipb.PushMetricsRequest{}
+		for i := range n {
+			r.Samples = append(r.Samples, &aipb.MetricsSample{VmId: fmt.Sprintf("vm-%d", i), Metrics: anomalyReq(50).CurrentMetrics})
+		}
+		return r
+	}
+	// Over 4 KiB, the message is refused by its wire form, before it is decoded.
+	const want = "samples: more than 100 values, the most this call takes (limits.max_push_samples)"
+	if resp, err := s.client.PushMetrics(ctx, samples(100)); err != nil || resp.Accepted != 100 {
+		t.Fatalf("100 samples: %v %v", resp, err)
+	}
+	_, err := s.client.PushMetrics(ctx, samples(101))
+	if st := status.Convert(err); st.Code() != grpccodes.InvalidArgument || !strings.Contains(st.Message(), want) {
+		t.Errorf("gRPC: %v, want InvalidArgument %q", err, want)
+	}
+	body, _ := protojson.Marshal(samples(101))
+	if code, b := s.post(t, "/api/v1/metrics", "application/json", body); code != 400 || !strings.Contains(string(b), "samples: more than 100 values") {
+		t.Errorf("HTTP: %d %s, want 400 naming samples", code, b)
+	}
+	st, err := s.client.StreamMetrics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Send(samples(101))
+	if _, err := st.CloseAndRecv(); !strings.Contains(status.Convert(err).Message(), "samples: ") || status.Code(err) != grpccodes.InvalidArgument {
+		t.Errorf("StreamMetrics: %v, want InvalidArgument naming samples", err)
+	}
+}
+
+// TestHealthWatchEndsAtDrain: an open grpc.health.v1 Watch stream (client-side health checking)
+// ends when the sidecar drains, so that the shutdown does not wait for it until its deadline.
+func TestHealthWatchEndsAtDrain(t *testing.T) {
+	s := start(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	w, err := healthpb.NewHealthClient(s.conn).Watch(ctx, &healthpb.HealthCheckRequest{Service: "novacron.ai.AIService"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first, err := w.Recv(); err != nil || first.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("first Watch answer: %v %v", first, err)
+	}
+	sctx, c := context.WithTimeout(context.Background(), 5*time.Second)
+	defer c()
+	if err := s.app.Shutdown(sctx); err != nil {
+		t.Errorf("shutdown with a health Watch open: %v", err)
+	}
+	for {
+		if _, err := w.Recv(); err != nil {
+			break // the stream ended
 		}
 	}
 }
