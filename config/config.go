@@ -108,6 +108,11 @@ type Limits struct {
 	// MaxIDBytes bounds identifiers in requests (vm_id, workload_id, node_id, model names, metric
 	// sample vm_ids). Zero: proxy.DefaultMaxIDBytes.
 	MaxIDBytes int `yaml:"max_id_bytes"`
+	// MaxConcurrentCalls bounds the gRPC calls in flight at once, across connections (health
+	// checks apart); one beyond is refused at once with RESOURCE_EXHAUSTED and a retry hint. Each
+	// call's message is read whole (at most MaxMessageBytes) before the sidecar sees it, so this is
+	// what bounds the memory of gRPC requests. Zero: proxy.DefaultMaxConcurrentCalls.
+	MaxConcurrentCalls int `yaml:"max_concurrent_calls"`
 	// MaxPushSamples bounds the samples of one PushMetrics call (or one StreamMetrics message).
 	// Zero: proxy.DefaultMaxPushSamples.
 	MaxPushSamples int `yaml:"max_push_samples"`
@@ -437,6 +442,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.MaxIDBytes < 0 {
 		add("limits.max_id_bytes", "%d is negative (0: the default)", c.Limits.MaxIDBytes)
+	}
+	if c.Limits.MaxConcurrentCalls < 0 {
+		add("limits.max_concurrent_calls", "%d is negative (0: the default)", c.Limits.MaxConcurrentCalls)
 	}
 	if c.Limits.MaxPushSamples < 0 {
 		add("limits.max_push_samples", "%d is negative (0: the default)", c.Limits.MaxPushSamples)

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/tap"
 
 	"github.com/novacron/sidecar/proto/inference"
 	aipb "github.com/novacron/sidecar/proto/novacron/ai"
@@ -33,6 +34,7 @@ func NewGRPCServer(svc *Service, opts ...grpc.ServerOption) (*grpc.Server, *heal
 		grpc.WaitForHandlers(true),
 		grpc.MaxConcurrentStreams(maxConcurrentStreams),
 		grpc.ForceServerCodecV2(newBoundedCodec(svc)),
+		grpc.InTapHandle(svc.tap),
 	}
 	if idle := svc.cfg.MaxConnectionIdle; idle > 0 {
 		base = append(base, grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: idle}))
@@ -107,6 +109,34 @@ func (c checkedStream) RecvMsg(m any) error {
 		return err
 	}
 	return c.svc.refusal(m)
+}
+
+// DefaultMaxConcurrentCalls is the default bound of the gRPC calls in flight
+// (Config.MaxConcurrentCalls): far above what a node's agents send, and with the default message
+// bound (4 MiB) it keeps the requests' memory within 4 GiB whatever the clients do.
+const DefaultMaxConcurrentCalls = 1024
+
+// tap admits a new gRPC call, before its message is read, when fewer than MaxConcurrentCalls are
+// in flight (health checks are always admitted, so that probes see an overloaded sidecar as
+// alive); the call counts until its stream ends. Beyond the bound it refuses at once with
+// RESOURCE_EXHAUSTED and a RetryInfo hint, as a full batcher queue does. grpc-go calls it on the
+// connection's reader goroutine: it does not block.
+func (s *Service) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
+	if strings.HasPrefix(info.FullMethodName, "/grpc.health.v1.Health/") {
+		return ctx, nil
+	}
+	if n := s.grpcCalls.Add(1); n > int64(s.cfg.MaxConcurrentCalls) {
+		s.grpcCalls.Add(-1)
+		err := grpcError(fmt.Errorf("%d gRPC calls in flight, limit %d (limits.max_concurrent_calls); retry after %v: %w",
+			n-1, s.cfg.MaxConcurrentCalls, inflightRetry, ErrInflight))
+		if s.metrics != nil {
+			s.metrics.observeRequest("grpc", path.Base(info.FullMethodName), Code(err).String(), 0)
+		}
+		return ctx, err
+	}
+	// The stream's context ends with the stream, whatever ends it.
+	context.AfterFunc(ctx, func() { s.grpcCalls.Add(-1) })
+	return ctx, nil
 }
 
 // maxConcurrentStreams bounds the calls one client connection may have open at once (grpc-go's

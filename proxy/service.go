@@ -40,6 +40,8 @@ type Config struct {
 	// MaxIDBytes bounds identifiers in requests (vm_id, workload_id, node_id, model names).
 	// Zero: DefaultMaxIDBytes.
 	MaxIDBytes int
+	// MaxConcurrentCalls bounds the gRPC calls in flight (see tap). Zero: DefaultMaxConcurrentCalls.
+	MaxConcurrentCalls int
 	// MaxPushSamples bounds the samples of one PushMetrics call or StreamMetrics message.
 	// Zero: DefaultMaxPushSamples.
 	MaxPushSamples int
@@ -82,6 +84,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxIDBytes == 0 {
 		c.MaxIDBytes = DefaultMaxIDBytes
+	}
+	if c.MaxConcurrentCalls == 0 {
+		c.MaxConcurrentCalls = DefaultMaxConcurrentCalls
 	}
 	if c.MaxPushSamples == 0 {
 		c.MaxPushSamples = DefaultMaxPushSamples
@@ -136,6 +141,8 @@ type Service struct {
 	cache   *cache.Cache[[]float32] // nil: no prediction cache
 	// inflight bounds the HTTP bodies being served at once.
 	inflight inflight
+	// grpcCalls counts the gRPC calls in flight (see tap).
+	grpcCalls atomic.Int64
 	// refused holds the requests boundedCodec left undecoded, by message, until the interceptor
 	// of their call answers them (see Service.refusal).
 	refused sync.Map

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	grpccodes "google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
@@ -604,4 +605,61 @@ func TestHealthWatchEndsAtDrain(t *testing.T) {
 			break // the stream ended
 		}
 	}
+}
+
+// TestConcurrentCallBound: beyond limits.max_concurrent_calls gRPC calls in flight, a new call is
+// refused at once with RESOURCE_EXHAUSTED and a RetryInfo hint, before its message is read; health
+// checks still answer; a call that ends frees its place.
+func TestConcurrentCallBound(t *testing.T) {
+	s := start(t, func(c *config.Config) { c.Limits.MaxConcurrentCalls = 2 })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var open []aipb.AIService_StreamMetricsClient
+	for range 2 {
+		st, err := s.client.StreamMetrics(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Send(&aipb.PushMetricsRequest{}); err != nil {
+			t.Fatal(err)
+		}
+		open = append(open, st)
+	}
+	// The two streams are in flight once the server has seen them: wait for the refusal (bounded).
+	var err error
+	for ctx.Err() == nil {
+		if _, err = s.client.PredictBandwidth(ctx, bandwidthReq(1)); status.Code(err) == grpccodes.ResourceExhausted {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	st := status.Convert(err)
+	if st.Code() != grpccodes.ResourceExhausted || !strings.Contains(st.Message(), "limits.max_concurrent_calls") {
+		t.Fatalf("a third call: %v, want RESOURCE_EXHAUSTED naming limits.max_concurrent_calls", err)
+	}
+	hasRetry := false
+	for _, d := range st.Details() {
+		if _, ok := d.(*errdetails.RetryInfo); ok {
+			hasRetry = true
+		}
+	}
+	if !hasRetry {
+		t.Errorf("the refusal carries no RetryInfo: %v", st.Details())
+	}
+	if h, err := healthpb.NewHealthClient(s.conn).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil || h.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("health check at the bound: %v %v", h, err)
+	}
+	if _, err := open[0].CloseAndRecv(); err != nil {
+		t.Fatal(err)
+	}
+	for ctx.Err() == nil {
+		if _, err = s.client.PredictBandwidth(ctx, bandwidthReq(1)); err == nil {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err != nil {
+		t.Errorf("after a call ended, a new one: %v", err)
+	}
+	open[1].CloseAndRecv()
 }
