@@ -30,8 +30,8 @@ const maxJSONDepth = 128
 
 // decodeRESTInfer decodes a v2 REST inference request body into c's ID, Inputs and Outputs.
 func decodeRESTInfer(body []byte, c *InferCall) error {
-	p := &oipScan{b: body}
-	p.ws()
+	p := &oipScan{jsonScan: jsonScan{b: body}}
+	p.jsonScan.skip()
 	if p.i == len(body) {
 		return invalid("body", "empty; want a JSON object (a v2 inference request)")
 	}
@@ -40,25 +40,10 @@ func decodeRESTInfer(body []byte, c *InferCall) error {
 	}
 	var seen uint8
 	err := p.object(func(key []byte) error {
-		var bit uint8
-		var name string
-		switch string(key) {
-		case "id":
-			bit, name = 1, "id"
-		case "parameters":
-			bit, name = 2, "parameters"
-		case "inputs":
-			bit, name = 4, "inputs"
-		case "outputs":
-			bit, name = 8, "outputs"
-		default:
-			return p.unknown(key, "a v2 inference request has id, parameters, inputs and outputs")
+		bit, err := p.member(key, requestFields, &seen, "a v2 inference request has id, parameters, inputs and outputs")
+		if err != nil {
+			return err
 		}
-		if seen&bit != 0 {
-			return p.twice(name)
-		}
-		seen |= bit
-		p.push(name)
 		defer p.pop()
 		switch bit {
 		case 1:
@@ -101,7 +86,7 @@ func decodeRESTInfer(body []byte, c *InferCall) error {
 	if err != nil {
 		return err
 	}
-	p.ws()
+	p.jsonScan.skip()
 	if p.i < len(body) {
 		if ch := body[p.i]; ch == '{' || ch == '[' {
 			return invalid("body", fmt.Sprintf("a second JSON document follows the request at offset %d; send one JSON object", p.i))
@@ -126,32 +111,14 @@ func (p *oipScan) input() (backends.Tensor, error) {
 		dataStart, dataEnd = -1, -1
 	)
 	err := p.object(func(key []byte) error {
-		var bit uint8
-		var field string
-		switch string(key) {
-		case "name":
-			bit, field = 1, "name"
-		case "shape":
-			bit, field = 2, "shape"
-		case "datatype":
-			bit, field = 4, "datatype"
-		case "parameters":
-			bit, field = 8, "parameters"
-		case "data":
-			bit, field = 16, "data"
-		default:
-			return p.unknown(key, "an input has name, shape, datatype, parameters and data")
+		bit, err := p.member(key, inputFields, &seen, "an input has name, shape, datatype, parameters and data")
+		if err != nil {
+			return err
 		}
-		if seen&bit != 0 {
-			return p.twice(field)
-		}
-		seen |= bit
-		p.push(field)
 		defer p.pop()
 		if bit != 8 && p.null() {
 			return nil
 		}
-		var err error
 		switch bit {
 		case 1:
 			name, err = p.stringValue()
@@ -163,7 +130,7 @@ func (p *oipScan) input() (backends.Tensor, error) {
 		case 8:
 			err = p.parameters()
 		default:
-			p.ws()
+			p.jsonScan.skip()
 			dataStart = p.i
 			err = p.skip()
 			dataEnd = p.i
@@ -195,7 +162,7 @@ func (p *oipScan) input() (backends.Tensor, error) {
 		return backends.Tensor{}, invalid(at+".data", "missing")
 	}
 	t := backends.Tensor{Name: string(name), DType: dt, Shape: shape}
-	d := &tensorData{p: oipScan{b: p.b[:dataEnd], i: dataStart}, shape: shape, n: n,
+	d := &tensorData{p: oipScan{jsonScan: jsonScan{b: p.b[:dataEnd], i: dataStart}}, shape: shape, n: n,
 		elemCtx: elemCtx{dt: dt, nullOK: (dt == backends.FP32 || dt == backends.FP64) && t.Name != inputFeatures}}
 	switch dt {
 	case backends.FP32:
@@ -225,21 +192,10 @@ func (p *oipScan) output() (string, error) {
 	var seen uint8
 	var name []byte
 	err := p.object(func(key []byte) error {
-		var bit uint8
-		var field string
-		switch string(key) {
-		case "name":
-			bit, field = 1, "name"
-		case "parameters":
-			bit, field = 2, "parameters"
-		default:
-			return p.unknown(key, "an output has name and parameters")
+		bit, err := p.member(key, outputFields, &seen, "an output has name and parameters")
+		if err != nil {
+			return err
 		}
-		if seen&bit != 0 {
-			return p.twice(field)
-		}
-		seen |= bit
-		p.push(field)
 		defer p.pop()
 		if bit == 2 {
 			return p.parameters()
@@ -247,7 +203,6 @@ func (p *oipScan) output() (string, error) {
 		if p.null() {
 			return nil
 		}
-		var err error
 		name, err = p.stringValue()
 		return err
 	})
@@ -396,10 +351,10 @@ func (d *tensorData) flat(put func(k int) bool) bool {
 				return false
 			}
 			k++
-			if p.consume(']') {
+			if p.byte(']') {
 				break
 			}
-			p.consume(',')
+			p.byte(',')
 		}
 	}
 	if k != d.n {
@@ -444,10 +399,10 @@ func (d *tensorData) nested(dim int, k *int, put func(k int) bool) bool {
 				}
 			}
 			c++
-			if p.consume(']') {
+			if p.byte(']') {
 				break
 			}
-			p.consume(',')
+			p.byte(',')
 		}
 	}
 	if int64(c) != want {
@@ -573,10 +528,9 @@ func (t jsonTok) String() string {
 
 // oipScan reads a JSON body in place, keeping the path of the field it is in for errors.
 type oipScan struct {
-	b     []byte
-	i     int
-	depth int
-	path  []pathSeg
+	jsonScan // the body and the read position; its peek and byte read punctuation after whitespace
+	depth    int
+	path     []pathSeg
 }
 
 // pathSeg is one step of a field path: a key, or an index when key is "" and index >= 0.
@@ -684,32 +638,29 @@ func (p *oipScan) kind() string {
 	return ""
 }
 
-func (p *oipScan) ws() {
-	for p.i < len(p.b) {
-		switch p.b[p.i] {
-		case ' ', '\t', '\n', '\r':
-			p.i++
-		default:
-			return
+// The members of the request's objects, in order: a member's bit in its object's seen set is
+// 1 << its index.
+var (
+	requestFields = []string{"id", "parameters", "inputs", "outputs"}
+	inputFields   = []string{"name", "shape", "datatype", "parameters", "data"}
+	outputFields  = []string{"name", "parameters"}
+)
+
+// member checks an object's key against its members (fields): an unknown or repeated key is
+// refused. It returns the key's bit and pushes the key on the path; pop it when done.
+func (p *oipScan) member(key []byte, fields []string, seen *uint8, help string) (uint8, error) {
+	for i, f := range fields {
+		if string(key) == f {
+			bit := uint8(1) << i
+			if *seen&bit != 0 {
+				return 0, p.twice(f)
+			}
+			*seen |= bit
+			p.push(f)
+			return bit, nil
 		}
 	}
-}
-
-func (p *oipScan) peek() byte {
-	p.ws()
-	if p.i < len(p.b) {
-		return p.b[p.i]
-	}
-	return 0
-}
-
-// consume reads c if it comes next.
-func (p *oipScan) consume(c byte) bool {
-	if p.peek() == c {
-		p.i++
-		return true
-	}
-	return false
+	return 0, p.unknown(key, help)
 }
 
 // null reads a null if one comes next.
@@ -730,14 +681,14 @@ func (p *oipScan) literal(w string) bool {
 
 // object reads an object, calling fn with each key once the colon is read; fn reads the value.
 func (p *oipScan) object(fn func(key []byte) error) error {
-	if !p.consume('{') {
+	if !p.byte('{') {
 		return p.want("an object")
 	}
 	if p.depth++; p.depth > maxJSONDepth {
 		return p.tooDeep()
 	}
 	defer func() { p.depth-- }()
-	if p.consume('}') {
+	if p.byte('}') {
 		return nil
 	}
 	for {
@@ -748,16 +699,16 @@ func (p *oipScan) object(fn func(key []byte) error) error {
 		if err != nil {
 			return err
 		}
-		if !p.consume(':') {
+		if !p.byte(':') {
 			return p.syntax("want ':' after a key")
 		}
 		if err := fn(key); err != nil {
 			return err
 		}
-		if p.consume('}') {
+		if p.byte('}') {
 			return nil
 		}
-		if !p.consume(',') {
+		if !p.byte(',') {
 			return p.syntax("want ',' or '}' in an object")
 		}
 	}
@@ -765,24 +716,24 @@ func (p *oipScan) object(fn func(key []byte) error) error {
 
 // array reads an array, calling fn with each element's index; fn reads the element.
 func (p *oipScan) array(fn func(k int) error) error {
-	if !p.consume('[') {
+	if !p.byte('[') {
 		return p.want("an array")
 	}
 	if p.depth++; p.depth > maxJSONDepth {
 		return p.tooDeep()
 	}
 	defer func() { p.depth-- }()
-	if p.consume(']') {
+	if p.byte(']') {
 		return nil
 	}
 	for k := 0; ; k++ {
 		if err := fn(k); err != nil {
 			return err
 		}
-		if p.consume(']') {
+		if p.byte(']') {
 			return nil
 		}
-		if !p.consume(',') {
+		if !p.byte(',') {
 			return p.syntax("want ',' or ']' in an array")
 		}
 	}
