@@ -1,11 +1,24 @@
-// Package backends defines the contract every model backend meets (ONNX Runtime in the process,
-// remote Open Inference Protocol servers, the legacy AI services), the tensors a batch carries, and
-// the merge and split of batches along their leading dimension, so the batcher can stay generic.
+// Package backends defines the contract every tensor model backend meets (ONNX Runtime in the
+// process, remote Open Inference Protocol servers), the tensors a batch carries, and the endpoint
+// pool that remote kinds share (balancing, circuit breakers, health checks, retries within a
+// budget, hedging) with its Remote and Fallback adapters. The kinds live in subpackages (onnx,
+// kserve, legacy); the pipeline's rows are gathered into batches by package batcher, which knows
+// nothing of tensors.
 package backends
 
 import (
 	"context"
 	"errors"
+)
+
+// Keys of a model's custom metadata (ONNX metadata_props, or a remote model's backend.metadata)
+// that the sidecar reads; every backend kind and the pipeline use these.
+const (
+	// PropFingerprint holds the lowercase hex SHA-256 fingerprint of the feature spec the model was
+	// trained with (features.Spec.Fingerprint).
+	PropFingerprint = "novacron.spec_fingerprint"
+	// PropVersion holds the model's version.
+	PropVersion = "novacron.model_version"
 )
 
 // Sentinel errors. Implementations wrap them with %w so that front ends can map them to a status.

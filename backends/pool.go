@@ -37,6 +37,27 @@ type Member[E Endpoint] struct {
 	E E
 }
 
+// The defaults of a PoolConfig's zero fields, applied by the pool; the config file's documentation
+// quotes them (a test holds the README to them).
+const (
+	DefaultMaxAttempts         = 3
+	DefaultRetryBudget         = 0.1
+	DefaultMinRetriesPerSecond = 10
+	DefaultRetryBudgetWindow   = 10 * time.Second
+	DefaultConsecutiveFailures = 5
+	DefaultFailureWindow       = 10 * time.Second
+	DefaultMinRequests         = 10
+	DefaultOpenTimeout         = time.Second
+	DefaultHalfOpenRequests    = 1
+	DefaultHealthInterval      = time.Second
+	DefaultHealthTimeout       = 500 * time.Millisecond
+	DefaultHealthThreshold     = 1
+)
+
+// DefaultAttemptTimeout bounds one call to one remote endpoint (an Open Inference Protocol server,
+// a legacy service) whose config gives no timeout: the kinds' clients apply it.
+const DefaultAttemptTimeout = 2 * time.Second
+
 // PoolConfig configures a Pool. It is plain data and its zero value is valid: three attempts at
 // most, a 10% retry budget, no hedging, breakers that open after 5 consecutive failures for 1s,
 // and health checks every second.
@@ -78,7 +99,7 @@ type PoolConfig struct {
 	FailureRatio float64
 	// FailureWindow is the sliding window of FailureRatio. Zero: 10s.
 	FailureWindow time.Duration
-	// MinRequests is the fewest completed attempts FailureRatio judges. Zero: 20.
+	// MinRequests is the fewest completed attempts FailureRatio judges. Zero: 10.
 	MinRequests int
 	// OpenTimeout is how long an open breaker refuses calls before it half-opens and lets
 	// HalfOpenRequests probes through; it closes when they all succeed and opens again on a
@@ -122,7 +143,7 @@ func (c PoolConfig) Validate() error {
 	case c.FailureWindow < 0:
 		return fmt.Errorf("FailureWindow: %v is negative (0 means 10s)", c.FailureWindow)
 	case c.MinRequests < 0 || c.MinRequests > math.MaxUint32:
-		return fmt.Errorf("MinRequests: %d is out of range (0 means 20)", c.MinRequests)
+		return fmt.Errorf("MinRequests: %d is out of range (0 means %d)", c.MinRequests, DefaultMinRequests)
 	case c.OpenTimeout < 0:
 		return fmt.Errorf("OpenTimeout: %v is negative (0 means 1s)", c.OpenTimeout)
 	case c.HalfOpenRequests < 0 || c.HalfOpenRequests > math.MaxUint32:
@@ -165,42 +186,42 @@ func (c PoolConfig) resolve() *settings {
 		return v
 	}
 	s := &settings{
-		maxAttempts:    orInt(c.MaxAttempts, 3),
+		maxAttempts:    orInt(c.MaxAttempts, DefaultMaxAttempts),
 		attemptTimeout: c.AttemptTimeout,
 		hedgeDelay:     c.HedgeDelay,
 		budget: budgetKey{
 			ratio:        c.RetryBudget,
 			minPerSecond: c.MinRetriesPerSecond,
-			window:       or(c.RetryBudgetWindow, 10*time.Second),
+			window:       or(c.RetryBudgetWindow, DefaultRetryBudgetWindow),
 		},
 		trip: tripRule{
-			consecutive: orInt(c.ConsecutiveFailures, 5),
+			consecutive: orInt(c.ConsecutiveFailures, DefaultConsecutiveFailures),
 			ratio:       c.FailureRatio,
-			minRequests: uint32(orInt(c.MinRequests, 20)),
+			minRequests: uint32(orInt(c.MinRequests, DefaultMinRequests)),
 		},
 		breaker: breakerKey{
-			openTimeout: or(c.OpenTimeout, time.Second),
-			halfOpen:    uint32(orInt(c.HalfOpenRequests, 1)),
+			openTimeout: or(c.OpenTimeout, DefaultOpenTimeout),
+			halfOpen:    uint32(orInt(c.HalfOpenRequests, DefaultHalfOpenRequests)),
 		},
-		healthInterval: or(c.HealthInterval, time.Second),
-		healthTimeout:  or(c.HealthTimeout, 500*time.Millisecond),
-		unhealthyAfter: orInt(c.UnhealthyThreshold, 1),
-		healthyAfter:   orInt(c.HealthyThreshold, 1),
+		healthInterval: or(c.HealthInterval, DefaultHealthInterval),
+		healthTimeout:  or(c.HealthTimeout, DefaultHealthTimeout),
+		unhealthyAfter: orInt(c.UnhealthyThreshold, DefaultHealthThreshold),
+		healthyAfter:   orInt(c.HealthyThreshold, DefaultHealthThreshold),
 	}
 	switch {
 	case c.RetryBudget == 0:
-		s.budget.ratio = 0.1
+		s.budget.ratio = DefaultRetryBudget
 	case c.RetryBudget < 0:
 		s.budget.ratio = 0
 	}
 	switch {
 	case c.MinRetriesPerSecond == 0:
-		s.budget.minPerSecond = 10
+		s.budget.minPerSecond = DefaultMinRetriesPerSecond
 	case c.MinRetriesPerSecond < 0:
 		s.budget.minPerSecond = 0
 	}
 	if c.FailureRatio > 0 {
-		s.breaker.window = or(c.FailureWindow, 10*time.Second)
+		s.breaker.window = or(c.FailureWindow, DefaultFailureWindow)
 	}
 	return s
 }

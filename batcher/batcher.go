@@ -7,9 +7,10 @@
 // waiting, else when the oldest row has waited MaxQueueDelay (zero: at once, taking whatever is
 // waiting). A batch is formed only when one of MaxInflightBatches slots is free, so under load rows
 // gather while the backend is busy and batches grow by themselves. A call larger than MaxBatchSize
-// is split across batches and reassembled. A call whose context ends while it waits leaves the
-// queue at once and never counts against anyone else; a failed batch fails exactly the calls that
-// had rows in it.
+// is split across batches and reassembled; one larger than the whole queue enters it in parts. A
+// call whose context ends while it waits leaves the queue at once and never counts against anyone
+// else; a failed batch fails exactly the calls that had rows in it. A batch's context hands over
+// the contexts of the calls it carries (Callers).
 package batcher
 
 import (
@@ -43,7 +44,7 @@ func (e *OverloadError) Unwrap() error { return ErrOverloaded }
 
 // Config is plain data; zero values are documented per field. Validate reports bad values.
 type Config struct {
-	// MaxBatchSize is the most rows in one batch. Zero: 64.
+	// MaxBatchSize is the most rows in one batch. Zero: DefaultMaxBatchSize.
 	MaxBatchSize int
 	// MaxQueueDelay is how long the oldest waiting row may wait for others. Zero is valid: a batch
 	// takes only what is waiting when a slot is free.
@@ -51,7 +52,7 @@ type Config struct {
 	// PreferredBatchSizes: when the rows waiting reach one of these sizes, a batch of that size is
 	// formed at once.
 	PreferredBatchSizes []int
-	// MaxQueueSize bounds the rows waiting. Zero: 64 x MaxBatchSize.
+	// MaxQueueSize bounds the rows waiting. Zero: DefaultQueueBatches x MaxBatchSize.
 	MaxQueueSize int
 	// MaxInflightBatches is the number of batches running at once. Zero: 1. While one batch runs,
 	// another starts only when it is full (MaxBatchSize rows): a backlog uses more backend slots,
@@ -73,12 +74,19 @@ type Config struct {
 	Adaptive bool
 }
 
+// Defaults of a Config's zero fields: batches of DefaultMaxBatchSize rows, and a queue of
+// DefaultQueueBatches batches' worth of rows.
+const (
+	DefaultMaxBatchSize = 64
+	DefaultQueueBatches = 64
+)
+
 func (c *Config) setDefaults() {
 	if c.MaxBatchSize == 0 {
-		c.MaxBatchSize = 64
+		c.MaxBatchSize = DefaultMaxBatchSize
 	}
 	if c.MaxQueueSize == 0 {
-		c.MaxQueueSize = 64 * c.MaxBatchSize
+		c.MaxQueueSize = DefaultQueueBatches * c.MaxBatchSize
 	}
 	if c.MaxInflightBatches == 0 {
 		c.MaxInflightBatches = 1
@@ -114,7 +122,9 @@ func (c Config) Validate() error {
 }
 
 // RunFunc runs one batch: it returns one output per input row, in order, or an error that fails
-// every call with rows in the batch. ctx carries the latest deadline of those calls. It is called
+// every call with rows in the batch. ctx carries the latest deadline of those calls, and their
+// contexts (Callers), but not their cancellation: one caller that leaves does not fail the rows
+// of the others. It is called
 // from the batcher's worker goroutines, at most MaxInflightBatches at once; rows is only valid
 // until it returns.
 type RunFunc[In, Out any] func(ctx context.Context, rows []In) ([]Out, error)
@@ -169,6 +179,17 @@ type Batcher[In, Out any] struct {
 	work chan *batch[In, Out] // formed batches, to the MaxInflightBatches workers
 	wg   sync.WaitGroup       // the dispatcher and the workers
 }
+
+// Callers returns the contexts of the calls whose rows the batch of ctx (a RunFunc's) carries, in
+// the order of their first rows in it: a batch span links to each caller's span through them, and
+// a backend can read what each caller brought (trace context, metadata). Nil for another context.
+// The slice is the caller's to read, not to change.
+func Callers(ctx context.Context) []context.Context {
+	c, _ := ctx.Value(callersKey{}).([]context.Context)
+	return c
+}
+
+type callersKey struct{}
 
 // Option injects a collaborator.
 type Option func(*options)
@@ -492,10 +513,15 @@ func (b *Batcher[In, Out]) formLocked(size int) *batch[In, Out] {
 		return nil
 	}
 	b.inflight++
+	callers := make([]context.Context, len(bt.spans))
+	for i, s := range bt.spans {
+		callers[i] = s.c.ctx
+	}
+	base := context.WithValue(context.Background(), callersKey{}, callers)
 	if unbounded || deadline.IsZero() {
-		bt.ctx, bt.cancel = context.WithCancel(context.Background())
+		bt.ctx, bt.cancel = context.WithCancel(base)
 	} else {
-		bt.ctx, bt.cancel = context.WithDeadline(context.Background(), deadline)
+		bt.ctx, bt.cancel = context.WithDeadline(base, deadline)
 	}
 	return bt
 }

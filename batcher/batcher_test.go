@@ -662,3 +662,49 @@ func TestCancelledCallsDoNotPileUp(t *testing.T) {
 		wg.Wait()
 	})
 }
+
+// TestCallersReachTheBatch: the batch's context hands over the context of every call whose rows it
+// carries (so a batch span can link to each caller's span), not their cancellation.
+func TestCallersReachTheBatch(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		type who struct{}
+		gate := make(chan struct{})
+		var mu sync.Mutex
+		var seen [][]string
+		run := func(ctx context.Context, rows []int) ([]int, error) {
+			<-gate
+			var names []string
+			for _, c := range Callers(ctx) {
+				names = append(names, c.Value(who{}).(string))
+			}
+			mu.Lock()
+			seen = append(seen, names)
+			mu.Unlock()
+			return rows, nil
+		}
+		b, err := New(Config{MaxBatchSize: 8}, run)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		var wg sync.WaitGroup
+		// The first call runs alone (held at the gate); the next three gather into one batch.
+		for i, name := range []string{"a", "b", "c", "d"} {
+			ctx := context.WithValue(context.Background(), who{}, name)
+			wg.Go(func() {
+				if _, err := b.Do(ctx, []int{i, i}, 0); err != nil {
+					t.Errorf("%s: %v", name, err)
+				}
+			})
+			synctest.Wait()
+		}
+		close(gate)
+		wg.Wait()
+		if len(seen) != 2 || !slices.Equal(seen[0], []string{"a"}) || !slices.Equal(seen[1], []string{"b", "c", "d"}) {
+			t.Errorf("batches saw callers %v, want [[a] [b c d]]", seen)
+		}
+		if Callers(context.Background()) != nil {
+			t.Error("Callers of a context that is no batch's is not nil")
+		}
+	})
+}

@@ -7,6 +7,7 @@ package config
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -23,13 +24,17 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/novacron/sidecar/backends"
+	"github.com/novacron/sidecar/batcher"
+	"github.com/novacron/sidecar/proxy"
 )
 
-// Tasks a model can serve; each NovaCron RPC needs a model of its task.
+// Tasks a model can serve (the pipeline's, see proxy.TaskForecast).
 const (
-	TaskForecast  = "forecast"  // PredictBandwidth, PredictBandwidthBatch, /api/v1/predict[/batch]
-	TaskAnomaly   = "anomaly"   // DetectAnomaly, /api/v1/anomaly
-	TaskPlacement = "placement" // OptimizePlacement, /api/v1/placement
+	TaskForecast  = proxy.TaskForecast
+	TaskAnomaly   = proxy.TaskAnomaly
+	TaskPlacement = proxy.TaskPlacement
 )
 
 // EmbeddedPrefix marks a path inside the binary's embedded examples (models, specs, configs).
@@ -62,7 +67,7 @@ type Cache struct {
 	// MaxEntries bounds the answers (rows) held. Zero: 100000.
 	MaxEntries int64 `yaml:"max_entries"`
 	// MaxStale is how old an answer a stale fallback (models[].fallback: stale) may serve. Answers
-	// are kept this long past their TTL for it. Zero: 10m.
+	// are kept this long past their TTL for it. Zero: proxy.DefaultMaxStale.
 	MaxStale time.Duration `yaml:"max_stale"`
 }
 
@@ -97,13 +102,15 @@ type Listen struct {
 
 // Limits bound what one request may ask.
 type Limits struct {
-	// MaxMessageBytes is the largest gRPC message or HTTP body accepted. Zero: 4 MiB.
+	// MaxMessageBytes is the largest gRPC message or HTTP body accepted. Zero:
+	// proxy.DefaultMaxMessageBytes.
 	MaxMessageBytes int `yaml:"max_message_bytes"`
 	// RequestTimeout applies to calls that bring no deadline of their own. Zero: 5s.
 	RequestTimeout time.Duration `yaml:"request_timeout"`
-	// MaxBatchVMs is the most VMs one batch call may carry. Zero: 1024.
+	// MaxBatchVMs is the most VMs one batch call may carry. Zero: proxy.DefaultMaxBatchVMs.
 	MaxBatchVMs int `yaml:"max_batch_vms"`
-	// MaxNodes is the most available_nodes one placement call may carry. Zero: 1024.
+	// MaxNodes is the most available_nodes one placement call may carry. Zero:
+	// proxy.DefaultMaxNodes.
 	MaxNodes int `yaml:"max_nodes"`
 	// MaxIDBytes bounds identifiers in requests (vm_id, workload_id, node_id, model names, metric
 	// sample vm_ids). Zero: proxy.DefaultMaxIDBytes.
@@ -184,7 +191,8 @@ type Backend struct {
 	Model string `yaml:"model"`
 	// Version asks the remote servers for one version (kserve). Zero: the servers' choice.
 	Version string `yaml:"version"`
-	// Timeout bounds one attempt on one endpoint (the caller's deadline bounds them all). Zero: 2s.
+	// Timeout bounds one attempt on one endpoint (the caller's deadline bounds them all). Zero:
+	// backends.DefaultAttemptTimeout.
 	Timeout time.Duration `yaml:"timeout"`
 	// Metadata gives a remote model's properties that the protocol does not carry
 	// (novacron.labels, novacron.confidence_scale, ...). Zero: read from the model at path when
@@ -204,33 +212,36 @@ func (b Backend) Remote() bool { return b.Kind != BackendONNX }
 // Health configures active health checks of each endpoint (gRPC: the protocol's ModelReady or
 // grpc.health.v1; HTTP: GET /healthz).
 type Health struct {
-	// Interval between checks of one endpoint. Zero: 1s. Negative: no active checks.
+	// Interval between checks of one endpoint. Zero: backends.DefaultHealthInterval. Negative: no
+	// active checks.
 	Interval time.Duration `yaml:"interval"`
-	// Timeout of one check. Zero: 500ms.
+	// Timeout of one check. Zero: backends.DefaultHealthTimeout.
 	Timeout time.Duration `yaml:"timeout"`
-	// UnhealthyThreshold failed checks in a row mark an endpoint down. Zero: 1.
+	// UnhealthyThreshold failed checks in a row mark an endpoint down. Zero:
+	// backends.DefaultHealthThreshold.
 	UnhealthyThreshold int `yaml:"unhealthy_threshold"`
-	// HealthyThreshold passed checks in a row mark it up again. Zero: 1.
+	// HealthyThreshold passed checks in a row mark it up again. Zero:
+	// backends.DefaultHealthThreshold.
 	HealthyThreshold int `yaml:"healthy_threshold"`
 }
 
 // Breaker configures each endpoint's circuit breaker (sony/gobreaker). Cancellations and bad
 // input never count as failures.
 type Breaker struct {
-	// ConsecutiveFailures open the breaker. Zero: 5.
+	// ConsecutiveFailures open the breaker. Zero: backends.DefaultConsecutiveFailures.
 	ConsecutiveFailures int `yaml:"consecutive_failures"`
 	// FailureRatio also opens it when at least MinRequests calls of the last Interval failed in
 	// this proportion. Zero: off.
 	FailureRatio float64 `yaml:"failure_ratio"`
-	// MinRequests for FailureRatio. Zero: 10.
+	// MinRequests for FailureRatio. Zero: backends.DefaultMinRequests.
 	MinRequests int `yaml:"min_requests"`
-	// Interval over which FailureRatio counts. Zero: 10s.
+	// Interval over which FailureRatio counts. Zero: backends.DefaultFailureWindow.
 	Interval time.Duration `yaml:"interval"`
 	// OpenTimeout is how long an open breaker refuses before it lets probes through (half-open).
-	// Zero: 1s.
+	// Zero: backends.DefaultOpenTimeout.
 	OpenTimeout time.Duration `yaml:"open_timeout"`
 	// HalfOpenRequests is how many probes a half-open breaker lets through; all must succeed to
-	// close it. Zero: 1.
+	// close it. Zero: backends.DefaultHalfOpenRequests.
 	HalfOpenRequests int `yaml:"half_open_requests"`
 }
 
@@ -238,11 +249,13 @@ type Breaker struct {
 // retry are (the endpoint down, overloaded, timed out, or answering malformed); never bad input or
 // a caller's cancellation, and never past the caller's deadline.
 type Retry struct {
-	// MaxAttempts per call, the first included. Zero: 3. 1: no retries.
+	// MaxAttempts per call, the first included. Zero: backends.DefaultMaxAttempts. 1: no retries.
 	MaxAttempts int `yaml:"max_attempts"`
-	// Budget bounds retries and hedges to this fraction of calls (a sliding 10s window). Zero: 0.1.
+	// Budget bounds retries and hedges to this fraction of calls (a sliding window). Zero:
+	// backends.DefaultRetryBudget.
 	Budget float64 `yaml:"budget"`
-	// MinPerSecond retries are always allowed, so that low traffic can retry. Zero: 10.
+	// MinPerSecond retries are always allowed, so that low traffic can retry. Zero:
+	// backends.DefaultMinRetriesPerSecond.
 	MinPerSecond float64 `yaml:"min_per_second"`
 }
 
@@ -260,7 +273,8 @@ type Pool struct {
 type Batching struct {
 	// Disabled sends every call to the backend as its own batch.
 	Disabled bool `yaml:"disabled"`
-	// MaxBatchSize is the most rows of one batch; larger calls are split and reassembled. Zero: 64.
+	// MaxBatchSize is the most rows of one batch; larger calls are split and reassembled. Zero:
+	// batcher.DefaultMaxBatchSize.
 	MaxBatchSize int `yaml:"max_batch_size"`
 	// MaxQueueDelay is how long the oldest waiting row may wait for more to join it. Zero (the
 	// default) batches only what is already waiting when a backend slot frees up.
@@ -269,7 +283,7 @@ type Batching struct {
 	// delay.
 	PreferredBatchSizes []int `yaml:"preferred_batch_sizes"`
 	// MaxQueueSize bounds the rows waiting; a call that would exceed it is refused at once with
-	// RESOURCE_EXHAUSTED / 429 and a retry hint. Zero: 64 x MaxBatchSize.
+	// RESOURCE_EXHAUSTED / 429 and a retry hint. Zero: batcher.DefaultQueueBatches x MaxBatchSize.
 	MaxQueueSize int `yaml:"max_queue_size"`
 	// MaxInflightBatches is the number of batches running at once. Zero: pool.sessions, or for a
 	// remote backend 4 per endpoint. Without overlap, a batch beyond the first starts only when
@@ -313,26 +327,14 @@ func (c *Config) SetDefaults() {
 	}
 	def(&c.Listen.GRPC, "127.0.0.1:50051")
 	def(&c.Listen.HTTP, "127.0.0.1:8080")
-	if c.Limits.MaxMessageBytes == 0 {
-		c.Limits.MaxMessageBytes = 4 << 20
-	}
 	if c.Limits.RequestTimeout == 0 {
 		c.Limits.RequestTimeout = 5 * time.Second
-	}
-	if c.Limits.MaxBatchVMs == 0 {
-		c.Limits.MaxBatchVMs = 1024
-	}
-	if c.Limits.MaxNodes == 0 {
-		c.Limits.MaxNodes = 1024
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 10 * time.Second
 	}
 	if c.Cache.MaxEntries == 0 {
 		c.Cache.MaxEntries = 100000
-	}
-	if c.Cache.MaxStale == 0 {
-		c.Cache.MaxStale = 10 * time.Minute
 	}
 	has := func(name string) string {
 		for _, m := range c.Models {
@@ -360,41 +362,13 @@ func (c *Config) SetDefaults() {
 		def(&be.Kind, BackendONNX)
 		def(&be.Model, m.Name)
 		def(&m.Fallback, FallbackNone)
-		if be.Remote() {
-			dur := func(d *time.Duration, v time.Duration) {
-				if *d == 0 {
-					*d = v
-				}
-			}
-			num := func(n *int, v int) {
-				if *n == 0 {
-					*n = v
-				}
-			}
-			dur(&be.Timeout, 2*time.Second)
-			dur(&be.Health.Interval, time.Second)
-			dur(&be.Health.Timeout, 500*time.Millisecond)
-			num(&be.Health.UnhealthyThreshold, 1)
-			num(&be.Health.HealthyThreshold, 1)
-			num(&be.Breaker.ConsecutiveFailures, 5)
-			num(&be.Breaker.MinRequests, 10)
-			dur(&be.Breaker.Interval, 10*time.Second)
-			dur(&be.Breaker.OpenTimeout, time.Second)
-			num(&be.Breaker.HalfOpenRequests, 1)
-			num(&be.Retry.MaxAttempts, 3)
-			if be.Retry.Budget == 0 {
-				be.Retry.Budget = 0.1
-			}
-			if be.Retry.MinPerSecond == 0 {
-				be.Retry.MinPerSecond = 10
-			}
-		}
 		b := &m.Batching
+		// The batcher's own defaults, filled in here because the checks below compare them.
 		if b.MaxBatchSize == 0 {
-			b.MaxBatchSize = 64
+			b.MaxBatchSize = batcher.DefaultMaxBatchSize
 		}
 		if b.MaxQueueSize == 0 {
-			b.MaxQueueSize = 64 * b.MaxBatchSize
+			b.MaxQueueSize = batcher.DefaultQueueBatches * b.MaxBatchSize
 		}
 		if b.MaxInflightBatches == 0 {
 			b.MaxInflightBatches = m.Pool.Sessions
@@ -451,24 +425,24 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.MaxInflightBytes < 0 {
 		add("limits.max_inflight_bytes", "%d is negative (0: the default)", c.Limits.MaxInflightBytes)
-	} else if c.Limits.MaxInflightBytes > 0 && c.Limits.MaxInflightBytes < int64(c.Limits.MaxMessageBytes) {
-		add("limits.max_inflight_bytes", "%d is below limits.max_message_bytes (%d): one largest call would never fit", c.Limits.MaxInflightBytes, c.Limits.MaxMessageBytes)
+	} else if msg := cmp.Or(c.Limits.MaxMessageBytes, proxy.DefaultMaxMessageBytes); c.Limits.MaxInflightBytes > 0 && c.Limits.MaxInflightBytes < int64(msg) {
+		add("limits.max_inflight_bytes", "%d is below limits.max_message_bytes (%d): one largest call would never fit", c.Limits.MaxInflightBytes, msg)
 	}
 	for i, h := range c.Listen.AllowedHosts {
 		if h == "" || strings.ContainsAny(h, " /") {
 			add(fmt.Sprintf("listen.allowed_hosts[%d]", i), "%q is not a host name (or host:port, or *)", h)
 		}
 	}
-	if c.Limits.MaxMessageBytes < 1024 {
-		add("limits.max_message_bytes", "%d is below 1024", c.Limits.MaxMessageBytes)
+	if c.Limits.MaxMessageBytes != 0 && c.Limits.MaxMessageBytes < 1024 {
+		add("limits.max_message_bytes", "%d is below 1024 (0: the default)", c.Limits.MaxMessageBytes)
 	}
 	if c.Limits.RequestTimeout < 0 {
 		add("limits.request_timeout", "must not be negative")
 	}
-	if c.Limits.MaxBatchVMs < 1 {
+	if c.Limits.MaxBatchVMs < 0 {
 		add("limits.max_batch_vms", "must be at least 1")
 	}
-	if c.Limits.MaxNodes < 1 {
+	if c.Limits.MaxNodes < 0 {
 		add("limits.max_nodes", "must be at least 1")
 	}
 	if c.ShutdownTimeout < 0 {
@@ -593,26 +567,27 @@ func validateBackend(c *Config, p string, m Model, add func(path, format string,
 	if be.Timeout < 0 || be.HedgeDelay < 0 || be.Health.Timeout < 0 || be.Breaker.OpenTimeout < 0 || be.Breaker.Interval < 0 {
 		add(p+".backend", "durations must not be negative")
 	}
-	if be.Health.UnhealthyThreshold < 1 || be.Health.HealthyThreshold < 1 {
-		add(p+".backend.health", "thresholds must be at least 1")
+	if be.Health.UnhealthyThreshold < 0 || be.Health.HealthyThreshold < 0 {
+		add(p+".backend.health", "thresholds must be at least 1 (0: the default)")
 	}
-	if be.Breaker.ConsecutiveFailures < 1 || be.Breaker.HalfOpenRequests < 1 || be.Breaker.MinRequests < 1 {
-		add(p+".backend.breaker", "consecutive_failures, half_open_requests and min_requests must be at least 1")
+	if be.Breaker.ConsecutiveFailures < 0 || be.Breaker.HalfOpenRequests < 0 || be.Breaker.MinRequests < 0 {
+		add(p+".backend.breaker", "consecutive_failures, half_open_requests and min_requests must be at least 1 (0: the default)")
 	}
 	if be.Breaker.FailureRatio < 0 || be.Breaker.FailureRatio > 1 {
 		add(p+".backend.breaker.failure_ratio", "%v is not in 0..1", be.Breaker.FailureRatio)
 	}
-	if be.Retry.MaxAttempts < 1 || be.Retry.MaxAttempts > 10 {
-		add(p+".backend.retry.max_attempts", "%d is not in 1..10", be.Retry.MaxAttempts)
+	attempts := cmp.Or(be.Retry.MaxAttempts, backends.DefaultMaxAttempts)
+	if be.Retry.MaxAttempts < 0 || be.Retry.MaxAttempts > 10 {
+		add(p+".backend.retry.max_attempts", "%d is not in 1..10 (0: the default, %d)", be.Retry.MaxAttempts, backends.DefaultMaxAttempts)
 	}
 	if be.Retry.Budget < 0 || be.Retry.Budget > 1 || be.Retry.MinPerSecond < 0 {
 		add(p+".backend.retry", "budget must be in 0..1 and min_per_second not negative")
 	}
-	if be.HedgeDelay > 0 && be.HedgeDelay >= be.Timeout {
-		add(p+".backend.hedge_delay", "%v is not shorter than the attempt timeout %v", be.HedgeDelay, be.Timeout)
+	if timeout := cmp.Or(be.Timeout, backends.DefaultAttemptTimeout); be.HedgeDelay > 0 && be.HedgeDelay >= timeout {
+		add(p+".backend.hedge_delay", "%v is not shorter than the attempt timeout %v", be.HedgeDelay, timeout)
 	}
-	if be.HedgeDelay > 0 && be.Retry.MaxAttempts < 2 {
-		add(p+".backend.hedge_delay", "hedging needs retry.max_attempts of 2 or more (a hedge is an attempt), got %d", be.Retry.MaxAttempts)
+	if be.HedgeDelay > 0 && attempts < 2 {
+		add(p+".backend.hedge_delay", "hedging needs retry.max_attempts of 2 or more (a hedge is an attempt), got %d", attempts)
 	}
 	if m.Fallback != FallbackNone && be.Kind != BackendKServe {
 		add(p+".fallback", "%q: only a kserve backend takes a fallback (a legacy service's answers are not cached, and it has no local equivalent)", m.Fallback)

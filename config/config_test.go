@@ -41,7 +41,8 @@ func TestDefaults(t *testing.T) {
 	if m.Anomaly != (Anomaly{0.5, 0.7, 0.85, 0.95}) {
 		t.Errorf("anomaly %+v", m.Anomaly)
 	}
-	if c.Limits.RequestTimeout != 5*time.Second || c.Limits.MaxMessageBytes != 4<<20 || c.ShutdownTimeout != 10*time.Second {
+	// The limits the proxy applies stay zero here (see TestDocumentedDefaults for their values).
+	if c.Limits.RequestTimeout != 5*time.Second || c.Limits.MaxMessageBytes != 0 || c.ShutdownTimeout != 10*time.Second {
 		t.Errorf("limits %+v shutdown %v", c.Limits, c.ShutdownTimeout)
 	}
 }
@@ -203,5 +204,146 @@ func TestAnchorsAndMerges(t *testing.T) {
 	// Reported once, where it is written (not again where it is merged).
 	if _, err := Parse("c.yaml", []byte(bad)); err == nil || err.Error() != "c.yaml:6: models[0].batching.max_batch_sise: unknown key; did you mean max_batch_size?" {
 		t.Errorf("a typo under an anchor: %v", err)
+	}
+}
+
+// TestBackendRefusals: each refusal of a model's backend, fallback and hedging settings, alone in
+// its file, with its message, the file, the line and the YAML path.
+func TestBackendRefusals(t *testing.T) {
+	// Lines 1-5: the model; 6: backend; 7: kind; 8: endpoints; what a case adds starts at line 9.
+	const model = "models:\n  - name: m\n    task: forecast\n    path: m.onnx\n    spec: m.yaml\n"
+	backend := func(kind, endpoints string, more ...string) string {
+		y := model + "    backend:\n      kind: " + kind + "\n      endpoints: " + endpoints + "\n"
+		for _, l := range more {
+			y += l + "\n"
+		}
+		return y
+	}
+	kserve := func(more ...string) string { return backend("kserve", "[127.0.0.1:1, 127.0.0.1:2]", more...) }
+	cases := []struct{ name, yaml, want string }{
+		// The in-process backend.
+		{"onnx without path", "models:\n  - name: m\n    task: forecast\n    spec: m.yaml\n",
+			"bad.yaml:2: models[0].path: required: the .onnx file (or embedded:models/NAME.onnx)"},
+		{"onnx with endpoints", backend("onnx", "[127.0.0.1:1]"),
+			"bad.yaml:8: models[0].backend.endpoints: an onnx backend runs in the process; endpoints are for kserve, legacy_http and legacy_grpc"},
+		{"onnx with a fallback", model + "    fallback: local\n",
+			`bad.yaml:6: models[0].fallback: "local": only a remote backend takes a fallback`},
+		{"unknown kind", backend("triton", "[127.0.0.1:1]"),
+			`bad.yaml:7: models[0].backend.kind: "triton" is not one of onnx, kserve, legacy_http, legacy_grpc`},
+
+		// Endpoints.
+		{"no endpoints", backend("legacy_grpc", "[]"),
+			"bad.yaml:8: models[0].backend.endpoints: a legacy_grpc backend needs at least one endpoint"},
+		{"endpoint twice", backend("kserve", "[127.0.0.1:1, 127.0.0.1:1]"),
+			`bad.yaml:8: models[0].backend.endpoints[1]: "127.0.0.1:1" is listed twice`},
+		{"legacy_http endpoint not a URL", backend("legacy_http", "\n        - http://127.0.0.1:1\n        - 127.0.0.1:2"),
+			`bad.yaml:10: models[0].backend.endpoints[1]: "127.0.0.1:2" is not a base URL such as http://127.0.0.1:8080`},
+		{"kserve endpoint not host:port", backend("kserve", "[10.0.0.5]"),
+			`bad.yaml:8: models[0].backend.endpoints[0]: "10.0.0.5" is not host:port: address 10.0.0.5: missing port in address`},
+
+		// Durations, thresholds, the breaker and retries.
+		{"negative timeout", kserve("      timeout: -1s"), "bad.yaml:6: models[0].backend: durations must not be negative"},
+		{"negative hedge_delay", kserve("      hedge_delay: -1ms"), "bad.yaml:6: models[0].backend: durations must not be negative"},
+		{"negative health timeout", kserve("      health: {timeout: -1s}"), "bad.yaml:6: models[0].backend: durations must not be negative"},
+		{"negative open_timeout", kserve("      breaker: {open_timeout: -1s}"), "bad.yaml:6: models[0].backend: durations must not be negative"},
+		{"negative breaker interval", kserve("      breaker: {interval: -1s}"), "bad.yaml:6: models[0].backend: durations must not be negative"},
+		{"unhealthy_threshold", kserve("      health: {unhealthy_threshold: -1}"), "bad.yaml:9: models[0].backend.health: thresholds must be at least 1 (0: the default)"},
+		{"healthy_threshold", kserve("      health: {healthy_threshold: -2}"), "bad.yaml:9: models[0].backend.health: thresholds must be at least 1 (0: the default)"},
+		{"consecutive_failures", kserve("      breaker: {consecutive_failures: -1}"),
+			"bad.yaml:9: models[0].backend.breaker: consecutive_failures, half_open_requests and min_requests must be at least 1 (0: the default)"},
+		{"half_open_requests", kserve("      breaker: {half_open_requests: -1}"),
+			"bad.yaml:9: models[0].backend.breaker: consecutive_failures, half_open_requests and min_requests must be at least 1 (0: the default)"},
+		{"min_requests", kserve("      breaker: {min_requests: -1}"),
+			"bad.yaml:9: models[0].backend.breaker: consecutive_failures, half_open_requests and min_requests must be at least 1 (0: the default)"},
+		{"failure_ratio above 1", kserve("      breaker:", "        failure_ratio: 1.5"),
+			"bad.yaml:10: models[0].backend.breaker.failure_ratio: 1.5 is not in 0..1"},
+		{"failure_ratio below 0", kserve("      breaker: {failure_ratio: -0.1}"),
+			"bad.yaml:9: models[0].backend.breaker.failure_ratio: -0.1 is not in 0..1"},
+		{"max_attempts above 10", kserve("      retry:", "        max_attempts: 11"),
+			"bad.yaml:10: models[0].backend.retry.max_attempts: 11 is not in 1..10 (0: the default, 3)"},
+		{"max_attempts below 1", kserve("      retry: {max_attempts: -1}"),
+			"bad.yaml:9: models[0].backend.retry.max_attempts: -1 is not in 1..10 (0: the default, 3)"},
+		{"retry budget", kserve("      retry: {budget: 1.5}"),
+			"bad.yaml:9: models[0].backend.retry: budget must be in 0..1 and min_per_second not negative"},
+		{"retry min_per_second", kserve("      retry: {min_per_second: -1}"),
+			"bad.yaml:9: models[0].backend.retry: budget must be in 0..1 and min_per_second not negative"},
+
+		// Hedging.
+		{"hedge not shorter than the timeout", kserve("      timeout: 100ms", "      hedge_delay: 100ms"),
+			"bad.yaml:10: models[0].backend.hedge_delay: 100ms is not shorter than the attempt timeout 100ms"},
+		{"hedge without a second attempt", kserve("      hedge_delay: 50ms", "      retry: {max_attempts: 1}"),
+			"bad.yaml:9: models[0].backend.hedge_delay: hedging needs retry.max_attempts of 2 or more (a hedge is an attempt), got 1"},
+
+		// Fallbacks.
+		{"fallback on a legacy backend", backend("legacy_http", "[http://127.0.0.1:1]", "    fallback: stale"),
+			`bad.yaml:9: models[0].fallback: "stale": only a kserve backend takes a fallback (a legacy service's answers are not cached, and it has no local equivalent)`},
+		{"local fallback without path", "models:\n  - name: m\n    task: forecast\n    spec: m.yaml\n    fallback: local\n    backend: {kind: kserve, endpoints: [127.0.0.1:1]}\n",
+			"bad.yaml:5: models[0].fallback: local needs path: the .onnx model to run when every endpoint is down"},
+		{"stale fallback with the cache off", "cache: {disabled: true}\n" + kserve("    fallback: stale"),
+			"bad.yaml:10: models[0].fallback: stale serves cached answers; it needs the cache on and cache_ttl not negative"},
+		{"stale fallback with the model kept out of the cache", kserve("    fallback: stale", "    cache_ttl: -1s"),
+			"bad.yaml:9: models[0].fallback: stale serves cached answers; it needs the cache on and cache_ttl not negative"},
+		{"unknown fallback", kserve("    fallback: maybe"),
+			`bad.yaml:9: models[0].fallback: "maybe" is not one of none, local, stale`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Parse("bad.yaml", []byte(c.yaml))
+			if err == nil || err.Error() != c.want {
+				t.Errorf("err = %v\nwant exactly %s\nconfig:\n%s", err, c.want, c.yaml)
+			}
+		})
+	}
+}
+
+// TestValidRemoteBackends: a config of each remote kind, with hedging and each fallback where it
+// applies, is accepted as written. It does not pin the remote defaults' values: issue 10 moves
+// them into the components.
+func TestValidRemoteBackends(t *testing.T) {
+	const model = "models:\n  - name: m\n    task: forecast\n    path: m.onnx\n    spec: m.yaml\n"
+	cases := []struct {
+		name, yaml string
+		want       func(m Model) bool
+	}{
+		{"kserve, hedged, local fallback", model + "    fallback: local\n    backend:\n      kind: kserve\n      endpoints: [10.0.0.1:8001, 10.0.0.2:8001]\n" +
+			"      model: m-remote\n      timeout: 300ms\n      hedge_delay: 40ms\n      retry: {max_attempts: 2, budget: 0.2}\n" +
+			"      breaker: {failure_ratio: 0.5}\n      health: {interval: -1s}\n",
+			func(m Model) bool {
+				be := m.Backend
+				return m.Fallback == FallbackLocal && be.Kind == BackendKServe && len(be.Endpoints) == 2 && be.Model == "m-remote" &&
+					be.Timeout == 300*time.Millisecond && be.HedgeDelay == 40*time.Millisecond && be.Retry.MaxAttempts == 2 &&
+					be.Retry.Budget == 0.2 && be.Breaker.FailureRatio == 0.5 && be.Health.Interval == -time.Second
+			}},
+		{"kserve, stale fallback, no path", "models:\n  - name: m\n    task: forecast\n    spec: m.yaml\n    fallback: stale\n" +
+			"    backend: {kind: kserve, endpoints: [127.0.0.1:8001]}\n",
+			func(m Model) bool {
+				be := m.Backend
+				return m.Fallback == FallbackStale && be.Kind == BackendKServe && be.Model == "m" && be.HedgeDelay == 0
+			}},
+		{"legacy_http, hedged", model + "    backend:\n      kind: legacy_http\n      endpoints: [http://10.0.0.5:8080, https://ai.internal]\n" +
+			"      hedge_delay: 100ms\n",
+			func(m Model) bool {
+				be := m.Backend
+				return m.Fallback == FallbackNone && be.Kind == BackendLegacyHTTP && be.Endpoints[1] == "https://ai.internal" &&
+					be.HedgeDelay == 100*time.Millisecond
+			}},
+		{"legacy_grpc", "models:\n  - name: m\n    task: forecast\n    spec: m.yaml\n" +
+			"    backend: {kind: legacy_grpc, endpoints: ['[::1]:50052', ai.internal:50051], retry: {max_attempts: 1}}\n",
+			func(m Model) bool {
+				be := m.Backend
+				return m.Fallback == FallbackNone && be.Kind == BackendLegacyGRPC && be.Endpoints[0] == "[::1]:50052" &&
+					be.Retry.MaxAttempts == 1 && be.Remote()
+			}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := Parse("ok.yaml", []byte(c.yaml))
+			if err != nil {
+				t.Fatalf("refused: %v\nconfig:\n%s", err, c.yaml)
+			}
+			if m := cfg.Models[0]; !c.want(m) {
+				t.Errorf("parsed as %+v\nconfig:\n%s", m, c.yaml)
+			}
+		})
 	}
 }

@@ -236,6 +236,15 @@ func (s *Spec) Steps() int {
 // Sequence reports whether the spec describes a sequence (windowed) model.
 func (s *Spec) Sequence() bool { return s.Window > 1 }
 
+// InputShape is the shape of the model input of rows canonical rows of this spec: [rows, window,
+// width] for a sequence spec, [rows, width] for a row spec. rows -1 stands for a dynamic batch.
+func (s *Spec) InputShape(rows int64) []int64 {
+	if s.Sequence() {
+		return []int64{rows, int64(s.Window), int64(s.Width())}
+	}
+	return []int64{rows, int64(s.Width())}
+}
+
 // Validate checks the spec and returns every problem found, each naming its feature.
 func (s *Spec) Validate() error {
 	var errs []error

@@ -85,6 +85,13 @@ func (w *Windows) stepLocked(vw *vmWindow, t int64) int64 {
 	return k
 }
 
+// The defaults of a WindowConfig's zero fields (MaxAge's is two steps).
+const (
+	DefaultMaxVMs     = 100000
+	DefaultIdleExpiry = 30 * time.Minute
+	DefaultStep       = time.Minute
+)
+
 // NewWindows makes a store for a sequence spec.
 func NewWindows(spec *Spec, cfg WindowConfig) (*Windows, error) {
 	if !spec.Sequence() {
@@ -94,13 +101,13 @@ func NewWindows(spec *Spec, cfg WindowConfig) (*Windows, error) {
 		return nil, fmt.Errorf("windows: spec %q reads %s, not vm_metrics", spec.Name, spec.Input)
 	}
 	if cfg.MaxVMs == 0 {
-		cfg.MaxVMs = 100000
+		cfg.MaxVMs = DefaultMaxVMs
 	}
 	if cfg.IdleExpiry == 0 {
-		cfg.IdleExpiry = 30 * time.Minute
+		cfg.IdleExpiry = DefaultIdleExpiry
 	}
 	if cfg.Step == 0 {
-		cfg.Step = time.Minute
+		cfg.Step = DefaultStep
 	}
 	if cfg.MaxAge == 0 {
 		cfg.MaxAge = 2 * cfg.Step

@@ -6,7 +6,6 @@ import (
 	"github.com/novacron/sidecar/cache"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 // Metrics are the pipeline's Prometheus collectors, registered on a registry of the caller's.
@@ -85,8 +84,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}, []string{"model", "kind"})
 	m.reg = reg
 	reg.MustRegister(m.requests, m.duration, m.inferSeconds, m.inferRows, m.inferErrors, m.modelInfo,
-		m.queueSeconds, m.batchCalls, m.queueRows, m.rejected, m.cancelled, m.fallbacks,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.queueSeconds, m.batchCalls, m.queueRows, m.rejected, m.cancelled, m.fallbacks)
 	return m
 }
 

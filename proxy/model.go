@@ -13,11 +13,11 @@ import (
 	aipb "github.com/novacron/sidecar/proto/novacron/ai"
 )
 
-// Tasks, as the config names them.
+// Tasks a model can serve; each NovaCron RPC needs a model of its task (config names them so).
 const (
-	TaskForecast  = "forecast"
-	TaskAnomaly   = "anomaly"
-	TaskPlacement = "placement"
+	TaskForecast  = "forecast"  // PredictBandwidth, PredictBandwidthBatch, /api/v1/predict[/batch]
+	TaskAnomaly   = "anomaly"   // DetectAnomaly, /api/v1/anomaly
+	TaskPlacement = "placement" // OptimizePlacement, /api/v1/placement
 )
 
 // Names of model inputs, outputs and metadata_props the example models follow (see
@@ -29,8 +29,8 @@ const (
 	outProbs      = "probs"    // [N, K] softmax, labels in PropLabels
 	outScore      = "score"    // [N, 1] in [0, 1]
 
-	PropFingerprint     = "novacron.spec_fingerprint"
-	PropVersion         = "novacron.model_version"
+	PropFingerprint     = backends.PropFingerprint
+	PropVersion         = backends.PropVersion
 	PropLabels          = "novacron.labels"
 	PropConfidenceScale = "novacron.confidence_scale"
 	PropHorizon         = "novacron.horizon_minutes"
@@ -125,10 +125,7 @@ func NewModel(name, task string, spec *features.Spec, b backends.Backend, meta b
 	if !ok || len(meta.Inputs) != 1 {
 		return fail("want exactly one input named %q, model has %v", inputFeatures, infoNames(meta.Inputs))
 	}
-	want := []int64{-1, int64(spec.Width())}
-	if spec.Sequence() {
-		want = []int64{-1, int64(spec.Window), int64(spec.Width())}
-	}
+	want := spec.InputShape(-1)
 	if in.DType != backends.FP32 || !slices.Equal(in.Shape, want) {
 		return fail("input %q is %s%v, the spec %q needs FP32%v", inputFeatures, in.DType, in.Shape, spec.Name, want)
 	}

@@ -10,7 +10,7 @@ import (
 	"strings"
 
 	"github.com/novacron/sidecar/backends"
-	"github.com/novacron/sidecar/backends/kserve"
+	"github.com/novacron/sidecar/backends/oip"
 	"github.com/novacron/sidecar/proto/inference"
 )
 
@@ -101,10 +101,7 @@ func (s *Service) ModelMetadata(name, version string) (*inference.ModelMetadataR
 	if err != nil {
 		return nil, err
 	}
-	in := []int64{-1, int64(m.Spec.Width())}
-	if m.Spec.Sequence() {
-		in = []int64{-1, int64(m.Spec.Window), int64(m.Spec.Width())}
-	}
+	in := m.Spec.InputShape(-1)
 	r := &inference.ModelMetadataResponse{
 		Name:     m.Name,
 		Versions: []string{m.Version},
@@ -209,10 +206,7 @@ func (s *Service) maxRows() int { return s.cfg.MaxBatchVMs }
 // canonicalInput checks the model's own input tensor: FP32, the spec's shape with at least one
 // row, every value finite.
 func (s *Service) canonicalInput(m *Model, t backends.Tensor) (int, []float32, error) {
-	want := []int64{-1, int64(m.Spec.Width())}
-	if m.Spec.Sequence() {
-		want = []int64{-1, int64(m.Spec.Window), int64(m.Spec.Width())}
-	}
+	want := m.Spec.InputShape(-1)
 	if t.DType != backends.FP32 {
 		return 0, nil, invalid("inputs[0].datatype", fmt.Sprintf("%s; %s", t.DType, inputHelp(m)))
 	}
@@ -358,7 +352,7 @@ func (o *oipServer) ModelMetadata(_ context.Context, r *inference.ModelMetadataR
 // ModelInfer answers in the form it was asked: raw_output_contents when the request sent
 // raw_input_contents, typed contents otherwise.
 func (o *oipServer) ModelInfer(ctx context.Context, r *inference.ModelInferRequest) (*inference.ModelInferResponse, error) {
-	in, err := kserve.Inputs(r)
+	in, err := oip.Inputs(r)
 	if err != nil {
 		return nil, err
 	}
@@ -371,6 +365,6 @@ func (o *oipServer) ModelInfer(ctx context.Context, r *inference.ModelInferReque
 		return nil, err
 	}
 	resp := &inference.ModelInferResponse{ModelName: a.Model, ModelVersion: a.Version, Id: a.ID}
-	kserve.SetOutputs(resp, a.Outputs, len(r.GetRawInputContents()) > 0)
+	oip.SetOutputs(resp, a.Outputs, len(r.GetRawInputContents()) > 0)
 	return resp, nil
 }

@@ -9,7 +9,7 @@ import (
 	"strings"
 
 	"github.com/novacron/sidecar/backends"
-	"github.com/novacron/sidecar/backends/kserve"
+	"github.com/novacron/sidecar/backends/oip"
 )
 
 // The REST form's request decoder. It reads a v2 inference request as strictly as /api/v1 reads
@@ -153,8 +153,8 @@ func (p *oipScan) input() (backends.Tensor, error) {
 	}
 	n := 1
 	for _, d := range shape {
-		if d < 0 || d > kserve.MaxElements || n*int(d) > kserve.MaxElements {
-			return backends.Tensor{}, invalid(at+".shape", fmt.Sprintf("%v: dimensions must be 0 or more, with at most %d elements", shape, kserve.MaxElements))
+		if d < 0 || d > oip.MaxElements || n*int(d) > oip.MaxElements {
+			return backends.Tensor{}, invalid(at+".shape", fmt.Sprintf("%v: dimensions must be 0 or more, with at most %d elements", shape, oip.MaxElements))
 		}
 		n *= int(d)
 	}

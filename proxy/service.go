@@ -33,9 +33,10 @@ type Config struct {
 	Routes Routes
 	// RequestTimeout applies to calls without a deadline. Zero: no timeout of the sidecar's own.
 	RequestTimeout time.Duration
-	// MaxBatchVMs bounds PredictBandwidthBatch; MaxNodes bounds OptimizePlacement. Zero: 1024.
+	// MaxBatchVMs bounds PredictBandwidthBatch; MaxNodes bounds OptimizePlacement. Zero:
+	// DefaultMaxBatchVMs, DefaultMaxNodes.
 	MaxBatchVMs, MaxNodes int
-	// MaxMessageBytes bounds gRPC messages and HTTP bodies. Zero: 4 MiB.
+	// MaxMessageBytes bounds gRPC messages and HTTP bodies. Zero: DefaultMaxMessageBytes.
 	MaxMessageBytes int
 	// MaxIDBytes bounds identifiers in requests (vm_id, workload_id, node_id, model names).
 	// Zero: DefaultMaxIDBytes.
@@ -58,7 +59,8 @@ type Config struct {
 	Windows features.WindowConfig
 	// Now is the clock of the windows (pushes without a timestamp, max-age checks). Nil: time.Now.
 	Now func() time.Time
-	// MaxStale is how long past its TTL an answer is kept for a model's stale fallback. Zero: 10m.
+	// MaxStale is how long past its TTL an answer is kept for a model's stale fallback. Zero:
+	// DefaultMaxStale.
 	MaxStale time.Duration
 }
 
@@ -70,18 +72,10 @@ type Routes struct {
 func routeBandwidth(r Routes) string { return r.Bandwidth }
 
 func (c *Config) setDefaults() {
-	if c.MaxBatchVMs == 0 {
-		c.MaxBatchVMs = 1024
-	}
-	if c.MaxNodes == 0 {
-		c.MaxNodes = 1024
-	}
-	if c.MaxMessageBytes == 0 {
-		c.MaxMessageBytes = 4 << 20
-	}
-	if c.MaxStale == 0 {
-		c.MaxStale = 10 * time.Minute
-	}
+	c.MaxBatchVMs = cmp.Or(c.MaxBatchVMs, DefaultMaxBatchVMs)
+	c.MaxNodes = cmp.Or(c.MaxNodes, DefaultMaxNodes)
+	c.MaxMessageBytes = cmp.Or(c.MaxMessageBytes, DefaultMaxMessageBytes)
+	c.MaxStale = cmp.Or(c.MaxStale, DefaultMaxStale)
 	if c.MaxIDBytes == 0 {
 		c.MaxIDBytes = DefaultMaxIDBytes
 	}
@@ -98,6 +92,16 @@ func (c *Config) setDefaults() {
 		c.MaxConnectionIdle = DefaultMaxConnectionIdle
 	}
 }
+
+// Defaults of the request bounds (Config): the most VMs of a batch call, nodes of a placement
+// call, and bytes of a gRPC message or HTTP body; and how long past its TTL an answer is kept for a
+// stale fallback.
+const (
+	DefaultMaxBatchVMs     = 1024
+	DefaultMaxNodes        = 1024
+	DefaultMaxMessageBytes = 4 << 20
+	DefaultMaxStale        = 10 * time.Minute
+)
 
 // DefaultMaxIDBytes is the default bound of an identifier in a request (Config.MaxIDBytes): VM,
 // workload, node and model names are short; a longer one is refused before it is stored or echoed.
@@ -538,10 +542,7 @@ const maxSwapRuns = 8
 // runBatch runs one backend batch and checks every output the task reads: present, rows x width
 // float32 values, all finite. Only checked results reach the answers.
 func (m *Model) runBatch(ctx context.Context, data []float32, rows int) ([]rowOut, error) {
-	shape := []int64{int64(rows), int64(m.Spec.Width())}
-	if m.Spec.Sequence() {
-		shape = []int64{int64(rows), int64(m.Spec.Window), int64(m.Spec.Width())}
-	}
+	shape := m.Spec.InputShape(int64(rows))
 	start := time.Now()
 	res, err := m.Backend.Infer(ctx, &backends.Batch{Model: m.Name, Inputs: []backends.Tensor{backends.F32(inputFeatures, shape, data)}})
 	if m.metrics != nil {
@@ -719,7 +720,8 @@ func (s *Service) checkIDs(prefix, model, vm string) error {
 func canonWindow(m *Model, dst []float32, req *aipb.BandwidthRequest, vm int, now time.Time) error {
 	if err := canonWindowAt(m, dst, req, now); err != nil {
 		if vm >= 0 {
-			if fe, ok := err.(*features.FieldError); ok {
+			var fe *features.FieldError
+			if errors.As(err, &fe) {
 				return invalid(fmt.Sprintf("vms[%d].%s", vm, fe.Field), fe.Reason)
 			}
 			return fmt.Errorf("vms[%d]: %w", vm, err)
@@ -766,7 +768,8 @@ func canonWindowAt(m *Model, dst []float32, req *aipb.BandwidthRequest, now time
 		}
 	}
 	if err := m.Spec.Canonicalize(dst, raw); err != nil {
-		if ve, ok := err.(*features.ValueError); ok && ve.Index >= 0 {
+		var ve *features.ValueError
+		if errors.As(err, &ve) && ve.Index >= 0 {
 			return invalid(fmt.Sprintf("%shistorical_metrics[%d]", prefix, ve.Index), ve.Error())
 		}
 		return fmt.Errorf("%shistorical_metrics: %w", prefix, err)
@@ -815,7 +818,11 @@ func (s *Service) PushMetrics(ctx context.Context, req *aipb.PushMetricsRequest)
 	for i, smp := range req.GetSamples() {
 		at := fmt.Sprintf("samples[%d]", i)
 		if err := s.checkID(at+".vm_id", smp.GetVmId()); err != nil {
-			return resp, invalid(at+".vm_id", fmt.Sprintf("%s (%d samples before it stored)", err.(*features.FieldError).Reason, accepted))
+			var fe *features.FieldError
+			if !errors.As(err, &fe) {
+				return resp, fmt.Errorf("%s (%d samples before it stored): %w", at, accepted, err)
+			}
+			return resp, invalid(at+".vm_id", fmt.Sprintf("%s (%d samples before it stored)", fe.Reason, accepted))
 		}
 		m := smp.GetMetrics()
 		if m == nil {
@@ -831,7 +838,8 @@ func (s *Service) PushMetrics(ctx context.Context, req *aipb.PushMetricsRequest)
 				continue
 			}
 			if err := model.windows.Push(smp.GetVmId(), t, values, now); err != nil {
-				if fe, ok := err.(*features.FieldError); ok {
+				var fe *features.FieldError
+				if errors.As(err, &fe) {
 					return resp, invalid(at+"."+fe.Field, fmt.Sprintf("%s (%d samples before it stored)", fe.Reason, accepted))
 				}
 				return resp, fmt.Errorf("%s (%d samples before it stored): %w", at, accepted, err)
@@ -1009,8 +1017,8 @@ func (s *Service) optimizePlacement(ctx context.Context, req *aipb.PlacementRequ
 		}
 		base := buf[i*per*w : (i*per+1)*w]
 		if err := m.Spec.Canonicalize(base, raw); err != nil {
-			ve, ok := err.(*features.ValueError)
-			if ok && strings.HasPrefix(m.Spec.Features[ve.Index%w].Source, "requirements.") {
+			var ve *features.ValueError
+			if errors.As(err, &ve) && ve.Index >= 0 && strings.HasPrefix(m.Spec.Features[ve.Index%w].Source, "requirements.") {
 				return nil, invalid("requirements["+strconv.Quote(strings.TrimPrefix(m.Spec.Features[ve.Index%w].Source, "requirements."))+"]", ve.Reason)
 			}
 			return nil, fmt.Errorf("%s: %w", at, err)

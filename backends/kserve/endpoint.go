@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/novacron/sidecar/backends"
+	"github.com/novacron/sidecar/backends/oip"
 	"github.com/novacron/sidecar/proto/inference"
 )
 
@@ -24,7 +25,8 @@ type Config struct {
 	Model string
 	// Version asks for one version of the model; empty: the server's choice.
 	Version string
-	// Timeout bounds one call when the caller's deadline is later or absent. Zero: 5s.
+	// Timeout bounds one call when the caller's deadline is later or absent. Zero:
+	// backends.DefaultAttemptTimeout.
 	Timeout time.Duration
 	// MaxMessageBytes bounds the answers received. Zero: 16 MiB.
 	MaxMessageBytes int
@@ -59,7 +61,7 @@ func New(cfg Config) (*Endpoint, error) {
 		return nil, err
 	}
 	if cfg.Timeout == 0 {
-		cfg.Timeout = 5 * time.Second
+		cfg.Timeout = backends.DefaultAttemptTimeout
 	}
 	if cfg.MaxMessageBytes == 0 {
 		cfg.MaxMessageBytes = 16 << 20
@@ -143,14 +145,14 @@ func (e *Endpoint) Infer(ctx context.Context, b *backends.Batch) (*backends.Resu
 		}
 	}
 	req := &inference.ModelInferRequest{ModelName: e.cfg.Model, ModelVersion: e.cfg.Version}
-	SetInputs(req, b.Inputs, true)
+	oip.SetInputs(req, b.Inputs, true)
 	cctx, cancel := e.withTimeout(ctx)
 	defer cancel()
 	resp, err := e.client.ModelInfer(cctx, req)
 	if err != nil {
 		return nil, e.callError(ctx, cctx, "ModelInfer", err)
 	}
-	outs, err := Outputs(resp, backends.ErrBadResponse)
+	outs, err := oip.Outputs(resp, backends.ErrBadResponse)
 	if err != nil {
 		return nil, fmt.Errorf("kserve %s: ModelInfer answer: %w", e, err)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/novacron/sidecar/backends"
 	"github.com/novacron/sidecar/backends/kserve"
+	"github.com/novacron/sidecar/backends/oip"
 	"github.com/novacron/sidecar/config"
 	"github.com/novacron/sidecar/examples"
 	"github.com/novacron/sidecar/internal/app"
@@ -151,7 +152,7 @@ func startFake(t *testing.T, infer func(context.Context, *inference.ModelInferRe
 func answer(outs ...backends.Tensor) func(context.Context, *inference.ModelInferRequest) (*inference.ModelInferResponse, error) {
 	return func(context.Context, *inference.ModelInferRequest) (*inference.ModelInferResponse, error) {
 		r := &inference.ModelInferResponse{}
-		kserve.SetOutputs(r, outs, true)
+		oip.SetOutputs(r, outs, true)
 		return r, nil
 	}
 }

@@ -5,12 +5,15 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/novacron/sidecar/backends"
 )
 
 // Defaults of the zero values.
 const (
-	// DefaultTimeout bounds one upstream call when Timeout is 0.
-	DefaultTimeout = 5 * time.Second
+	// DefaultTimeout bounds one upstream call when Timeout is 0: the attempt bound of every remote
+	// kind.
+	DefaultTimeout = backends.DefaultAttemptTimeout
 	// DefaultMaxConcurrent bounds the calls of one PredictBandwidth fan-out when MaxConcurrent is 0.
 	DefaultMaxConcurrent = 8
 	// DefaultMaxIdleConns is HTTPConfig.MaxIdleConns when 0.
@@ -44,7 +47,7 @@ type HTTPConfig struct {
 	BaseURL string
 	// Timeout bounds each HTTP request, from connecting to reading the whole answer; the batch
 	// route is one request. A shorter deadline of the caller's ctx wins. 0 means DefaultTimeout
-	// (5s). The time left is also sent as the X-Request-Timeout header (which the sidecar's own
+	// (2s). The time left is also sent as the X-Request-Timeout header (which the sidecar's own
 	// HTTP front end honours and legacy services ignore).
 	Timeout time.Duration
 	// MaxIdleConns is the number of idle keep-alive connections kept open to the upstream. 0 means
@@ -112,7 +115,7 @@ type GRPCConfig struct {
 	Address string
 	// Timeout bounds each RPC; a PredictBandwidth with several requests makes one RPC per request,
 	// each with its own Timeout from when it starts. A shorter deadline of the caller's ctx wins.
-	// 0 means DefaultTimeout (5s).
+	// 0 means DefaultTimeout (2s).
 	Timeout time.Duration
 	// MaxConcurrent bounds the RPCs in flight for one PredictBandwidth call with several requests
 	// (the seed's AIService has no batch RPC). 0 means DefaultMaxConcurrent (8).

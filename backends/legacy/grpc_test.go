@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"google.golang.org/grpc"
@@ -245,30 +246,25 @@ func TestGRPCSeedServerFaults(t *testing.T) {
 		}
 	})
 
+	// The upstream answers after an hour, so a call that returns at all did not wait for it: no
+	// clock is read. TestGRPCSlowUpstream checks on a fake clock that the call returns exactly
+	// when its deadline or Timeout passes.
 	t.Run("slow upstream", func(t *testing.T) {
-		addr := startSeedServer(t, "--delay-ms", "5000")
+		addr := startSeedServer(t, "--delay-ms", "3600000")
 		slow := reqs[:1]
 
-		// The caller's deadline passes first: the ctx error, promptly, and no sentinel.
+		// The caller's deadline passes first: the ctx error, and no sentinel.
 		c := newGRPC(t, GRPCConfig{Address: addr})
 		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 		defer cancel()
-		start := time.Now()
 		_, err := c.PredictBandwidth(ctx, slow)
-		if el := time.Since(start); el > 2*time.Second {
-			t.Errorf("returned after %v, want about 200ms", el)
-		}
 		if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, backends.ErrUnavailable) {
 			t.Errorf("ctx deadline: %v, want context.DeadlineExceeded and not backends.ErrUnavailable", err)
 		}
 
 		// The client's own Timeout passes first: ErrUnavailable, not the caller's deadline.
 		short := newGRPC(t, GRPCConfig{Address: addr, Timeout: 200 * time.Millisecond})
-		start = time.Now()
 		_, err = short.DetectAnomaly(t.Context(), anomalyRequests()[0])
-		if el := time.Since(start); el > 2*time.Second {
-			t.Errorf("returned after %v, want about 200ms", el)
-		}
 		if !errors.Is(err, backends.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("own timeout: %v, want backends.ErrUnavailable and not context.DeadlineExceeded", err)
 		}
@@ -315,12 +311,12 @@ func deadAddr(t *testing.T) string {
 	return addr
 }
 
-// countingServer is a real AIService on a loopback port that records how many PredictBandwidth
-// calls are in flight at once. Each call holds for hold.
+// countingServer is a real AIService that records how many PredictBandwidth calls are in flight
+// at once. Each call holds for hold (served over pipes in a synctest bubble, on the bubble's fake
+// clock), answering unless its ctx ends first.
 type countingServer struct {
 	aipb.UnimplementedAIServiceServer
 	hold          time.Duration
-	arrived       chan struct{} // if not nil, gets a value (when there is room) as each call arrives
 	inflight, max atomic.Int64
 	calls         atomic.Int64
 }
@@ -329,10 +325,6 @@ func (s *countingServer) PredictBandwidth(ctx context.Context, r *aipb.Bandwidth
 	n := s.inflight.Add(1)
 	defer s.inflight.Add(-1)
 	s.calls.Add(1)
-	select {
-	case s.arrived <- struct{}{}:
-	default:
-	}
 	for m := s.max.Load(); n > m && !s.max.CompareAndSwap(m, n); m = s.max.Load() {
 	}
 	select {
@@ -365,31 +357,69 @@ func serveGRPC(t *testing.T, svc aipb.AIServiceServer) string {
 	return l.Addr().String()
 }
 
-// TestGRPCBoundsConcurrency: one PredictBandwidth of many requests keeps at most MaxConcurrent
-// RPCs in flight, and a vm_id echoed by the upstream is accepted.
+// TestGRPCBoundsConcurrency: one PredictBandwidth of many requests keeps MaxConcurrent RPCs in
+// flight, never more and, while requests wait, never fewer (on a fake clock: 15 requests held 20ms
+// each, 3 at a time, take exactly 5 rounds); a vm_id echoed by the upstream is accepted.
 func TestGRPCBoundsConcurrency(t *testing.T) {
-	srv := &countingServer{hold: 20 * time.Millisecond}
-	c := newGRPC(t, GRPCConfig{Address: serveGRPC(t, srv), MaxConcurrent: 3})
-	reqs := bandwidthRequests(15)
-	got, err := c.PredictBandwidth(t.Context(), reqs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, r := range reqs {
-		if got[i].VmId != r.VmId {
-			t.Errorf("answer %d is for %q, want %q", i, got[i].VmId, r.VmId)
+	synctest.Test(t, func(t *testing.T) {
+		srv := &countingServer{hold: 20 * time.Millisecond}
+		c := pipeGRPC(t, srv, GRPCConfig{MaxConcurrent: 3})
+		reqs := bandwidthRequests(15)
+		start := time.Now()
+		got, err := c.PredictBandwidth(t.Context(), reqs)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if m := srv.max.Load(); m > 3 || m < 2 {
-		t.Errorf("at most %d calls in flight, want 3 (MaxConcurrent), and at least 2", m)
-	}
-	if n := srv.calls.Load(); n != 15 {
-		t.Errorf("%d calls, want 15", n)
-	}
-	// Ready falls back to connectivity: this server has no health service.
-	if err := c.Ready(t.Context()); err != nil {
-		t.Errorf("Ready: %v", err)
-	}
+		if took := time.Since(start); took != 5*20*time.Millisecond {
+			t.Errorf("15 calls held 20ms each took %v, want 100ms (5 rounds of 3)", took)
+		}
+		for i, r := range reqs {
+			if got[i].VmId != r.VmId {
+				t.Errorf("answer %d is for %q, want %q", i, got[i].VmId, r.VmId)
+			}
+		}
+		if m := srv.max.Load(); m != 3 {
+			t.Errorf("at most %d calls in flight, want 3 (MaxConcurrent)", m)
+		}
+		if n := srv.calls.Load(); n != 15 {
+			t.Errorf("%d calls, want 15", n)
+		}
+		// Ready falls back to connectivity: this server has no health service.
+		if err := c.Ready(t.Context()); err != nil {
+			t.Errorf("Ready: %v", err)
+		}
+	})
+}
+
+// TestGRPCSlowUpstream: against an upstream that holds every call for an hour, the caller's
+// deadline gives the ctx error, and the client's own Timeout gives ErrUnavailable, each exactly
+// when it passes (on a fake clock).
+func TestGRPCSlowUpstream(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := &countingServer{hold: time.Hour}
+		c := pipeGRPC(t, srv, GRPCConfig{})
+		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		_, err := c.PredictBandwidth(ctx, bandwidthRequests(1))
+		if took := time.Since(start); took != 200*time.Millisecond {
+			t.Errorf("returned after %v, want the caller's 200ms", took)
+		}
+		if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, backends.ErrUnavailable) {
+			t.Errorf("ctx deadline: %v, want context.DeadlineExceeded and not backends.ErrUnavailable", err)
+		}
+
+		short := pipeGRPC(t, srv, GRPCConfig{Timeout: 200 * time.Millisecond})
+		start = time.Now()
+		_, err = short.PredictBandwidth(t.Context(), bandwidthRequests(1))
+		if took := time.Since(start); took != 200*time.Millisecond {
+			t.Errorf("returned after %v, want the Timeout's 200ms", took)
+		}
+		if !errors.Is(err, backends.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) ||
+			!strings.Contains(fmt.Sprint(err), "no answer within 200ms (Timeout)") {
+			t.Errorf("own timeout: %v, want backends.ErrUnavailable saying which timeout", err)
+		}
+	})
 }
 
 // wrongVMServer answers every PredictBandwidth for another VM.
@@ -404,7 +434,8 @@ func (wrongVMServer) PredictBandwidth(_ context.Context, r *aipb.BandwidthReques
 }
 
 // earlyDeadlineServer answers DEADLINE_EXCEEDED a little before the deadline it was told, as a
-// server with its own deadline check does.
+// server with its own deadline check does (served over pipes in a synctest bubble: exactly 5ms
+// before it on the bubble's fake clock).
 type earlyDeadlineServer struct {
 	aipb.UnimplementedAIServiceServer
 }
@@ -420,23 +451,29 @@ func (earlyDeadlineServer) OptimizePlacement(context.Context, *aipb.PlacementReq
 	return nil, status.Error(codes.DeadlineExceeded, "gave up at once")
 }
 
+// TestGRPCUpstreamDeadline: an upstream's DEADLINE_EXCEEDED 5ms before the caller's deadline is
+// the caller's deadline error; 5ms before the client's own Timeout, ErrUnavailable saying so; far
+// from any deadline, an ordinary upstream failure.
 func TestGRPCUpstreamDeadline(t *testing.T) {
-	addr := serveGRPC(t, earlyDeadlineServer{})
-	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
-	defer cancel()
-	_, err := newGRPC(t, GRPCConfig{Address: addr}).DetectAnomaly(ctx, anomalyRequests()[0])
-	if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, backends.ErrUnavailable) {
-		t.Errorf("DEADLINE_EXCEEDED at the caller's deadline: %v, want context.DeadlineExceeded", err)
-	}
-	short := newGRPC(t, GRPCConfig{Address: addr, Timeout: 200 * time.Millisecond})
-	_, err = short.DetectAnomaly(t.Context(), anomalyRequests()[0])
-	if !errors.Is(err, backends.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "(Timeout)") {
-		t.Errorf("DEADLINE_EXCEEDED at the own timeout: %v, want backends.ErrUnavailable", err)
-	}
-	_, err = short.OptimizePlacement(t.Context(), placementRequest())
-	if !errors.Is(err, backends.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "DEADLINE_EXCEEDED: gave up at once") {
-		t.Errorf("DEADLINE_EXCEEDED far from any deadline: %v, want backends.ErrUnavailable", err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+		defer cancel()
+		_, err := pipeGRPC(t, earlyDeadlineServer{}, GRPCConfig{}).DetectAnomaly(ctx, anomalyRequests()[0])
+		if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, backends.ErrUnavailable) ||
+			!strings.Contains(err.Error(), "the upstream gave up at the caller's deadline: DEADLINE_EXCEEDED: gave up") {
+			t.Errorf("DEADLINE_EXCEEDED at the caller's deadline: %v, want context.DeadlineExceeded", err)
+		}
+		short := pipeGRPC(t, earlyDeadlineServer{}, GRPCConfig{Timeout: 200 * time.Millisecond})
+		_, err = short.DetectAnomaly(t.Context(), anomalyRequests()[0])
+		if !errors.Is(err, backends.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) ||
+			!strings.Contains(err.Error(), "no answer within 200ms (Timeout): DEADLINE_EXCEEDED: gave up") {
+			t.Errorf("DEADLINE_EXCEEDED at the own timeout: %v, want backends.ErrUnavailable", err)
+		}
+		_, err = short.OptimizePlacement(t.Context(), placementRequest())
+		if !errors.Is(err, backends.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "DEADLINE_EXCEEDED: gave up at once") {
+			t.Errorf("DEADLINE_EXCEEDED far from any deadline: %v, want backends.ErrUnavailable", err)
+		}
+	})
 }
 
 func TestGRPCWrongVMAndUnimplemented(t *testing.T) {
@@ -452,32 +489,48 @@ func TestGRPCWrongVMAndUnimplemented(t *testing.T) {
 	}
 }
 
+// TestGRPCClose: Close waits for the call in flight (held 100ms by the upstream, on a fake clock)
+// and returns when it has; later calls fail with ErrUnavailable.
 func TestGRPCClose(t *testing.T) {
-	srv := &countingServer{hold: 100 * time.Millisecond, arrived: make(chan struct{}, 1)}
-	c, err := NewGRPC(GRPCConfig{Address: serveGRPC(t, srv)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	started := make(chan error, 1)
-	go func() {
-		_, err := c.PredictBandwidth(context.Background(), bandwidthRequests(1))
-		started <- err
-	}()
-	<-srv.arrived // the call is in flight
-	if err := c.Close(); err != nil {
-		t.Fatal(err)
-	}
-	// Close waited for the call in flight: closing the connection under it would have failed it.
-	if err := <-started; err != nil {
-		t.Errorf("call in flight during Close: %v", err)
-	}
-	if _, err := c.PredictBandwidth(context.Background(), bandwidthRequests(1)); !errors.Is(err, backends.ErrUnavailable) {
-		t.Errorf("after Close: %v, want backends.ErrUnavailable", err)
-	}
-	if err := c.Ready(context.Background()); !errors.Is(err, backends.ErrUnavailable) {
-		t.Errorf("Ready after Close: %v, want backends.ErrUnavailable", err)
-	}
-	if err := c.Close(); err != nil {
-		t.Errorf("second Close: %v", err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		srv := &countingServer{hold: 100 * time.Millisecond}
+		c := pipeGRPC(t, srv, GRPCConfig{})
+		start := time.Now()
+		answered := make(chan error, 1)
+		go func() {
+			_, err := c.PredictBandwidth(context.Background(), bandwidthRequests(1))
+			answered <- err
+		}()
+		synctest.Wait() // the call is in flight, held by the server
+		if srv.inflight.Load() != 1 {
+			t.Fatal("the call is not in flight")
+		}
+		closed := make(chan error, 1)
+		go func() { closed <- c.Close() }()
+		synctest.Wait() // Close is waiting: the clock has not moved
+		select {
+		case err := <-closed:
+			t.Fatalf("Close returned (%v) with a call in flight", err)
+		default:
+		}
+		if err := <-closed; err != nil {
+			t.Fatal(err)
+		}
+		if took := time.Since(start); took != 100*time.Millisecond {
+			t.Errorf("Close returned after %v, want when the call in flight returned (100ms)", took)
+		}
+		// Close waited for the call in flight: closing the connection under it would have failed it.
+		if err := <-answered; err != nil {
+			t.Errorf("call in flight during Close: %v", err)
+		}
+		if _, err := c.PredictBandwidth(context.Background(), bandwidthRequests(1)); !errors.Is(err, backends.ErrUnavailable) {
+			t.Errorf("after Close: %v, want backends.ErrUnavailable", err)
+		}
+		if err := c.Ready(context.Background()); !errors.Is(err, backends.ErrUnavailable) {
+			t.Errorf("Ready after Close: %v, want backends.ErrUnavailable", err)
+		}
+		if err := c.Close(); err != nil {
+			t.Errorf("second Close: %v", err)
+		}
+	})
 }

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -22,9 +23,10 @@ import (
 )
 
 // fakeHTTPUpstream is a real HTTP handler for the seed's routes (served on a loopback port by
-// httptest) that answers with the seed server's heuristic, echoing vm_id as the seed's batch API
-// does, or answers wrongly in the way mode says. It decodes requests strictly, as the sidecar's
-// own front end does, so a request the client encodes wrongly fails the test.
+// httptest, or over pipes in a synctest bubble, where its waits run on the bubble's fake clock)
+// that answers with the seed server's heuristic, echoing vm_id as the seed's batch API does, or
+// answers wrongly in the way mode says. It decodes requests strictly, as the sidecar's own front
+// end does, so a request the client encodes wrongly fails the test.
 type fakeHTTPUpstream struct {
 	// mode: "" answers correctly; see answer and the switch in ServeHTTP for the others.
 	mode string
@@ -86,7 +88,7 @@ func (f *fakeHTTPUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "504-now":
 		raw(504, "text/plain", "gateway timeout")
 		return
-	case "504-at-deadline": // gives up a little before the deadline it was told, as a sidecar does
+	case "504-at-deadline": // gives up 5ms before the deadline it was told, as a sidecar does
 		if d, err := time.ParseDuration(r.Header.Get("X-Request-Timeout")); err == nil {
 			time.Sleep(d - 5*time.Millisecond)
 		}
@@ -305,20 +307,27 @@ func TestHTTPAnswers(t *testing.T) {
 		}
 	})
 
+	// On a fake clock: 12 requests held 20ms each, 3 at a time, take exactly 4 rounds.
 	t.Run("never", func(t *testing.T) {
-		f := &fakeHTTPUpstream{delay: 20 * time.Millisecond}
-		c := serveHTTP(t, f, HTTPConfig{Batch: BatchNever, MaxConcurrent: 3})
-		got, err := c.PredictBandwidth(ctx, reqs[:12])
-		if err != nil {
-			t.Fatal(err)
-		}
-		check(t, reqs[:12], got)
-		if b, s := f.batch.Load(), f.single.Load(); b != 0 || s != 12 {
-			t.Errorf("%d batch and %d single calls, want 0 and 12", b, s)
-		}
-		if m := f.max.Load(); m > 3 || m < 2 {
-			t.Errorf("at most %d calls in flight, want 3 (MaxConcurrent), and at least 2", m)
-		}
+		synctest.Test(t, func(t *testing.T) {
+			f := &fakeHTTPUpstream{delay: 20 * time.Millisecond}
+			c := pipeHTTP(t, f, HTTPConfig{Batch: BatchNever, MaxConcurrent: 3})
+			start := time.Now()
+			got, err := c.PredictBandwidth(t.Context(), reqs[:12])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if took := time.Since(start); took != 4*20*time.Millisecond {
+				t.Errorf("12 calls held 20ms each took %v, want 80ms (4 rounds of 3)", took)
+			}
+			check(t, reqs[:12], got)
+			if b, s := f.batch.Load(), f.single.Load(); b != 0 || s != 12 {
+				t.Errorf("%d batch and %d single calls, want 0 and 12", b, s)
+			}
+			if m := f.max.Load(); m != 3 {
+				t.Errorf("at most %d calls in flight, want 3 (MaxConcurrent)", m)
+			}
+		})
 	})
 }
 
@@ -418,75 +427,84 @@ func TestHTTPErrors(t *testing.T) {
 	}
 }
 
-// TestHTTPSlowUpstream: the caller's deadline gives the ctx error promptly; the client's own
-// Timeout gives ErrUnavailable.
+// TestHTTPSlowUpstream: against an upstream that holds every answer for 10s, the caller's deadline
+// gives the ctx error and the client's own Timeout gives ErrUnavailable, each exactly when it
+// passes (on a fake clock); a caller that cancels gets context.Canceled.
 func TestHTTPSlowUpstream(t *testing.T) {
-	f := &fakeHTTPUpstream{delay: 10 * time.Second}
-	c := serveHTTP(t, f, HTTPConfig{})
-	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
-	defer cancel()
-	start := time.Now()
-	_, err := c.PredictBandwidth(ctx, bandwidthRequests(3))
-	if el := time.Since(start); el > 2*time.Second {
-		t.Errorf("returned after %v, want about 200ms", el)
-	}
-	if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, backends.ErrUnavailable) {
-		t.Errorf("ctx deadline: %v, want context.DeadlineExceeded and not backends.ErrUnavailable", err)
-	}
-	if d, perr := time.ParseDuration(f.timeout.Load().(string)); perr != nil || d > 200*time.Millisecond {
-		t.Errorf("X-Request-Timeout %q, want at most the caller's 200ms", f.timeout.Load())
-	}
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeHTTPUpstream{delay: 10 * time.Second}
+		c := pipeHTTP(t, f, HTTPConfig{})
+		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		_, err := c.PredictBandwidth(ctx, bandwidthRequests(3))
+		if took := time.Since(start); took != 200*time.Millisecond {
+			t.Errorf("returned after %v, want the caller's 200ms", took)
+		}
+		if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, backends.ErrUnavailable) {
+			t.Errorf("ctx deadline: %v, want context.DeadlineExceeded and not backends.ErrUnavailable", err)
+		}
+		if got := f.timeout.Load(); got != "200ms" {
+			t.Errorf("X-Request-Timeout %q, want the caller's 200ms", got)
+		}
 
-	short := serveHTTP(t, f, HTTPConfig{Timeout: 200 * time.Millisecond, Batch: BatchNever})
-	start = time.Now()
-	_, err = short.PredictBandwidth(t.Context(), bandwidthRequests(3))
-	if el := time.Since(start); el > 2*time.Second {
-		t.Errorf("returned after %v, want about 200ms", el)
-	}
-	if !errors.Is(err, backends.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("own timeout: %v, want backends.ErrUnavailable and not context.DeadlineExceeded", err)
-	}
-	if !strings.Contains(fmt.Sprint(err), "no answer within 200ms (Timeout)") {
-		t.Errorf("own timeout: %q does not say which timeout", err)
-	}
-	if err := short.Ready(t.Context()); !errors.Is(err, backends.ErrUnavailable) {
-		t.Errorf("Ready of a slow upstream: %v, want backends.ErrUnavailable", err)
-	}
+		short := pipeHTTP(t, f, HTTPConfig{Timeout: 200 * time.Millisecond, Batch: BatchNever})
+		start = time.Now()
+		_, err = short.PredictBandwidth(t.Context(), bandwidthRequests(3))
+		if took := time.Since(start); took != 200*time.Millisecond {
+			t.Errorf("returned after %v, want the Timeout's 200ms", took)
+		}
+		if !errors.Is(err, backends.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("own timeout: %v, want backends.ErrUnavailable and not context.DeadlineExceeded", err)
+		}
+		if !strings.Contains(fmt.Sprint(err), "no answer within 200ms (Timeout)") {
+			t.Errorf("own timeout: %q does not say which timeout", err)
+		}
+		if err := short.Ready(t.Context()); !errors.Is(err, backends.ErrUnavailable) {
+			t.Errorf("Ready of a slow upstream: %v, want backends.ErrUnavailable", err)
+		}
 
-	// A caller that cancels gets context.Canceled.
-	ctx, cancel = context.WithCancel(t.Context())
-	go func() {
-		for f.inflight.Load() == 0 {
-			time.Sleep(time.Millisecond)
+		// A caller that cancels gets context.Canceled.
+		ctx, cancel = context.WithCancel(t.Context())
+		errc := make(chan error, 1)
+		go func() {
+			_, err := c.DetectAnomaly(ctx, anomalyRequests()[0])
+			errc <- err
+		}()
+		synctest.Wait() // the call is in flight, held by the upstream
+		if n := f.inflight.Load(); n != 1 {
+			t.Fatalf("%d calls in flight, want 1", n)
 		}
 		cancel()
-	}()
-	if _, err := c.DetectAnomaly(ctx, anomalyRequests()[0]); !errors.Is(err, context.Canceled) || errors.Is(err, backends.ErrUnavailable) {
-		t.Errorf("canceled: %v, want context.Canceled", err)
-	}
+		if err := <-errc; !errors.Is(err, context.Canceled) || errors.Is(err, backends.ErrUnavailable) {
+			t.Errorf("canceled: %v, want context.Canceled", err)
+		}
+	})
 }
 
-// TestHTTPUpstreamDeadline: an upstream that answers 504 as the deadline it was told comes due
-// gives the caller's deadline error, or ErrUnavailable for the client's own Timeout; a 504 far
-// from any deadline is an ordinary upstream failure.
+// TestHTTPUpstreamDeadline: an upstream that answers 504 5ms before the deadline it was told
+// (on a fake clock) gives the caller's deadline error, or ErrUnavailable for the client's own
+// Timeout; a 504 far from any deadline is an ordinary upstream failure.
 func TestHTTPUpstreamDeadline(t *testing.T) {
-	f := &fakeHTTPUpstream{mode: "504-at-deadline"}
-	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
-	defer cancel()
-	_, err := serveHTTP(t, f, HTTPConfig{}).DetectAnomaly(ctx, anomalyRequests()[0])
-	if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, backends.ErrUnavailable) ||
-		!strings.Contains(err.Error(), "the upstream gave up at the caller's deadline: HTTP 504 Gateway Timeout") {
-		t.Errorf("504 at the caller's deadline: %v, want context.DeadlineExceeded", err)
-	}
-	_, err = serveHTTP(t, f, HTTPConfig{Timeout: 200 * time.Millisecond}).DetectAnomaly(t.Context(), anomalyRequests()[0])
-	if !errors.Is(err, backends.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) ||
-		!strings.Contains(err.Error(), "no answer within 200ms (Timeout): HTTP 504") {
-		t.Errorf("504 at the own timeout: %v, want backends.ErrUnavailable", err)
-	}
-	c := serveHTTP(t, &fakeHTTPUpstream{mode: "504-now"}, HTTPConfig{})
-	if _, err := c.DetectAnomaly(t.Context(), anomalyRequests()[0]); !errors.Is(err, backends.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("504 far from any deadline: %v, want backends.ErrUnavailable", err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeHTTPUpstream{mode: "504-at-deadline"}
+		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+		defer cancel()
+		_, err := pipeHTTP(t, f, HTTPConfig{}).DetectAnomaly(ctx, anomalyRequests()[0])
+		if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, backends.ErrUnavailable) ||
+			!strings.Contains(err.Error(), "the upstream gave up at the caller's deadline: HTTP 504 Gateway Timeout") {
+			t.Errorf("504 at the caller's deadline: %v, want context.DeadlineExceeded", err)
+		}
+		_, err = pipeHTTP(t, f, HTTPConfig{Timeout: 200 * time.Millisecond}).DetectAnomaly(t.Context(), anomalyRequests()[0])
+		if !errors.Is(err, backends.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) ||
+			!strings.Contains(err.Error(), "no answer within 200ms (Timeout): HTTP 504") {
+			t.Errorf("504 at the own timeout: %v, want backends.ErrUnavailable", err)
+		}
+		c := pipeHTTP(t, &fakeHTTPUpstream{mode: "504-now"}, HTTPConfig{})
+		if _, err := c.DetectAnomaly(t.Context(), anomalyRequests()[0]); !errors.Is(err, backends.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("504 far from any deadline: %v, want backends.ErrUnavailable", err)
+		}
+	})
 }
 
 func TestHTTPReadyAndLifecycle(t *testing.T) {

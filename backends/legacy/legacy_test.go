@@ -30,7 +30,7 @@ func TestConfigValidate(t *testing.T) {
 		{"http grpc scheme", HTTPConfig{BaseURL: "grpc://h:1"}.Validate(), `scheme "grpc", want http or https`},
 		{"http no host", HTTPConfig{BaseURL: "http:///x"}.Validate(), "no host"},
 		{"http query", HTTPConfig{BaseURL: "http://h/?a=1"}.Validate(), "query or fragment"},
-		{"http negative timeout", HTTPConfig{BaseURL: "http://h", Timeout: -1}.Validate(), "Timeout: -1ns is negative (0 means 5s)"},
+		{"http negative timeout", HTTPConfig{BaseURL: "http://h", Timeout: -1}.Validate(), "Timeout: -1ns is negative (0 means 2s)"},
 		{"http negative idle", HTTPConfig{BaseURL: "http://h", MaxIdleConns: -1}.Validate(), "MaxIdleConns: -1 is negative"},
 		{"http negative concurrency", HTTPConfig{BaseURL: "http://h", MaxConcurrent: -2}.Validate(), "MaxConcurrent: -2 is negative"},
 		{"http negative size", HTTPConfig{BaseURL: "http://h", MaxResponseBytes: -1}.Validate(), "MaxResponseBytes: -1"},

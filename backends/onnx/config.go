@@ -3,16 +3,18 @@ package onnx
 import (
 	"errors"
 	"fmt"
+
+	"github.com/novacron/sidecar/backends"
 )
 
 // Keys of the model's custom metadata (ONNX metadata_props) that the sidecar reads.
 const (
 	// MetaFingerprint holds the lowercase hex SHA-256 fingerprint of the feature spec the model was
 	// trained with (features.Spec.Fingerprint).
-	MetaFingerprint = "novacron.spec_fingerprint"
+	MetaFingerprint = backends.PropFingerprint
 	// MetaVersion holds the model's version, reported by Metadata. Without it the ONNX
 	// model_version is used, or "unknown" when that is 0.
-	MetaVersion = "novacron.model_version"
+	MetaVersion = backends.PropVersion
 )
 
 // Config is how one model is served. The zero value is valid: one session, one intra-op and one

@@ -35,6 +35,10 @@ table: calls/s, p50/p99/p99.9 latency, the server's CPU seconds per 1000 calls a
 a share of the no-op floor; then the batch RPC against ONNX Runtime run in this process. Progress
 goes to stderr, the table to stdout.
 
+Every scenario but cache-hit sends rows that differ on every call, and after each scenario the
+sidecar's own sidecar_cache_hits_total is read: a scenario the prediction cache answered (any hit
+outside cache-hit, or too few in it) is REFUSED in the table, and the run exits 1.
+
 `)
 		fs.PrintDefaults()
 	}

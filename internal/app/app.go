@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -85,6 +86,9 @@ func (a *App) start(ctx context.Context, embedded fs.FS) error {
 		return err
 	}
 	fmt.Fprintf(log, "onnxruntime %s from %s\n", a.rt.Version(), a.rt.Path())
+	// The process's own collectors belong to the process, registered here once; the pipeline's
+	// metrics register themselves.
+	a.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := proxy.NewMetrics(a.Registry)
 	a.metrics = metrics
 	l := newLoader(cfg, a.rt, embedded, log, a.Registry, metrics)

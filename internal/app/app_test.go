@@ -201,19 +201,33 @@ func TestAnswers(t *testing.T) {
 		t.Errorf("overall_confidence %v", pl.OverallConfidence)
 	}
 
-	batch, err := s.client.PredictBandwidthBatch(ctx, &aipb.BandwidthBatchRequest{Vms: []*aipb.BandwidthRequest{bandwidthReq(1), bandwidthReq(2), bandwidthReq(3)}})
+	// Batch rows against single calls to a sidecar without a cache: with one, the single calls
+	// would read the batch's own rows back and confirm a mix-up. The batch's inputs are new to s,
+	// so all three rows run in one batch.
+	ref := start(t, func(c *config.Config) { c.Cache.Disabled = true })
+	seeds := []int{2, 3, 4}
+	var vms []*aipb.BandwidthRequest
+	for _, seed := range seeds {
+		vms = append(vms, bandwidthReq(seed))
+	}
+	batch, err := s.client.PredictBandwidthBatch(ctx, &aipb.BandwidthBatchRequest{Vms: vms})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(batch.Results) != 3 {
-		t.Fatalf("batch of 3 VMs answered %d results", len(batch.Results))
+	if len(batch.Results) != len(seeds) {
+		t.Fatalf("batch of %d VMs answered %d results", len(seeds), len(batch.Results))
 	}
-	for i, r := range batch.Results {
-		one, err := s.client.PredictBandwidth(ctx, bandwidthReq(i+1))
-		if err != nil {
+	singles := make([]*aipb.BandwidthResponse, len(seeds))
+	for i, seed := range seeds {
+		if singles[i], err = ref.client.PredictBandwidth(ctx, bandwidthReq(seed)); err != nil {
 			t.Fatal(err)
 		}
-		if r.VmId != one.VmId || !near(r.Predictions, one.Predictions, 1e-5) {
+		if i > 0 && near(singles[i].Predictions, singles[i-1].Predictions, 1e-5) {
+			t.Fatalf("inputs %d and %d have the same answer: the comparison could not tell their rows apart", seeds[i-1], seeds[i])
+		}
+	}
+	for i, r := range batch.Results {
+		if one := singles[i]; r.VmId != one.VmId || !near(r.Predictions, one.Predictions, 1e-5) {
 			t.Errorf("batch row %d %v differs from the single call %v", i, r, one)
 		}
 	}

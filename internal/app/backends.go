@@ -1,6 +1,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"strings"
+	"time"
 
 	"github.com/novacron/sidecar/backends"
 	"github.com/novacron/sidecar/backends/kserve"
@@ -48,12 +50,18 @@ func modelError(cfg *config.Config, i int, err error) error {
 }
 
 // poolConfig maps a model's backend settings onto the pool's.
+// attemptTimeout is a remote backend's bound of one attempt: its timeout, or the kinds' default
+// (which the endpoints apply too).
+func attemptTimeout(be config.Backend) time.Duration {
+	return cmp.Or(be.Timeout, backends.DefaultAttemptTimeout)
+}
+
 func poolConfig(mc config.Model) backends.PoolConfig {
 	be := mc.Backend
 	return backends.PoolConfig{
 		Name:                mc.Name,
 		MaxAttempts:         be.Retry.MaxAttempts,
-		AttemptTimeout:      be.Timeout,
+		AttemptTimeout:      attemptTimeout(be),
 		HedgeDelay:          be.HedgeDelay,
 		RetryBudget:         be.Retry.Budget,
 		MinRetriesPerSecond: be.Retry.MinPerSecond,
@@ -99,11 +107,7 @@ func (l *loader) local(ctx context.Context, mc config.Model, spec *features.Spec
 
 // specInput is the input a model of spec takes: "features", FP32 [-1, window, width] or [-1, width].
 func specInput(spec *features.Spec) backends.TensorInfo {
-	shape := []int64{-1, int64(spec.Width())}
-	if spec.Sequence() {
-		shape = []int64{-1, int64(spec.Window), int64(spec.Width())}
-	}
-	return backends.TensorInfo{Name: "features", DType: backends.FP32, Shape: shape}
+	return backends.TensorInfo{Name: "features", DType: backends.FP32, Shape: spec.InputShape(-1)}
 }
 
 // remote builds a kserve model: one Endpoint per address in a pool. Each endpoint that answers
@@ -131,15 +135,12 @@ func (l *loader) remote(ctx context.Context, mc config.Model, spec *features.Spe
 	var remoteMeta *backends.Metadata
 	var down []string
 	for i, addr := range be.Endpoints {
-		e, err := kserve.New(kserve.Config{Address: addr, Model: be.Model, Version: be.Version, Timeout: be.Timeout})
-		if err != nil {
+		e, md, err, made := kserveEndpoint(ctx, be, addr, want)
+		if made != nil {
 			closeAll(members)
-			return nil, fmt.Errorf("backend.endpoints[%d]: %w", i, err)
+			return nil, fmt.Errorf("backend.endpoints[%d]: %w", i, made)
 		}
 		members = append(members, backends.Member[backends.Backend]{Name: addr, E: e})
-		cctx, cancel := context.WithTimeout(ctx, be.Timeout)
-		md, err := e.Check(cctx, want)
-		cancel()
 		switch {
 		case errors.Is(err, backends.ErrModelLoad):
 			closeAll(members)
@@ -199,6 +200,21 @@ func (l *loader) remote(ctx context.Context, mc config.Model, spec *features.Spe
 		return nil, err
 	}
 	return m, nil
+}
+
+// kserveEndpoint makes the endpoint of one address of a kserve backend and checks, within one
+// attempt's timeout, that the model it serves fits want. made is a failure to make it (nothing to
+// close); checkErr is the check's (backends.ErrModelLoad: a model that does not fit; another: the
+// endpoint did not answer, and may later).
+func kserveEndpoint(ctx context.Context, be config.Backend, addr string, want backends.Metadata) (e *kserve.Endpoint, md backends.Metadata, checkErr, made error) {
+	e, made = kserve.New(kserve.Config{Address: addr, Model: be.Model, Version: be.Version, Timeout: be.Timeout})
+	if made != nil {
+		return nil, backends.Metadata{}, nil, made
+	}
+	cctx, cancel := context.WithTimeout(ctx, attemptTimeout(be))
+	defer cancel()
+	md, checkErr = e.Check(cctx, want)
+	return e, md, checkErr, nil
 }
 
 // legacyClient makes the client of one legacy service instance.

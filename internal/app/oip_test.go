@@ -20,7 +20,7 @@ import (
 	"google.golang.org/protobuf/types/dynamicpb"
 
 	"github.com/novacron/sidecar/backends"
-	"github.com/novacron/sidecar/backends/kserve"
+	"github.com/novacron/sidecar/backends/oip"
 	"github.com/novacron/sidecar/features"
 	"github.com/novacron/sidecar/proto/inference"
 	aipb "github.com/novacron/sidecar/proto/novacron/ai"
@@ -134,7 +134,7 @@ func TestOIPModelInfer(t *testing.T) {
 			for form, inputs := range forms {
 				for _, rawContents := range []bool{false, true} {
 					req := &inference.ModelInferRequest{ModelName: name, Id: "call-" + form}
-					kserve.SetInputs(req, inputs, rawContents)
+					oip.SetInputs(req, inputs, rawContents)
 					resp, err := client.ModelInfer(ctx, req)
 					if err != nil {
 						t.Fatalf("%s (raw %v): %v", form, rawContents, err)
@@ -145,7 +145,7 @@ func TestOIPModelInfer(t *testing.T) {
 					if got := len(resp.GetRawOutputContents()) > 0; got != rawContents {
 						t.Errorf("%s: raw outputs %v for raw inputs %v", form, got, rawContents)
 					}
-					outs, err := kserve.Outputs(resp, backends.ErrInvalidInput)
+					outs, err := oip.Outputs(resp, backends.ErrInvalidInput)
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -208,7 +208,7 @@ func TestOIPOutputSelectionAndMetadata(t *testing.T) {
 	m := s.app.Service.Models()["bandwidth"]
 	_, canon := oipRows(t, m.Spec, 1)
 	req := &inference.ModelInferRequest{ModelName: "bandwidth", Outputs: []*inference.ModelInferRequest_InferRequestedOutputTensor{{Name: "sigma"}}}
-	kserve.SetInputs(req, []backends.Tensor{backends.F32("features", canonShape(m.Spec, 1), canon)}, false)
+	oip.SetInputs(req, []backends.Tensor{backends.F32("features", canonShape(m.Spec, 1), canon)}, false)
 	resp, err := client.ModelInfer(ctx, req)
 	if err != nil {
 		t.Fatal(err)
@@ -301,7 +301,7 @@ func TestOIPBadInput(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			req := &inference.ModelInferRequest{ModelName: c.model}
-			kserve.SetInputs(req, c.inputs, false)
+			oip.SetInputs(req, c.inputs, false)
 			for _, o := range c.outputs {
 				req.Outputs = append(req.Outputs, &inference.ModelInferRequest_InferRequestedOutputTensor{Name: o})
 			}
@@ -352,7 +352,7 @@ func TestOIPBadInput(t *testing.T) {
 	// The sidecar still answers after all of that.
 	if _, err := client.ModelInfer(ctx, func() *inference.ModelInferRequest {
 		r := &inference.ModelInferRequest{ModelName: "bandwidth"}
-		kserve.SetInputs(r, []backends.Tensor{good}, true)
+		oip.SetInputs(r, []backends.Tensor{good}, true)
 		return r
 	}()); err != nil {
 		t.Fatal(err)
@@ -407,12 +407,12 @@ func TestOIPWithTheProtoFileOnly(t *testing.T) {
 			typed := invoke(t, fmt.Sprintf(`{"model_name":%q,"id":"7","inputs":[{"name":"features","datatype":"FP32","shape":%s,"contents":{"fp32_contents":%s}}]}`,
 				name, shape, mustJSON(canon)))
 			raw := invoke(t, fmt.Sprintf(`{"model_name":%q,"id":"8","inputs":[{"name":"features","datatype":"FP32","shape":%s}],"raw_input_contents":[%s]}`,
-				name, shape, mustJSON(kserve.AppendRaw(nil, backends.F32("features", canonShape(m.Spec, 2), canon)))))
+				name, shape, mustJSON(oip.AppendRaw(nil, backends.F32("features", canonShape(m.Spec, 2), canon)))))
 			code, rest, _ := s.restInfer(t, name, map[string]any{"inputs": restTensors([]backends.Tensor{backends.F32("features", canonShape(m.Spec, 2), canon)})})
 			if code != http.StatusOK || typed.GetId() != "7" || raw.GetId() != "8" {
 				t.Fatalf("REST %d, ids %q %q", code, typed.GetId(), raw.GetId())
 			}
-			rawOuts, err := kserve.Outputs(raw, backends.ErrBadResponse)
+			rawOuts, err := oip.Outputs(raw, backends.ErrBadResponse)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -540,12 +540,12 @@ func TestOIPRESTStrict(t *testing.T) {
 	for _, c := range good {
 		t.Run(c.name, func(t *testing.T) {
 			req := &inference.ModelInferRequest{ModelName: c.model}
-			kserve.SetInputs(req, c.inputs, false)
+			oip.SetInputs(req, c.inputs, false)
 			resp, err := client.ModelInfer(ctx, req)
 			if err != nil {
 				t.Fatalf("gRPC: %v", err)
 			}
-			outs, err := kserve.Outputs(resp, backends.ErrInvalidInput)
+			outs, err := oip.Outputs(resp, backends.ErrInvalidInput)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/novacron/sidecar/backends"
-	"github.com/novacron/sidecar/backends/kserve"
 	"github.com/novacron/sidecar/backends/legacy"
 	"github.com/novacron/sidecar/batcher"
 	"github.com/novacron/sidecar/config"
@@ -220,15 +219,12 @@ func (l *loader) reuse(ctx context.Context, was, mc config.Model, cur *proxy.Mod
 				members = append(members, backends.Member[backends.Backend]{Name: addr, E: e})
 				continue
 			}
-			e, err := kserve.New(kserve.Config{Address: addr, Model: b.Model, Version: b.Version, Timeout: b.Timeout})
-			if err != nil {
-				return nil, err
+			e, _, err, made := kserveEndpoint(ctx, b, addr, cur.Meta)
+			if made != nil {
+				return nil, made
 			}
 			*fresh = append(*fresh, e)
 			added = append(added, e)
-			cctx, cancel := context.WithTimeout(ctx, b.Timeout)
-			_, err = e.Check(cctx, cur.Meta)
-			cancel()
 			if errors.Is(err, backends.ErrModelLoad) {
 				return nil, err
 			}

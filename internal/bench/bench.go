@@ -11,6 +11,12 @@
 //   - the batch RPC's predictions/s against the ceiling: the same ONNX model run in this process,
 //     at the same batch size, sessions and threads, in a loop.
 //
+// A scenario measures the path it names. Every row a scenario sends differs from every other row
+// it sends (see Stamp), except in the cache-hit scenario, whose callers repeat their inputs; and
+// after each scenario the sidecar's own counters (sidecar_cache_hits_total at its /metrics) are
+// read, and the result is refused, the run failing, if the prediction cache answered any call of a
+// scenario that is not the cache's, or too few of the cache's own (see checkCache).
+//
 // Every load is bounded in time and count, every server listens on loopback only, and every
 // server process is stopped (SIGTERM, then SIGKILL) before the next one starts.
 package bench
@@ -27,6 +33,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -148,6 +155,10 @@ type scenario struct {
 	// rate, when above 0, drives this sidecar variant open loop at that many calls per second
 	// (the low and medium loads of the adaptive-versus-fixed sweep).
 	rate float64
+	// repeats: each caller sends the same input on every call. Only the cache-hit scenario's
+	// inputs repeat; every other scenario's rows are distinct. (Whether the cache may answer is
+	// the kind's to say: only CacheHit's may; tests set repeats elsewhere to see the refusal.)
+	repeats bool
 }
 
 // Loads of the sweep that sets adaptive batching against the fixed delays: low and medium open-loop
@@ -181,7 +192,8 @@ func scenarios() []scenario {
 		{name: "http", kind: SidecarHTTP, desc: "sidecar, POST /api/v1/predict, best batching variant"},
 		{name: "batch", kind: BatchRPC, desc: "sidecar, PredictBandwidthBatch, best batching variant"},
 		{name: "ceiling", kind: Ceiling, desc: "ONNX Runtime in the bench process: the bandwidth model, same batch size, sessions and threads, in a loop"},
-		{name: "cache-hit", kind: CacheHit, label: "default", desc: "sidecar, default config, each caller repeating its own input: answered from the prediction cache"},
+		{name: "cache-hit", kind: CacheHit, label: "default", repeats: true,
+			desc: "sidecar, default config, each caller repeating its own input: answered from the prediction cache"},
 		{name: "kserve", kind: RemoteKServe, desc: "sidecar whose bandwidth model runs on a second sidecar process (backend kind kserve, one endpoint), best batching variant on both: two gRPC hops"},
 	}
 	for _, load := range []struct {
@@ -239,27 +251,12 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 	if os.Getenv(ChildEnv) != "" {
 		return nil, fmt.Errorf("$%s is set: this process is a server a bench started; it runs no bench itself", ChildEnv)
 	}
-	cfg = cfg.withDefaults()
-	lib, err := onnx.LibraryPath(cfg.ONNXRuntime)
+	r, err := newRunner(cfg, progress)
 	if err != nil {
 		return nil, err
 	}
-	base, err := fs.ReadFile(cfg.Embedded, "configs/default.yaml")
-	if err != nil {
-		return nil, err
-	}
-	dir, err := os.MkdirTemp("", "sidecar-bench-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-
-	samples := int(cfg.Duration.Seconds() * 100_000)
-	if cfg.Rate > 0 {
-		samples = max(samples, int(cfg.Rate*cfg.Duration.Seconds()*1.1))
-	}
-	r := &runner{cfg: cfg, lib: lib, base: base, dir: dir, progress: progress,
-		rec: newRecorder(min(max(samples, 10_000), 4<<20))}
+	defer os.RemoveAll(r.dir)
+	cfg = r.cfg
 
 	var selected []scenario
 	for _, s := range scenarios() {
@@ -280,7 +277,11 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 				return rep, ctx.Err()
 			}
 			if err != nil {
-				fmt.Fprintf(progress, "bench:   failed: %v\n", err)
+				what := "failed"
+				if row.Refused {
+					what = "REFUSED"
+				}
+				fmt.Fprintf(progress, "bench:   %s: %v\n", what, err)
 				row.Failed = err.Error()
 				failures = append(failures, fmt.Errorf("%s: %w", s.name, err))
 			} else {
@@ -294,10 +295,37 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 		rep.Rows = append(rep.Rows, median(runs[i]))
 		rep.Legend = append(rep.Legend, fmt.Sprintf("%-11s %s", s.name, s.desc))
 	}
+	rep.Legend = append(rep.Legend, "cache hits/lookups: the sidecar's prediction cache over the scenario, warmup and check calls included",
+		"  (sidecar_cache_hits_total, sidecar_cache_lookups_total); every scenario but cache-hit sends rows that differ on",
+		"  every call, and a hit there, or a miss in cache-hit past its first call per input and 1% of the rest, REFUSES the row")
 	if capped {
 		rep.Legend = append(rep.Legend, "* more calls than the latency buffer holds: percentiles of the first ones")
 	}
 	return rep, errors.Join(failures...)
+}
+
+// newRunner prepares a run of cfg (validated): the ONNX Runtime library, the base config, a temp
+// dir for the variants' configs, which the caller removes.
+func newRunner(cfg Config, progress io.Writer) (*runner, error) {
+	cfg = cfg.withDefaults()
+	lib, err := onnx.LibraryPath(cfg.ONNXRuntime)
+	if err != nil {
+		return nil, err
+	}
+	base, err := fs.ReadFile(cfg.Embedded, "configs/default.yaml")
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "sidecar-bench-")
+	if err != nil {
+		return nil, err
+	}
+	samples := int(cfg.Duration.Seconds() * 100_000)
+	if cfg.Rate > 0 {
+		samples = max(samples, int(cfg.Rate*cfg.Duration.Seconds()*1.1))
+	}
+	return &runner{cfg: cfg, lib: lib, base: base, dir: dir, progress: progress,
+		rec: newRecorder(min(max(samples, 10_000), 4<<20))}, nil
 }
 
 func (r *runner) settings() string {
@@ -327,6 +355,9 @@ func summary(x Row) string {
 	}
 	if x.Errors > 0 || x.Dropped > 0 {
 		s += fmt.Sprintf(", %d errors, %d dropped", x.Errors, x.Dropped)
+	}
+	if x.Cache.Read {
+		s += fmt.Sprintf(", cache hits %d of %d lookups", x.Cache.Hits, x.Cache.Lookups)
 	}
 	return s
 }
@@ -423,18 +454,30 @@ func (r *runner) run(ctx context.Context, s scenario) (Row, error) {
 	// Bound every call by the scenario's end, generously: no call outlives a hung server by long.
 	cctx, cancel := context.WithTimeout(ctx, p.Warmup+p.Duration+30*time.Second)
 	defer cancel()
+	rowsPerCall := 1
 	switch s.kind {
 	case FloorHTTP, SidecarHTTP:
-		call, cleanup, err = httpCaller(cctx, "http://"+srv.http, workers)
+		call, cleanup, err = httpCaller(cctx, "http://"+srv.http, workers, !s.repeats)
 	case BatchRPC:
-		call, cleanup, err = batchCaller(cctx, srv.grpc, workers, c.Conns, c.BatchVMs)
+		call, cleanup, err = batchCaller(cctx, srv.grpc, workers, c.Conns, c.BatchVMs, !s.repeats)
+		rowsPerCall = c.BatchVMs
 	default:
-		call, cleanup, err = grpcCaller(cctx, srv.grpc, workers, c.Conns, s.kind != CacheHit)
+		call, cleanup, err = grpcCaller(cctx, srv.grpc, workers, c.Conns, !s.repeats)
 	}
 	if err != nil {
 		return row, err
 	}
 	defer cleanup()
+	// answered counts the calls that got an answer, warmup included, for judging the cache's counts.
+	var answered atomic.Int64
+	inner := call
+	call = func(ctx context.Context, w int) error {
+		err := inner(ctx, w)
+		if err == nil {
+			answered.Add(1)
+		}
+		return err
+	}
 
 	var cpu0, self0, up0 time.Duration
 	atStart := func() {
@@ -474,6 +517,25 @@ func (r *runner) run(ctx context.Context, s scenario) (Row, error) {
 	if res.FirstErr != nil {
 		fmt.Fprintf(r.progress, "bench:   %d calls failed; the first: %v\n", res.Errors, res.FirstErr)
 	}
+	if cfgOf != nil { // a sidecar: did its cache answer what it should, and only that?
+		for _, sc := range []*server{srv, upstream} {
+			if sc == nil {
+				continue
+			}
+			cc, err := scrapeCache(ctx, sc.http)
+			if err != nil {
+				return row, err
+			}
+			row.Cache = row.Cache.add(cc)
+		}
+		fmt.Fprintf(r.progress, "bench:   prediction cache: %d hits of %d lookups\n", row.Cache.Hits, row.Cache.Lookups)
+		use := cacheUse{expectHits: s.kind == CacheHit, rows: answered.Load() * int64(rowsPerCall),
+			distinctInputs: int64(workers + c.Conns)}
+		if err := checkCache(row.Cache, use); err != nil {
+			row.Refused = true
+			return row, fmt.Errorf("result refused: %w", err)
+		}
+	}
 	if s.kind == SidecarGRPC && rate == 0 {
 		on := s.batching["disabled"] != true
 		// Batching on beats off for "best": the half-rate, HTTP and batch rows are about batching.
@@ -489,9 +551,17 @@ func (r *runner) run(ctx context.Context, s scenario) (Row, error) {
 
 // median folds the rounds of one scenario into one row: the median of each rate and latency on its
 // own, the largest peak RSS, CPU and counts summed; a round that failed is left out unless all did.
+// A round whose result was refused refuses the row: the other rounds' figures may be as wrong,
+// only less visibly.
 func median(rows []Row) Row {
 	var ok []Row
-	for _, x := range rows {
+	for i, x := range rows {
+		if x.Refused {
+			if len(rows) > 1 {
+				x.Failed = fmt.Sprintf("round %d of %d: %s", i+1, len(rows), x.Failed)
+			}
+			return x
+		}
 		if x.Failed == "" {
 			ok = append(ok, x)
 		}
@@ -523,8 +593,9 @@ func median(rows []Row) Row {
 	out.P99 = dur(func(x Row) time.Duration { return x.P99 })
 	out.P999 = dur(func(x Row) time.Duration { return x.P999 })
 	// CPU and the counts are summed, so CPU per 1000 calls is over every round's calls.
-	out.CPU, out.OK, out.Errors, out.Dropped = 0, 0, 0, 0
+	out.CPU, out.OK, out.Errors, out.Dropped, out.Cache = 0, 0, 0, 0, CacheCount{}
 	for _, x := range ok {
+		out.Cache = out.Cache.add(x.Cache)
 		if out.CPU >= 0 && x.CPU >= 0 {
 			out.CPU += x.CPU
 		} else {

@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -35,12 +36,43 @@ func window(seed int) []float64 {
 	return w
 }
 
-// Every call's input is distinct, so that no cache between the client and the model can answer
-// it: the newest error rate of the window is 0.002 + k x 1e-9 on a caller's k-th call (k below a
-// million), still a realistic value.
-const perturbSpan = 1_000_000
+// Inputs. Every row a scenario sends is distinct, so that the prediction cache, which keys an
+// answer on the model and the exact bits of its canonical row, can answer none of them: the
+// scenario measures the path it names. Row n of a scenario (n counts from 1 over the scenario's
+// life, check calls, warmup and every worker included) is a worker's or VM's window with n
+// stamped into it. Only the cache-hit scenario repeats its inputs, each caller its own window.
 
-func perturbed(k int) float64 { return 0.002 + float64(k%perturbSpan)*1e-9 }
+// stampSlots are the indexes of the values Stamp writes: the error rates (feature 6 of 6) of the
+// window's last six steps, low digit last. Read-only.
+var stampSlots = [6]int{29, 35, 41, 47, 53, 59}
+
+// stampBase is the base of Stamp's digits; stampMax bounds the n it tells apart.
+const (
+	stampBase = 1000
+	stampMax  = stampBase * stampBase * stampBase * stampBase * stampBase * stampBase
+)
+
+// Stamp writes n (below 10^18; larger n wrap) into w, a window of the bandwidth spec's layout (10
+// steps of the six metrics, error rate last): the error rates of its last six steps become
+// 0.001 + d x 1e-6 for the six base-1000 digits d of n, each a realistic error rate of 0.1% to
+// 0.2%. Windows stamped with different n differ in those values, whatever the rest of them holds,
+// and so do their canonical rows under the bandwidth spec (z-score 0.01/0.03: one step of d is
+// 3.3e-5, a thousand float32 ulps), which the cache's keys hash.
+func Stamp(w []float64, n uint64) {
+	n %= stampMax
+	for i := len(stampSlots) - 1; i >= 0; i-- {
+		w[stampSlots[i]] = stampValue(n % stampBase)
+		n /= stampBase
+	}
+}
+
+func stampValue(d uint64) float64 { return 0.001 + float64(d)*1e-6 }
+
+// rowIDs hands out the row numbers of one scenario's caller; safe for concurrent use.
+type rowIDs struct{ last atomic.Uint64 }
+
+// next reserves k consecutive row numbers and returns the first.
+func (r *rowIDs) next(k int) uint64 { return r.last.Add(uint64(k)) - uint64(k) + 1 }
 
 // callCheckTimeout bounds the check call a caller makes before the load starts.
 const callCheckTimeout = 10 * time.Second
@@ -72,17 +104,24 @@ func checkForecast(r *aipb.BandwidthResponse) error {
 }
 
 // grpcCaller makes unary PredictBandwidth calls: worker w sends its own window (seed w) over
-// connection w mod conns. Each connection is checked with one call first.
-func grpcCaller(ctx context.Context, addr string, workers, conns int, perturb bool) (callFunc, func(), error) {
+// connection w mod conns, with the next row number stamped into it on every call when distinct
+// is set, and the same input on every call otherwise (the cache-hit scenario). Each connection is
+// checked with one call first, a row of its own.
+func grpcCaller(ctx context.Context, addr string, workers, conns int, distinct bool) (callFunc, func(), error) {
 	ccs, closeAll, err := dial(addr, conns)
 	if err != nil {
 		return nil, nil, err
 	}
+	var ids rowIDs
 	clients := make([]aipb.AIServiceClient, len(ccs))
 	for i, cc := range ccs {
 		clients[i] = aipb.NewAIServiceClient(cc)
+		check := &aipb.BandwidthRequest{VmId: "check", HistoricalMetrics: window(0), HorizonMinutes: horizon}
+		if distinct {
+			Stamp(check.HistoricalMetrics, ids.next(1))
+		}
 		cctx, cancel := context.WithTimeout(ctx, callCheckTimeout)
-		resp, err := clients[i].PredictBandwidth(cctx, &aipb.BandwidthRequest{VmId: "check", HistoricalMetrics: window(0), HorizonMinutes: horizon})
+		resp, err := clients[i].PredictBandwidth(cctx, check)
 		cancel()
 		if err == nil {
 			err = checkForecast(resp)
@@ -92,21 +131,16 @@ func grpcCaller(ctx context.Context, addr string, workers, conns int, perturb bo
 			return nil, nil, fmt.Errorf("check call on connection %d: %w", i, err)
 		}
 	}
-	type state struct {
-		req *aipb.BandwidthRequest
-		k   int
-	}
-	st := make([]state, workers)
-	for w := range st {
-		st[w].req = &aipb.BandwidthRequest{VmId: "vm-" + strconv.Itoa(w), HistoricalMetrics: window(w), HorizonMinutes: horizon}
+	reqs := make([]*aipb.BandwidthRequest, workers)
+	for w := range reqs {
+		reqs[w] = &aipb.BandwidthRequest{VmId: "vm-" + strconv.Itoa(w), HistoricalMetrics: window(w), HorizonMinutes: horizon}
 	}
 	call := func(ctx context.Context, w int) error {
-		s := &st[w]
-		if perturb {
-			s.k++
-			s.req.HistoricalMetrics[59] = perturbed(s.k)
+		req := reqs[w]
+		if distinct {
+			Stamp(req.HistoricalMetrics, ids.next(1))
 		}
-		resp, err := clients[w%len(clients)].PredictBandwidth(ctx, s.req)
+		resp, err := clients[w%len(clients)].PredictBandwidth(ctx, req)
 		if err != nil {
 			return err
 		}
@@ -116,8 +150,10 @@ func grpcCaller(ctx context.Context, addr string, workers, conns int, perturb bo
 }
 
 // batchCaller makes PredictBandwidthBatch calls of vms VMs each: worker w's VMs have seeds
-// w*vms .. w*vms+vms-1.
-func batchCaller(ctx context.Context, addr string, workers, conns, vms int) (callFunc, func(), error) {
+// w*vms .. w*vms+vms-1, and when distinct is set every VM of every call gets the next row number
+// stamped into its window, so no row repeats in the scenario; otherwise every call repeats the
+// worker's rows.
+func batchCaller(ctx context.Context, addr string, workers, conns, vms int, distinct bool) (callFunc, func(), error) {
 	ccs, closeAll, err := dial(addr, conns)
 	if err != nil {
 		return nil, nil, err
@@ -126,23 +162,24 @@ func batchCaller(ctx context.Context, addr string, workers, conns, vms int) (cal
 	for i, cc := range ccs {
 		clients[i] = aipb.NewAIServiceClient(cc)
 	}
-	type state struct {
-		req *aipb.BandwidthBatchRequest
-		k   int
-	}
-	st := make([]state, workers)
-	for w := range st {
+	var ids rowIDs
+	reqs := make([]*aipb.BandwidthBatchRequest, workers)
+	for w := range reqs {
 		req := &aipb.BandwidthBatchRequest{Vms: make([]*aipb.BandwidthRequest, vms)}
 		for j := range req.Vms {
 			req.Vms[j] = &aipb.BandwidthRequest{VmId: fmt.Sprintf("vm-%d-%d", w, j), HistoricalMetrics: window(w*vms + j), HorizonMinutes: horizon}
 		}
-		st[w].req = req
+		reqs[w] = req
 	}
 	call := func(ctx context.Context, w int) error {
-		s := &st[w]
-		s.k++
-		s.req.Vms[0].HistoricalMetrics[59] = perturbed(s.k)
-		resp, err := clients[w%len(clients)].PredictBandwidthBatch(ctx, s.req)
+		req := reqs[w]
+		if distinct {
+			n := ids.next(vms)
+			for j, vm := range req.Vms {
+				Stamp(vm.HistoricalMetrics, n+uint64(j))
+			}
+		}
+		resp, err := clients[w%len(clients)].PredictBandwidthBatch(ctx, req)
 		if err != nil {
 			return err
 		}
@@ -165,45 +202,61 @@ func batchCaller(ctx context.Context, addr string, workers, conns, vms int) (cal
 	return call, closeAll, nil
 }
 
-// jsonBody is a worker's POST /api/v1/predict body, built once; the digits of the perturbed value
-// are rewritten in place before each call.
+// jsonBody is a worker's POST /api/v1/predict body, built once: its window, with the digits of
+// the values Stamp writes rewritten in place before each call.
 type jsonBody struct {
-	b      []byte
-	digits int // offset of the 6 digits after "0.002" in the last value
+	b []byte
+	// digits holds the offsets of the 3 digits after "0.001" in the values at stampSlots.
+	digits [len(stampSlots)]int
 }
 
 func newJSONBody(w int) jsonBody {
 	win := window(w)
+	var j jsonBody
 	b := []byte(`{"vm_id":"vm-` + strconv.Itoa(w) + `","horizon_minutes":` + strconv.Itoa(horizon) + `,"historical_metrics":[`)
-	for _, v := range win[:len(win)-1] {
+	slot := 0
+	for i, v := range win {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		if slot < len(stampSlots) && i == stampSlots[slot] {
+			b = append(b, "0.001"...)
+			j.digits[slot] = len(b)
+			b = append(b, "000"...)
+			slot++
+			continue
+		}
 		b = strconv.AppendFloat(b, v, 'g', -1, 64)
-		b = append(b, ',')
 	}
-	b = append(b, "0.002"...)
-	digits := len(b)
-	b = append(b, "000000]}"...)
-	return jsonBody{b: b, digits: digits}
+	j.b = append(b, "]}"...)
+	return j
 }
 
-// set writes perturbed(k) as the last value: "0.002" followed by k mod 1e6 in six digits.
-func (j jsonBody) set(k int) {
-	k %= perturbSpan
-	for i := 5; i >= 0; i-- {
-		j.b[j.digits+i] = byte('0' + k%10)
-		k /= 10
+// set stamps row number n into the body, as Stamp does into a window: "0.001" followed by each
+// base-1000 digit of n in three decimal digits.
+func (j jsonBody) set(n uint64) {
+	n %= stampMax
+	for s := len(stampSlots) - 1; s >= 0; s-- {
+		d := n % stampBase
+		n /= stampBase
+		for i := 2; i >= 0; i-- {
+			j.b[j.digits[s]+i] = byte('0' + d%10)
+			d /= 10
+		}
 	}
 }
 
 // httpCaller makes POST /api/v1/predict calls with worker w's window as the body, over keep-alive
-// connections (one per worker at most). One call is checked first.
-func httpCaller(ctx context.Context, base string, workers int) (callFunc, func(), error) {
+// connections (one per worker at most), with the next row number stamped into it on every call
+// when distinct is set (else the same body every call). One call is checked first.
+func httpCaller(ctx context.Context, base string, workers int, distinct bool) (callFunc, func(), error) {
 	tr := &http.Transport{MaxIdleConns: workers * 2, MaxIdleConnsPerHost: workers * 2, IdleConnTimeout: 30 * time.Second,
 		DisableCompression: true}
 	client := &http.Client{Transport: tr}
 	url := base + "/api/v1/predict"
+	var ids rowIDs
 	type state struct {
 		body jsonBody
-		k    int
 		resp bytes.Buffer
 	}
 	st := make([]state, workers)
@@ -212,8 +265,9 @@ func httpCaller(ctx context.Context, base string, workers int) (callFunc, func()
 	}
 	post := func(ctx context.Context, w int) (*bytes.Buffer, error) {
 		s := &st[w]
-		s.k++
-		s.body.set(s.k)
+		if distinct {
+			s.body.set(ids.next(1))
+		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(s.body.b))
 		if err != nil {
 			return nil, err

@@ -37,8 +37,16 @@ type Row struct {
 	OK, Errors, Dropped int64
 	// Capped: more calls than the latency buffer holds; percentiles are of the first ones.
 	Capped bool
-	// Failed is set when the scenario could not run; the other fields are then empty.
+	// Cache is what the sidecar's prediction cache counted over the scenario (both sidecars' for
+	// RemoteKServe); not Read for the no-op servers and the ceiling.
+	Cache CacheCount
+	// Failed is set when the scenario could not run, or its result was refused; the other fields
+	// are then not reported.
 	Failed string
+	// Refused: the scenario ran, but the prediction cache answered calls it should not have (any,
+	// outside the cache-hit scenario) or did not answer those it should have; Failed says how. A
+	// refused round refuses the row.
+	Refused bool
 }
 
 // Kind is what a row measured.
@@ -140,21 +148,25 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	if len(unary) > 0 {
 		writeTable(&b,
-			[]string{"scenario", "protocol", "batching", "load", "req/s", "p50", "p99", "p99.9", "CPU s/1k req", "peak RSS MB", "% of floor", "errors"},
-			[]bool{false, false, false, false, true, true, true, true, true, true, true, true}, unary)
+			[]string{"scenario", "protocol", "batching", "load", "req/s", "p50", "p99", "p99.9", "CPU s/1k req", "peak RSS MB", "% of floor", "errors", "cache hits/lookups"},
+			[]bool{false, false, false, false, true, true, true, true, true, true, true, true, true}, unary)
 	}
 	if len(batch) > 0 {
 		if len(unary) > 0 {
 			b.WriteString("\n")
 		}
 		writeTable(&b,
-			[]string{"scenario", "protocol", "batching", "load", "calls/s", "predictions/s", "p50", "p99", "CPU s/1k pred", "peak RSS MB", "% of ceiling", "errors"},
-			[]bool{false, false, false, false, true, true, true, true, true, true, true, true}, batch)
+			[]string{"scenario", "protocol", "batching", "load", "calls/s", "predictions/s", "p50", "p99", "CPU s/1k pred", "peak RSS MB", "% of ceiling", "errors", "cache hits/lookups"},
+			[]bool{false, false, false, false, true, true, true, true, true, true, true, true, true}, batch)
 	}
 	var failed []string
 	for _, x := range r.Rows {
 		if x.Failed != "" {
-			failed = append(failed, fmt.Sprintf("%s failed: %s\n", x.Scenario, oneLine(x.Failed, 300)))
+			what := "failed"
+			if x.Refused {
+				what = "REFUSED"
+			}
+			failed = append(failed, fmt.Sprintf("%s %s: %s\n", x.Scenario, what, oneLine(x.Failed, 300)))
 		}
 	}
 	if len(failed) > 0 {
@@ -178,9 +190,17 @@ func (r *Report) WriteTable(w io.Writer) error {
 	return err
 }
 
+// failedCells is the row of a scenario that failed or was refused: no figures.
+func failedCells(x Row) []string {
+	if x.Refused {
+		return []string{x.Scenario, x.Kind.protocol(), orDash(x.Batching), x.Load, "REFUSED"}
+	}
+	return []string{x.Scenario, x.Kind.protocol(), orDash(x.Batching), x.Load, "failed"}
+}
+
 func (r *Report) unaryCells(x Row) []string {
 	if x.Failed != "" {
-		return []string{x.Scenario, x.Kind.protocol(), orDash(x.Batching), x.Load, "failed"}
+		return failedCells(x)
 	}
 	pct := "-"
 	if ref, ok := r.reference(x); ok && x.Load == r.refLoad(x) {
@@ -191,7 +211,7 @@ func (r *Report) unaryCells(x Row) []string {
 		errs += fmt.Sprintf(" (+%d dropped)", x.Dropped)
 	}
 	return []string{x.Scenario, x.Kind.protocol(), orDash(x.Batching), x.Load, fmt.Sprintf("%.0f", x.Rate),
-		fmtDur(x.P50), fmtDur(x.P99), fmtDur(x.P999) + capMark(x.Capped), fmtCPU(x.cpuPer1k()), fmtMB(x.PeakRSS), pct, errs}
+		fmtDur(x.P50), fmtDur(x.P99), fmtDur(x.P999) + capMark(x.Capped), fmtCPU(x.cpuPer1k()), fmtMB(x.PeakRSS), pct, errs, x.Cache.String()}
 }
 
 // refLoad is the load of the row x is compared with; a percentage is only shown for equal loads.
@@ -209,21 +229,22 @@ func (r *Report) refLoad(x Row) string {
 
 func (r *Report) batchCells(x Row) []string {
 	if x.Failed != "" {
-		return []string{x.Scenario, x.Kind.protocol(), orDash(x.Batching), x.Load, "failed"}
+		return failedCells(x)
 	}
 	pct := "-"
 	if ref, ok := r.reference(x); ok {
 		pct = fmt.Sprintf("%.0f%%", 100*x.Predictions/ref)
 	}
 	return []string{x.Scenario, x.Kind.protocol(), orDash(x.Batching), x.Load, fmt.Sprintf("%.0f", x.Rate),
-		fmt.Sprintf("%.0f", x.Predictions), fmtDur(x.P50), fmtDur(x.P99), fmtCPU(x.cpuPer1k()), fmtMB(x.PeakRSS), pct, fmt.Sprint(x.Errors)}
+		fmt.Sprintf("%.0f", x.Predictions), fmtDur(x.P50), fmtDur(x.P99), fmtCPU(x.cpuPer1k()), fmtMB(x.PeakRSS), pct, fmt.Sprint(x.Errors), x.Cache.String()}
 }
 
 // Target is one of issue 3's targets, judged on the report's rows.
 type Target struct {
 	Name     string
 	Measured string
-	// Met is meaningful only when Verdict is "met" or starts with "MISSED".
+	// Met is meaningful only when Verdict is "met" or starts with "MISSED"; a refused row's line
+	// (Verdict "REFUSED: ...") is never met.
 	Met     bool
 	Verdict string
 }
@@ -248,11 +269,11 @@ func (r *Report) Targets() []Target {
 	if hasFloor && best.Rate > 0 {
 		pct := 100 * best.Rate / floor.Rate
 		judge(fmt.Sprintf("unary gRPC, %s: >= 80%% of the floor's req/s", floor.Load),
-			fmt.Sprintf("%s: %.0f%% (%.0f of %.0f req/s)", best.Scenario, pct, best.Rate, floor.Rate),
+			fmt.Sprintf("%s: %.0f%% (%.0f of %.0f req/s%s)", best.Scenario, pct, best.Rate, floor.Rate, cacheNote(best)),
 			pct >= 80, fmt.Sprintf("by %.0f points", 80-pct))
 	}
 	if h, ok := r.row(HalfRate); ok {
-		measured := fmt.Sprintf("%s at %s: p99 %s", h.Batching, h.Load, fmtDur(h.P99))
+		measured := fmt.Sprintf("%s at %s: p99 %s%s", h.Batching, h.Load, fmtDur(h.P99), cacheNote(h))
 		if f, ok := r.row(HalfFloor); ok && f.Load == h.Load {
 			measured += fmt.Sprintf(" (no-op floor at that rate: %s)", fmtDur(f.P99))
 		}
@@ -263,7 +284,7 @@ func (r *Report) Targets() []Target {
 		if c, ok := r.row(Ceiling); ok {
 			pct := 100 * b.Predictions / c.Predictions
 			judge(fmt.Sprintf("batch RPC (%s): >= 70%% of the ONNX Runtime ceiling", b.Load),
-				fmt.Sprintf("%.0f%% (%.0f of %.0f predictions/s)", pct, b.Predictions, c.Predictions),
+				fmt.Sprintf("%.0f%% (%.0f of %.0f predictions/s%s)", pct, b.Predictions, c.Predictions, cacheNote(b)),
 				pct >= 70, fmt.Sprintf("by %.0f points", 70-pct))
 		}
 	}
@@ -271,7 +292,7 @@ func (r *Report) Targets() []Target {
 		if f, ok := r.row(FloorHTTP); ok && f.Load == h.Load {
 			pct := 100 * h.Rate / f.Rate
 			judge("HTTP/JSON /api/v1/predict: >= 70% of the no-op net/http handler",
-				fmt.Sprintf("%.0f%% (%.0f of %.0f req/s)", pct, h.Rate, f.Rate),
+				fmt.Sprintf("%.0f%% (%.0f of %.0f req/s%s)", pct, h.Rate, f.Rate, cacheNote(h)),
 				pct >= 70, fmt.Sprintf("by %.0f points", 70-pct))
 		}
 	}
@@ -314,12 +335,12 @@ func (r *Report) Targets() []Target {
 	if h, ok := r.row(CacheHit); ok && hasFloor && h.Load == floor.Load {
 		pct := 100 * h.Rate / floor.Rate
 		judge("cache hit path over gRPC: within 10% of the floor's req/s (issue 4)",
-			fmt.Sprintf("%.0f%% (%.0f of %.0f req/s)", pct, h.Rate, floor.Rate), pct >= 90, fmt.Sprintf("by %.0f points", 90-pct))
+			fmt.Sprintf("%.0f%% (%.0f of %.0f req/s%s)", pct, h.Rate, floor.Rate, cacheNote(h)), pct >= 90, fmt.Sprintf("by %.0f points", 90-pct))
 	}
 	if k, ok := r.row(RemoteKServe); ok && hasFloor && k.Load == floor.Load {
 		pct := 100 * k.Rate / floor.Rate
 		judge("through backends/kserve to a second sidecar: >= 60% of the floor's req/s (issue 5)",
-			fmt.Sprintf("%.0f%% (%.0f of %.0f req/s)", pct, k.Rate, floor.Rate), pct >= 60, fmt.Sprintf("by %.0f points", 60-pct))
+			fmt.Sprintf("%.0f%% (%.0f of %.0f req/s%s)", pct, k.Rate, floor.Rate, cacheNote(k)), pct >= 60, fmt.Sprintf("by %.0f points", 60-pct))
 	}
 	var peak Row
 	for _, x := range r.Rows {
@@ -332,7 +353,26 @@ func (r *Report) Targets() []Target {
 		judge("sidecar peak resident memory (three models): < 200 MB",
 			fmt.Sprintf("max %.0f MB (%s)", mb, peak.Scenario), mb < 200, fmt.Sprintf("by %.0f MB", mb-200))
 	}
+	// A refused row judges nothing, and says so where the verdicts are read.
+	for _, x := range r.Rows {
+		if x.Refused {
+			measured := "its cache counters could not be judged"
+			if x.Cache.Read {
+				measured = fmt.Sprintf("cache hits %d of %d lookups", x.Cache.Hits, x.Cache.Lookups)
+			}
+			ts = append(ts, Target{Name: x.Scenario + ": no target judged on it", Measured: measured,
+				Verdict: "REFUSED: the prediction cache's answers do not measure the path named"})
+		}
+	}
 	return ts
+}
+
+// cacheNote is the cache's count of a sidecar row, for a verdict line: "; cache hits 0 of 81234".
+func cacheNote(x Row) string {
+	if !x.Cache.Read {
+		return ""
+	}
+	return fmt.Sprintf("; cache hits %d of %d", x.Cache.Hits, x.Cache.Lookups)
 }
 
 // writeTable writes rows under header (nil: none) in columns two spaces apart, each right-aligned

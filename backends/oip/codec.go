@@ -1,4 +1,4 @@
-package kserve
+package oip
 
 import (
 	"encoding/binary"
