@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"sync"
 
 	"google.golang.org/grpc/encoding"
 	protoenc "google.golang.org/grpc/encoding/proto"
@@ -43,7 +44,9 @@ func (c *boundedCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		return c.base.Unmarshal(data, v)
 	}
 	limit, why := c.svc.arrayBound(rpcOf(m))
-	if limit <= 0 {
+	if limit <= 0 || data.Len() <= limit {
+		// No bound, or too few bytes to hold more than limit elements of any list (an element
+		// takes a byte at least).
 		return c.base.Unmarshal(data, v)
 	}
 	cur := &wireCursor{s: data}
@@ -188,7 +191,7 @@ func protoListsWithin(c *wireCursor, end int, md protoreflect.MessageDescriptor,
 			switch {
 			case fd == nil:
 				c.skip(n, false)
-			case fd.Kind() == protoreflect.MessageKind && !fd.IsMap():
+			case fd.Kind() == protoreflect.MessageKind && !fd.IsMap() && hasLists(fd.Message(), 0):
 				if field, ok := protoListsWithin(c, c.pos+n, fd.Message(), limit, depth+1); !ok {
 					sep := "."
 					if fd.IsList() {
@@ -196,6 +199,8 @@ func protoListsWithin(c *wireCursor, end int, md protoreflect.MessageDescriptor,
 					}
 					return string(fd.Name()) + sep + field, false
 				}
+			case fd.Kind() == protoreflect.MessageKind:
+				c.skip(n, false) // a message with no lists inside: one element, not read
 			case fd.IsList() && fd.Kind() != protoreflect.StringKind && fd.Kind() != protoreflect.BytesKind:
 				// Packed scalars.
 				switch fd.Kind() {
@@ -233,6 +238,25 @@ func protoListsWithin(c *wireCursor, end int, md protoreflect.MessageDescriptor,
 		}
 	}
 	return "", true
+}
+
+// listsOf caches hasLists by message: the NovaCron requests are few and fixed.
+var listsOf sync.Map // protoreflect.FullName -> bool
+
+// hasLists reports whether a message of type md, or one inside it, has a repeated field or a map:
+// protoListsWithin skips the bytes of one that has none (a pushed sample, say) without reading
+// them.
+func hasLists(md protoreflect.MessageDescriptor, depth int) bool {
+	if v, ok := listsOf.Load(md.FullName()); ok {
+		return v.(bool)
+	}
+	found := depth > maxProtoDepth // too deep to tell: look inside
+	for i := 0; i < md.Fields().Len() && !found; i++ {
+		fd := md.Fields().Get(i)
+		found = fd.IsList() || fd.IsMap() || fd.Kind() == protoreflect.MessageKind && hasLists(fd.Message(), depth+1)
+	}
+	listsOf.Store(md.FullName(), found)
+	return found
 }
 
 // wireType is how a value of kind k is encoded on its own (not packed).

@@ -816,17 +816,18 @@ func (s *Service) PushMetrics(ctx context.Context, req *aipb.PushMetricsRequest)
 		return resp, invalid("samples", fmt.Sprintf("%d samples, at most %d per call (limits.max_push_samples); nothing stored", n, s.cfg.MaxPushSamples))
 	}
 	for i, smp := range req.GetSamples() {
-		at := fmt.Sprintf("samples[%d]", i)
-		if err := s.checkID(at+".vm_id", smp.GetVmId()); err != nil {
+		at := func() string { return "samples[" + strconv.Itoa(i) + "]" } // for errors only
+		if len(smp.GetVmId()) > s.cfg.MaxIDBytes {
+			err := s.checkID("vm_id", smp.GetVmId())
 			var fe *features.FieldError
 			if !errors.As(err, &fe) {
-				return resp, fmt.Errorf("%s (%d samples before it stored): %w", at, accepted, err)
+				return resp, fmt.Errorf("%s (%d samples before it stored): %w", at(), accepted, err)
 			}
-			return resp, invalid(at+".vm_id", fmt.Sprintf("%s (%d samples before it stored)", fe.Reason, accepted))
+			return resp, invalid(at()+".vm_id", fmt.Sprintf("%s (%d samples before it stored)", fe.Reason, accepted))
 		}
 		m := smp.GetMetrics()
 		if m == nil {
-			return resp, invalid(at+".metrics", fmt.Sprintf("required (%d samples before it stored)", accepted))
+			return resp, invalid(at()+".metrics", fmt.Sprintf("required (%d samples before it stored)", accepted))
 		}
 		t := now
 		if ms := smp.GetTimestampMs(); ms != 0 {
@@ -840,9 +841,9 @@ func (s *Service) PushMetrics(ctx context.Context, req *aipb.PushMetricsRequest)
 			if err := model.windows.Push(smp.GetVmId(), t, values, now); err != nil {
 				var fe *features.FieldError
 				if errors.As(err, &fe) {
-					return resp, invalid(at+"."+fe.Field, fmt.Sprintf("%s (%d samples before it stored)", fe.Reason, accepted))
+					return resp, invalid(at()+"."+fe.Field, fmt.Sprintf("%s (%d samples before it stored)", fe.Reason, accepted))
 				}
-				return resp, fmt.Errorf("%s (%d samples before it stored): %w", at, accepted, err)
+				return resp, fmt.Errorf("%s (%d samples before it stored): %w", at(), accepted, err)
 			}
 		}
 		accepted++
