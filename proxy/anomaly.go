@@ -1,0 +1,81 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"math"
+
+	"github.com/novacron/sidecar/features"
+	aipb "github.com/novacron/sidecar/proto/novacron/ai"
+)
+
+// DetectAnomaly scores one VM's current metrics.
+func (s *Service) DetectAnomaly(ctx context.Context, req *aipb.AnomalyRequest) (*aipb.AnomalyResponse, error) {
+	return acrossSwap(s, func() (*aipb.AnomalyResponse, error) { return s.detectAnomaly(ctx, req) })
+}
+
+func (s *Service) detectAnomaly(ctx context.Context, req *aipb.AnomalyRequest) (*aipb.AnomalyResponse, error) {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	if err := s.checkIDs("", req.GetModel(), req.GetVmId()); err != nil {
+		return nil, err
+	}
+	m, err := s.model(req.GetModel(), func(r Routes) string { return r.Anomaly }, TaskAnomaly, "DetectAnomaly")
+	if err != nil {
+		return nil, err
+	}
+	if req.GetVmId() == "" {
+		return nil, invalid("vm_id", "required")
+	}
+	cm := req.GetCurrentMetrics()
+	if cm == nil {
+		return nil, invalid("current_metrics", "required: the VM's metrics (cpu, memory, disk_io, network_io, latency, error_rate)")
+	}
+	values := [...]float64{cm.GetCpu(), cm.GetMemory(), cm.GetDiskIo(), cm.GetNetworkIo(), cm.GetLatency(), cm.GetErrorRate()}
+	raw := make([]float64, m.Spec.Width())
+	for i, f := range m.Spec.Features {
+		v := values[features.VMMetricsField(f.Source)]
+		if err := checkFinite("current_metrics."+f.Source, v); err != nil {
+			return nil, err
+		}
+		raw[i] = v
+	}
+	buf := make([]float32, len(raw))
+	if err := m.Spec.Canonicalize(buf, raw); err != nil {
+		return nil, fmt.Errorf("current_metrics: %w", err)
+	}
+	if m.legacy != nil {
+		out, err := m.legacy.DetectAnomaly(ctx, req)
+		if err != nil {
+			return nil, fmt.Errorf("model %q: %w", m.Name, err)
+		}
+		return out, nil
+	}
+	res, err := s.infer(ctx, m, 1, buf, priority(ctx, PriorityHigh))
+	if err != nil {
+		return nil, err
+	}
+	p := m.out(res[0], outProbs)
+	for j, pj := range p {
+		if pj < 0 || pj > 1 {
+			return nil, fmt.Errorf("model %q: output %q class %s is %v, not a probability: %w", m.Name, outProbs, m.labels[j], pj, ErrBadOutput)
+		}
+	}
+	score := 1 - float64(p[m.normalIndex])
+	score = math.Min(1, math.Max(0, score))
+	best := 0
+	if best == m.normalIndex {
+		best = 1
+	}
+	for j, pj := range p {
+		if j != m.normalIndex && pj > p[best] {
+			best = j
+		}
+	}
+	resp := &aipb.AnomalyResponse{Score: score, IsAnomaly: score >= m.thresholds.Threshold, Severity: m.thresholds.Severity(score),
+		AnomalyType: "none", ModelVersion: m.Version}
+	if resp.IsAnomaly {
+		resp.AnomalyType = m.labels[best]
+	}
+	return resp, nil
+}
