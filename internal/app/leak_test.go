@@ -6,8 +6,6 @@ import (
 	"io"
 	"math"
 	"net/http"
-	"runtime"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,85 +16,9 @@ import (
 	"github.com/novacron/sidecar/config"
 	"github.com/novacron/sidecar/examples"
 	"github.com/novacron/sidecar/internal/app"
+	"github.com/novacron/sidecar/internal/leaktest"
 	aipb "github.com/novacron/sidecar/proto/novacron/ai"
 )
-
-// The goroutine-leak check. Each package with a long-lived component has its own copy of these
-// few functions (batcher, backends, internal/app): test files cannot share code across packages,
-// and a shared test-only package is not worth a new import for them.
-
-// leakWait bounds the wait for goroutines that are exiting when the check runs: a bound on a
-// goroutine that never exits, not a speed (they are normally gone at once).
-const leakWait = 5 * time.Second
-
-// goroutines returns the stack of every goroutine now running, by goroutine id (ids are never
-// reused).
-func goroutines() map[int64]string {
-	buf := make([]byte, 64<<10)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-	all := map[int64]string{}
-	for _, g := range strings.Split(strings.TrimSpace(string(buf)), "\n\n") {
-		var id int64
-		if _, err := fmt.Sscanf(g, "goroutine %d ", &id); err == nil {
-			all[id] = g
-		}
-	}
-	return all
-}
-
-// leakedSince returns the stacks of the goroutines running now that were not in before, except
-// the runtime's and package testing's own, waiting up to wait for them to exit (0: one look).
-func leakedSince(before map[int64]string, wait time.Duration) []string {
-	deadline := time.Now().Add(wait)
-	for {
-		var left []string
-		for id, g := range goroutines() {
-			if _, ok := before[id]; !ok && !runtimeOrTesting(g) {
-				left = append(left, g)
-			}
-		}
-		if len(left) == 0 || !time.Now().Before(deadline) {
-			slices.Sort(left)
-			return left
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// runtimeOrTesting reports whether every function of stack g, and the one that created it, is
-// in package runtime or package testing.
-func runtimeOrTesting(g string) bool {
-	for _, line := range strings.Split(g, "\n")[1:] {
-		if line == "" || strings.HasPrefix(line, "\t") || strings.HasPrefix(line, "...") {
-			continue // a file:line, or "...additional frames elided..."
-		}
-		fn := strings.TrimPrefix(line, "created by ")
-		if !strings.HasPrefix(fn, "runtime.") && !strings.HasPrefix(fn, "testing.") {
-			return false
-		}
-	}
-	return true
-}
-
-// checkNoLeaks fails t if goroutines started from now on are still running once the test and the
-// cleanups registered after this call have returned. Call it first in the test.
-func checkNoLeaks(t *testing.T) {
-	t.Helper()
-	before := goroutines()
-	t.Cleanup(func() {
-		if left := leakedSince(before, leakWait); len(left) > 0 {
-			t.Errorf("%d goroutine(s) started by the test still running %v after it ended:\n\n%s",
-				len(left), leakWait, strings.Join(left, "\n\n"))
-		}
-	})
-}
 
 // leakBandwidthReq is a valid PredictBandwidth request: a 10-minute window of the six metrics.
 func leakBandwidthReq(i int) *aipb.BandwidthRequest {
@@ -188,7 +110,7 @@ func remoteYAML(addr, healthInterval string) string {
 // another over the Open Inference Protocol, then shut down, several times, leave no goroutine
 // running once their clients are closed.
 func TestAppLeavesNoGoroutine(t *testing.T) {
-	checkNoLeaks(t)
+	leaktest.Check(t)
 	for cycle := range 3 {
 		cfg, err := config.Load("", examples.FS)
 		if err != nil {
@@ -225,16 +147,16 @@ func TestAppLeavesNoGoroutine(t *testing.T) {
 // TestLeakCheckSeesARunningApp shows the check above can fail: a sidecar not yet shut down is
 // reported, by its servers' goroutines; once shut down, nothing is.
 func TestLeakCheckSeesARunningApp(t *testing.T) {
-	before := goroutines()
+	before := leaktest.Goroutines()
 	cfg, err := config.Load("", examples.FS)
 	if err != nil {
 		t.Fatal(err)
 	}
 	a := startApp(t, cfg)
 	var left []string
-	for deadline := time.Now().Add(leakWait); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+	for deadline := time.Now().Add(leaktest.Wait); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
 		// A new goroutine shows its own functions once it has run.
-		if left = leakedSince(before, 0); strings.Contains(strings.Join(left, "\n"), "grpc.(*Server).Serve(") &&
+		if left = leaktest.LeakedSince(before, 0); strings.Contains(strings.Join(left, "\n"), "grpc.(*Server).Serve(") &&
 			strings.Contains(strings.Join(left, "\n"), "http.(*Server).Serve(") {
 			break
 		}
@@ -243,7 +165,7 @@ func TestLeakCheckSeesARunningApp(t *testing.T) {
 	if s := strings.Join(left, "\n"); !strings.Contains(s, "grpc.(*Server).Serve(") || !strings.Contains(s, "http.(*Server).Serve(") {
 		t.Errorf("a running sidecar: the check did not see its servers:\n\n%s", strings.Join(left, "\n\n"))
 	}
-	if left := leakedSince(before, leakWait); len(left) > 0 {
+	if left := leaktest.LeakedSince(before, leaktest.Wait); len(left) > 0 {
 		t.Errorf("after Shutdown: %d goroutines left:\n\n%s", len(left), strings.Join(left, "\n\n"))
 	}
 }
