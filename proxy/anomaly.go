@@ -51,7 +51,7 @@ func (s *Service) detectAnomaly(ctx context.Context, req *aipb.AnomalyRequest) (
 		}
 		return out, nil
 	}
-	res, err := s.infer(ctx, m, 1, buf, priority(ctx, PriorityHigh))
+	res, err := s.rows(ctx, m, 1, buf, priority(ctx, PriorityHigh), true)
 	if err != nil {
 		return nil, err
 	}

@@ -39,7 +39,7 @@ func (s *Service) predictBandwidth(ctx context.Context, req *aipb.BandwidthReque
 		}
 		return out[0], nil
 	}
-	res, err := s.infer(ctx, m, 1, buf, priority(ctx, PriorityHigh))
+	res, err := s.rows(ctx, m, 1, buf, priority(ctx, PriorityHigh), true)
 	if err != nil {
 		return nil, err
 	}
@@ -89,7 +89,7 @@ func (s *Service) predictBandwidthBatch(ctx context.Context, req *aipb.Bandwidth
 		}
 		return &aipb.BandwidthBatchResponse{Results: out}, nil
 	}
-	res, err := s.infer(ctx, m, len(vms), buf, priority(ctx, PriorityLow))
+	res, err := s.rows(ctx, m, len(vms), buf, priority(ctx, PriorityLow), true)
 	if err != nil {
 		return nil, err
 	}

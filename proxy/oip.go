@@ -160,13 +160,13 @@ func (s *Service) inferV2(ctx context.Context, c *InferCall) (*InferAnswer, erro
 		if n, data, err = s.canonicalInput(m, c.Inputs[0]); err != nil {
 			return nil, err
 		}
-		rows, err = s.compute(ctx, m, n, data, priority(ctx, PriorityHigh))
+		rows, err = s.rows(ctx, m, n, data, priority(ctx, PriorityHigh), false)
 	} else {
 		var data []float32
 		if n, data, err = s.rawFeatureInputs(m, c.Inputs); err != nil {
 			return nil, err
 		}
-		rows, err = s.infer(ctx, m, n, data, priority(ctx, PriorityHigh))
+		rows, err = s.rows(ctx, m, n, data, priority(ctx, PriorityHigh), true)
 	}
 	if err != nil {
 		return nil, err

@@ -29,6 +29,39 @@ func (m *Model) out(r rowOut, name string) []float32 {
 	return nil
 }
 
+// RowObserver sees every canonical row a model answered and its output row, whichever front end
+// the call came by (the NovaCron RPCs over gRPC or HTTP/JSON, the Open Inference Protocol with raw
+// features or canonical tensors) and whether the answer came from the cache or a run: the drift
+// sketches and the shadow comparison hang here. ObserveRows is called on the caller's goroutine,
+// once per call that got its rows, before they are shaped into its answer, concurrently with other
+// calls; it must not block, and must copy what it keeps (inputs and outputs are the pipeline's).
+// inputs holds len(outputs) rows of the model's Spec.Size() values each; a placement call's rows
+// include the occluded copies its reasoning runs.
+type RowObserver interface {
+	ObserveRows(m *Model, inputs []float32, outputs [][]float32)
+}
+
+// rows is the one row pipeline: every front end's canonical rows reach the model through it. With
+// cached, the prediction cache answers the rows it holds (infer); without, the rows go to the
+// model's batcher as they are (compute). The observer, when set, sees the rows and their answers.
+func (s *Service) rows(ctx context.Context, m *Model, n int, data []float32, priority int, cached bool) ([]rowOut, error) {
+	var out []rowOut
+	var err error
+	if cached {
+		out, err = s.infer(ctx, m, n, data, priority)
+	} else {
+		out, err = s.compute(ctx, m, n, data, priority)
+	}
+	if err == nil && s.cfg.Observer != nil {
+		views := make([][]float32, len(out))
+		for i, r := range out {
+			views[i] = r
+		}
+		s.cfg.Observer.ObserveRows(m, data, views)
+	}
+	return out, err
+}
+
 // infer answers rows canonical input rows (data holds rows x Spec.Size() values), one answer per
 // row, in order: from the prediction cache where it holds them, else through the model's batcher
 // (or straight to its backend when batching is off). A single row's concurrent misses run the

@@ -127,7 +127,7 @@ func (s *Service) optimizePlacement(ctx context.Context, req *aipb.PlacementRequ
 		}
 		return out, nil
 	}
-	res, err := s.infer(ctx, m, rows, buf, priority(ctx, PriorityHigh))
+	res, err := s.rows(ctx, m, rows, buf, priority(ctx, PriorityHigh), true)
 	if err != nil {
 		return nil, err
 	}

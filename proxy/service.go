@@ -35,6 +35,8 @@ type Config struct {
 	MaxBatchVMs, MaxNodes int
 	// MaxMessageBytes bounds gRPC messages and HTTP bodies. Zero: DefaultMaxMessageBytes.
 	MaxMessageBytes int
+	// Observer, when set, sees every canonical row answered and its output (see RowObserver).
+	Observer RowObserver
 	// MaxIDBytes bounds identifiers in requests (vm_id, workload_id, node_id, model names).
 	// Zero: DefaultMaxIDBytes.
 	MaxIDBytes int

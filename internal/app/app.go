@@ -53,6 +53,7 @@ type App struct {
 	stopped  bool
 	models   []*proxy.Model
 	cache    *cache.Cache[[]float32]
+	observer proxy.RowObserver // nil: none
 	grpc     *grpc.Server
 	health   *health.Server
 	http     *http.Server
@@ -63,11 +64,21 @@ type App struct {
 	stopHealth chan struct{}
 }
 
+// Option injects a collaborator into Start.
+type Option func(*App)
+
+// WithRowObserver has every canonical row the models answer, and its output, seen by o (see
+// proxy.RowObserver).
+func WithRowObserver(o proxy.RowObserver) Option { return func(a *App) { a.observer = o } }
+
 // Start loads the ONNX Runtime and every model of cfg (files named embedded:... come from
 // embedded), binds the listeners and serves in the background. Progress goes to log. On error
 // nothing is left running.
-func Start(ctx context.Context, cfg *config.Config, embedded fs.FS, log io.Writer) (*App, error) {
+func Start(ctx context.Context, cfg *config.Config, embedded fs.FS, log io.Writer, opts ...Option) (*App, error) {
 	a := &App{cfg: cfg, log: log, embedded: embedded, Registry: prometheus.NewRegistry(), errc: make(chan error, 2)}
+	for _, o := range opts {
+		o(a)
+	}
 	if err := a.start(ctx, embedded); err != nil {
 		a.closeBackends()
 		return nil, err
@@ -116,6 +127,7 @@ func (a *App) start(ctx context.Context, embedded fs.FS) error {
 		MaxBatchVMs:        cfg.Limits.MaxBatchVMs,
 		MaxNodes:           cfg.Limits.MaxNodes,
 		MaxMessageBytes:    cfg.Limits.MaxMessageBytes,
+		Observer:           a.observer,
 		MaxIDBytes:         cfg.Limits.MaxIDBytes,
 		MaxPushSamples:     cfg.Limits.MaxPushSamples,
 		MaxConcurrentCalls: cfg.Limits.MaxConcurrentCalls,

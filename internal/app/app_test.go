@@ -42,6 +42,12 @@ type sidecar struct {
 
 func start(t testing.TB, edit func(*config.Config)) *sidecar {
 	t.Helper()
+	return startWith(t, edit)
+}
+
+// startWith is start with options for app.Start.
+func startWith(t testing.TB, edit func(*config.Config), opts ...app.Option) *sidecar {
+	t.Helper()
 	cfg, err := config.Load("", examples.FS)
 	if err != nil {
 		t.Fatal(err)
@@ -51,7 +57,7 @@ func start(t testing.TB, edit func(*config.Config)) *sidecar {
 	if edit != nil {
 		edit(cfg)
 	}
-	a, err := app.Start(context.Background(), cfg, examples.FS, io.Discard)
+	a, err := app.Start(context.Background(), cfg, examples.FS, io.Discard, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
