@@ -164,9 +164,16 @@ func (p *jsonScan) str() (string, bool) {
 	return "", false
 }
 
-// number reads a JSON number token: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
+// number reads a JSON number token after whitespace.
 func (p *jsonScan) number() (string, bool) {
 	p.skip()
+	b, ok := p.numberBytes()
+	return string(b), ok
+}
+
+// numberBytes reads a JSON number token at p.i: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?,
+// as the body's own bytes.
+func (p *jsonScan) numberBytes() ([]byte, bool) {
 	start := p.i
 	digits := func() int {
 		n := 0
@@ -181,12 +188,12 @@ func (p *jsonScan) number() (string, bool) {
 	}
 	first := p.i
 	if n := digits(); n == 0 || (n > 1 && p.b[first] == '0') {
-		return "", false
+		return nil, false
 	}
 	if p.i < len(p.b) && p.b[p.i] == '.' {
 		p.i++
 		if digits() == 0 {
-			return "", false
+			return nil, false
 		}
 	}
 	if p.i < len(p.b) && (p.b[p.i] == 'e' || p.b[p.i] == 'E') {
@@ -195,8 +202,8 @@ func (p *jsonScan) number() (string, bool) {
 			p.i++
 		}
 		if digits() == 0 {
-			return "", false
+			return nil, false
 		}
 	}
-	return string(p.b[start:p.i]), true
+	return p.b[start:p.i], true
 }

@@ -789,7 +789,7 @@ func (p *oipScan) scalar() (jsonTok, []byte, error) {
 	case c == 'n' && p.literal("null"):
 		return tokNull, nil, nil
 	case c == '-' || (c >= '0' && c <= '9'):
-		if b, ok := p.number(); ok {
+		if b, ok := p.numberBytes(); ok {
 			return tokNumber, b, nil
 		}
 	}
@@ -827,40 +827,4 @@ func (p *oipScan) str() ([]byte, error) {
 	}
 	p.i = len(p.b)
 	return nil, p.syntax("unterminated string")
-}
-
-// number reads a JSON number: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
-func (p *oipScan) number() ([]byte, bool) {
-	start := p.i
-	digits := func() int {
-		n := 0
-		for p.i < len(p.b) && p.b[p.i] >= '0' && p.b[p.i] <= '9' {
-			p.i++
-			n++
-		}
-		return n
-	}
-	if p.i < len(p.b) && p.b[p.i] == '-' {
-		p.i++
-	}
-	first := p.i
-	if n := digits(); n == 0 || (n > 1 && p.b[first] == '0') {
-		return nil, false
-	}
-	if p.i < len(p.b) && p.b[p.i] == '.' {
-		p.i++
-		if digits() == 0 {
-			return nil, false
-		}
-	}
-	if p.i < len(p.b) && (p.b[p.i] == 'e' || p.b[p.i] == 'E') {
-		p.i++
-		if p.i < len(p.b) && (p.b[p.i] == '+' || p.b[p.i] == '-') {
-			p.i++
-		}
-		if digits() == 0 {
-			return nil, false
-		}
-	}
-	return p.b[start:p.i], true
 }
