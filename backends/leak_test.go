@@ -3,6 +3,7 @@ package backends
 import (
 	"context"
 	"errors"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -100,7 +101,7 @@ func TestLeakCheckSeesAnOpenPool(t *testing.T) {
 		t.Fatal(err)
 	}
 	var left []string
-	for deadline := time.Now().Add(leaktest.Wait); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+	for deadline := time.Now().Add(leaktest.Wait); time.Now().Before(deadline); runtime.Gosched() {
 		// A new goroutine shows its own functions once it has run.
 		if left = leaktest.LeakedSince(before, 0); strings.Contains(strings.Join(left, "\n"), ").healthLoop(") {
 			break

@@ -3,6 +3,7 @@ package batcher
 import (
 	"context"
 	"errors"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -100,7 +101,7 @@ func TestLeakCheckSeesAnOpenBatcher(t *testing.T) {
 		t.Fatal(err)
 	}
 	var left []string
-	for deadline := time.Now().Add(leaktest.Wait); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+	for deadline := time.Now().Add(leaktest.Wait); time.Now().Before(deadline); runtime.Gosched() {
 		// New goroutines show their own functions once they have run.
 		if left = leaktest.LeakedSince(before, 0); len(left) == 3 && strings.Contains(strings.Join(left, "\n"), ").dispatch(") {
 			break

@@ -40,11 +40,8 @@ func TestSIGHUPReloads(t *testing.T) {
 	}
 	waitLog := func(want string) {
 		t.Helper()
-		for deadline := time.Now().Add(30 * time.Second); !strings.Contains(p.log(), want); {
-			if time.Now().After(deadline) {
-				t.Fatalf("no %q in the log within 30s:\n%s", want, p.log())
-			}
-			time.Sleep(20 * time.Millisecond)
+		if !p.waitLog(want, 30*time.Second) {
+			t.Fatalf("no %q in the log within 30s:\n%s", want, p.log())
 		}
 	}
 
@@ -90,14 +87,7 @@ func waitExit(t *testing.T, p *proc) (error, bool) {
 }
 
 // waitLogFor waits up to hang for want in the process's log.
-func waitLogFor(p *proc, want string) bool {
-	for deadline := time.Now().Add(hang); !strings.Contains(p.log(), want); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			return false
-		}
-	}
-	return true
-}
+func waitLogFor(p *proc, want string) bool { return p.waitLog(want, hang) }
 
 // TestReloadOfAFIFOSpecThenSIGTERM: a config whose spec names a FIFO is refused on SIGHUP, naming
 // the file (the read does not block the reload), and SIGTERM after it stops the process within

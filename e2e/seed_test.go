@@ -57,6 +57,7 @@ type proc struct {
 	grpc, http string
 	stderr     *strings.Builder
 	mu         *sync.Mutex
+	wrote      chan struct{} // buffered 1: something was written to stderr since the last receive
 	done       chan error
 }
 
@@ -72,8 +73,8 @@ func launch(t *testing.T, args ...string) *proc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{cmd: cmd, stderr: &strings.Builder{}, mu: &sync.Mutex{}, done: make(chan error, 1)}
-	cmd.Stderr = lockedWriter{p.mu, p.stderr}
+	p := &proc{cmd: cmd, stderr: &strings.Builder{}, mu: &sync.Mutex{}, wrote: make(chan struct{}, 1), done: make(chan error, 1)}
+	cmd.Stderr = lockedWriter{p.mu, p.stderr, p.wrote}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -110,15 +111,37 @@ func (p *proc) log() string {
 	return p.stderr.String()
 }
 
+// waitLog waits until want is in the process's log, woken by each write to it, for at most
+// bound (a bound on a hang, not a speed); it reports whether want came.
+func (p *proc) waitLog(want string, bound time.Duration) bool {
+	timer := time.NewTimer(bound)
+	defer timer.Stop()
+	for !strings.Contains(p.log(), want) {
+		select {
+		case <-p.wrote:
+		case <-timer.C:
+			return strings.Contains(p.log(), want)
+		}
+	}
+	return true
+}
+
+// lockedWriter writes to w under mu and, when wrote is not nil, signals it (without blocking).
 type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
+	mu    *sync.Mutex
+	w     io.Writer
+	wrote chan struct{}
 }
 
 func (l lockedWriter) Write(b []byte) (int, error) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(b)
+	n, err := l.w.Write(b)
+	l.mu.Unlock()
+	select {
+	case l.wrote <- struct{}{}:
+	default:
+	}
+	return n, err
 }
 
 func dial(t *testing.T, addr string) *grpc.ClientConn {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -154,7 +155,7 @@ func TestLeakCheckSeesARunningApp(t *testing.T) {
 	}
 	a := startApp(t, cfg)
 	var left []string
-	for deadline := time.Now().Add(leaktest.Wait); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+	for deadline := time.Now().Add(leaktest.Wait); time.Now().Before(deadline); runtime.Gosched() {
 		// A new goroutine shows its own functions once it has run.
 		if left = leaktest.LeakedSince(before, 0); strings.Contains(strings.Join(left, "\n"), "grpc.(*Server).Serve(") &&
 			strings.Contains(strings.Join(left, "\n"), "http.(*Server).Serve(") {
