@@ -76,12 +76,11 @@ func (s *Service) unaryInterceptor(ctx context.Context, req any, info *grpc.Unar
 // streamInterceptor records the metrics of streaming calls (StreamMetrics) as the unary one does.
 func (s *Service) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	start := time.Now()
-	if path.Base(info.FullMethod) != "StreamMetrics" { // which answers its count at drain itself
-		ctx, cancel := context.WithCancel(ss.Context())
-		defer cancel()
-		defer context.AfterFunc(s.draining, cancel)()
-		ss = ctxStream{ss, ctx}
-	}
+	// Every stream's context ends when the sidecar drains (StreamMetrics answers its count then).
+	ctx, cancel := context.WithCancel(ss.Context())
+	defer cancel()
+	defer context.AfterFunc(s.draining, cancel)()
+	ss = ctxStream{ss, ctx}
 	_, err := recovered(func() (struct{}, error) { return struct{}{}, handler(srv, checkedStream{ss, s}) })
 	err = grpcError(err)
 	if s.metrics != nil {
@@ -186,16 +185,26 @@ func (a *aiServer) StreamMetrics(stream grpc.ClientStreamingServer[aipb.PushMetr
 		req *aipb.PushMetricsRequest
 		err error
 	}
-	// The receiver is owned by this handler: it stops when Recv fails, which it does at the latest
-	// when the handler returns and the stream ends; next is buffered so its last send never blocks.
-	next := make(chan received, 1)
-	recvNext := func() {
-		req, err := stream.Recv()
-		next <- received{req, err}
-	}
+	// One receiver for the stream, owned by this handler: it stops after a failed Recv (at the
+	// latest when the handler returns and the stream ends) or once the handler stops listening.
+	next := make(chan received)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			req, err := stream.Recv()
+			select {
+			case next <- received{req, err}:
+			case <-stop:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
 	var total int64
 	for {
-		go recvNext()
 		var r received
 		select {
 		case r = <-next:

@@ -123,15 +123,14 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength >= 0 {
 			n = r.ContentLength
 		}
-		release, err := g.svc.inflight.acquire(n)
-		if err != nil {
+		if err := g.svc.inflight.acquire(n); err != nil {
 			// Read the body away (held nowhere) before answering: a client still writing it would
 			// otherwise see its connection reset instead of the 429 and its Retry-After.
 			io.CopyN(io.Discard, r.Body, n)
 			writeError(w, err)
 			return
 		}
-		defer release()
+		defer g.svc.inflight.release(n)
 	}
 	g.mux.ServeHTTP(w, r) // sets the request's pattern and path values
 }
@@ -224,11 +223,11 @@ func serveJSON[Req, Resp proto.Message](svc *Service, method string, w http.Resp
 	if len(body) == 0 {
 		return zero, invalid("body", "empty; want a JSON object")
 	}
-	if limit, why := svc.arrayBound(method); limit > 0 {
+	if limit := svc.arrayBound(method); limit > 0 {
 		if field, ok := arraysWithin(body, limit); !ok && field == "" {
 			return zero, invalid("body", fmt.Sprintf("nested more than %d levels deep", maxScanDepth))
 		} else if !ok {
-			return zero, invalid(field, fmt.Sprintf("more than %d values, the most this call takes (%s); the body was not decoded further", limit, why))
+			return zero, invalid(field, fmt.Sprintf("more than %d values, the most this call takes (%s); the body was not decoded further", limit, svc.arrayWhy(method)))
 		}
 	}
 	if br, ok := any(req).(*aipb.BandwidthRequest); ok && decodeBandwidthFast(body, br) {

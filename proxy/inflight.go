@@ -24,15 +24,23 @@ type inflight struct {
 	held  atomic.Int64
 }
 
-// acquire reserves n bytes, or refuses with ErrInflight; call release once when done.
-func (f *inflight) acquire(n int64) (release func(), err error) {
+// acquire reserves n bytes (none when n <= 0), or refuses with ErrInflight; once it succeeded,
+// call release(n) when done.
+func (f *inflight) acquire(n int64) error {
 	if n <= 0 {
-		return func() {}, nil
+		return nil
 	}
 	if f.held.Add(n) > f.limit {
 		held := f.held.Add(-n)
-		return nil, fmt.Errorf("request bodies in flight hold %d bytes, this one brings %d, limit %d (limits.max_inflight_bytes); retry after %v: %w",
+		return fmt.Errorf("request bodies in flight hold %d bytes, this one brings %d, limit %d (limits.max_inflight_bytes); retry after %v: %w",
 			held, n, f.limit, inflightRetry, ErrInflight)
 	}
-	return func() { f.held.Add(-n) }, nil
+	return nil
+}
+
+// release returns n bytes that acquire reserved.
+func (f *inflight) release(n int64) {
+	if n > 0 {
+		f.held.Add(-n)
+	}
 }

@@ -5,30 +5,42 @@ import (
 	"strconv"
 )
 
-// arrayBound is the most elements any JSON array of an RPC's HTTP body may hold, and why; 0: no
-// bound beyond the body's size. The body is scanned against it before it is decoded, so that a
-// body of millions of numbers (within limits.max_message_bytes) is refused at the first value too
-// many, not after each one became a float64.
-func (s *Service) arrayBound(method string) (int, string) {
-	window := 0
-	for _, m := range s.state.Load().models {
-		if m.Task == TaskForecast {
-			window = max(window, m.Spec.Size())
-		}
-	}
+// arrayBound is the most elements any JSON array of an RPC's HTTP body (or list of its gRPC
+// message) may hold; 0: no bound beyond the body's size. The body is scanned against it before it
+// is decoded, so that a body of millions of numbers (within limits.max_message_bytes) is refused
+// at the first value too many, not after each one became a float64. arrayWhy says why, for the
+// refusal only.
+func (s *Service) arrayBound(method string) int {
 	switch method {
 	case "PredictBandwidth":
-		return window, "the window of the loaded forecast models"
+		return s.state.Load().window
 	case "PredictBandwidthBatch":
-		return max(window, s.cfg.MaxBatchVMs), fmt.Sprintf("limits.max_batch_vms %d, or a window of %d", s.cfg.MaxBatchVMs, window)
+		return max(s.state.Load().window, s.cfg.MaxBatchVMs)
 	case "OptimizePlacement":
-		return s.cfg.MaxNodes, "limits.max_nodes"
+		return s.cfg.MaxNodes
 	case "DetectAnomaly":
-		return 1, "DetectAnomaly takes no list"
+		return 1
 	case "PushMetrics":
-		return s.cfg.MaxPushSamples, "limits.max_push_samples"
+		return s.cfg.MaxPushSamples
 	}
-	return 0, ""
+	return 0
+}
+
+// arrayWhy says where arrayBound's bound of method comes from.
+func (s *Service) arrayWhy(method string) string {
+	switch method {
+	case "PredictBandwidth":
+		return "the window of the loaded forecast models"
+	case "PredictBandwidthBatch":
+		return fmt.Sprintf("limits.max_batch_vms %d, or a window of %d", s.cfg.MaxBatchVMs, s.state.Load().window)
+	case "OptimizePlacement":
+		return "limits.max_nodes"
+	case "DetectAnomaly":
+		return "DetectAnomaly takes no list"
+	case "PushMetrics":
+		return "limits.max_push_samples"
+	}
+	return ""
 }
 
 // maxScanDepth bounds the nesting arraysWithin follows; a deeper body is refused (no call of the

@@ -43,7 +43,8 @@ func (c *boundedCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if !ok || data.Len() <= checkAbove {
 		return c.base.Unmarshal(data, v)
 	}
-	limit, why := c.svc.arrayBound(rpcOf(m))
+	rpc := rpcOf(m)
+	limit := c.svc.arrayBound(rpc)
 	if limit <= 0 || data.Len() <= limit {
 		// No bound, or too few bytes to hold more than limit elements of any list (an element
 		// takes a byte at least).
@@ -51,7 +52,8 @@ func (c *boundedCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	}
 	cur := &wireCursor{s: data}
 	if field, ok := protoListsWithin(cur, data.Len(), m.ProtoReflect().Descriptor(), limit, 0); !ok {
-		c.svc.refused.Store(v, invalid(field, fmt.Sprintf("more than %d values, the most this call takes (%s); the message was not decoded further", limit, why)))
+		c.svc.refusals.Add(1)
+		c.svc.refused.Store(v, invalid(field, fmt.Sprintf("more than %d values, the most this call takes (%s); the message was not decoded further", limit, c.svc.arrayWhy(rpc))))
 		return nil
 	}
 	return c.base.Unmarshal(data, v)
@@ -76,7 +78,11 @@ func rpcOf(m proto.Message) string {
 
 // refusal returns (and forgets) the refusal boundedCodec recorded for the request m, if any.
 func (s *Service) refusal(m any) error {
+	if s.refusals.Load() == 0 {
+		return nil
+	}
 	if e, ok := s.refused.LoadAndDelete(m); ok {
+		s.refusals.Add(-1)
 		return e.(error)
 	}
 	return nil

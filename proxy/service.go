@@ -106,6 +106,8 @@ type Service struct {
 	// refused holds the requests boundedCodec left undecoded, by message, until the interceptor
 	// of their call answers them (see Service.refusal).
 	refused sync.Map
+	// refusals counts the entries of refused, so that a call need not look when there are none.
+	refusals atomic.Int64
 	// draining ends when Drain is called: open streams end.
 	draining context.Context
 	drain    context.CancelFunc
@@ -119,6 +121,8 @@ type snapshot struct {
 	routes Routes
 	// anyStale is set when some model has a stale fallback: then calls carry a note of it.
 	anyStale bool
+	// window is the largest Spec.Size of the forecast models: the most values a window may hold.
+	window int
 }
 
 // New makes a Service over the given models, starting the batcher of each model whose Batching is
@@ -146,6 +150,9 @@ func (s *Service) snapshot(models []*Model, routes Routes) *snapshot {
 	for _, x := range models {
 		st.models[x.Name] = x
 		st.anyStale = st.anyStale || (x.StaleFallback && s.cache != nil)
+		if x.Task == TaskForecast {
+			st.window = max(st.window, x.Spec.Size())
+		}
 	}
 	return st
 }
