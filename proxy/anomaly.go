@@ -20,10 +20,16 @@ func (s *Service) detectAnomaly(ctx context.Context, req *aipb.AnomalyRequest) (
 	if err := s.checkIDs("", req.GetModel(), req.GetVmId()); err != nil {
 		return nil, err
 	}
-	m, err := s.model(req.GetModel(), func(r Routes) string { return r.Anomaly }, TaskAnomaly, "DetectAnomaly")
+	d, err := as[Detector](s.target(req.GetModel(), familyAnomaly, "DetectAnomaly"))
 	if err != nil {
 		return nil, err
 	}
+	return d.Detect(ctx, req)
+}
+
+// canonAnomaly validates an anomaly request against the target's spec and canonicalizes its
+// current metrics into one row.
+func (b *base) canonAnomaly(req *aipb.AnomalyRequest) ([]float32, error) {
 	if req.GetVmId() == "" {
 		return nil, invalid("vm_id", "required")
 	}
@@ -32,8 +38,8 @@ func (s *Service) detectAnomaly(ctx context.Context, req *aipb.AnomalyRequest) (
 		return nil, invalid("current_metrics", "required: the VM's metrics (cpu, memory, disk_io, network_io, latency, error_rate)")
 	}
 	values := [...]float64{cm.GetCpu(), cm.GetMemory(), cm.GetDiskIo(), cm.GetNetworkIo(), cm.GetLatency(), cm.GetErrorRate()}
-	raw := make([]float64, m.Spec.Width())
-	for i, f := range m.Spec.Features {
+	raw := make([]float64, b.Spec.Width())
+	for i, f := range b.Spec.Features {
 		v := values[features.VMMetricsField(f.Source)]
 		if err := checkFinite("current_metrics."+f.Source, v); err != nil {
 			return nil, err
@@ -41,17 +47,22 @@ func (s *Service) detectAnomaly(ctx context.Context, req *aipb.AnomalyRequest) (
 		raw[i] = v
 	}
 	buf := make([]float32, len(raw))
-	if err := m.Spec.Canonicalize(buf, raw); err != nil {
+	if err := b.Spec.Canonicalize(buf, raw); err != nil {
 		return nil, fmt.Errorf("current_metrics: %w", err)
 	}
-	if m.legacy != nil {
-		out, err := m.legacy.DetectAnomaly(ctx, req)
-		if err != nil {
-			return nil, fmt.Errorf("model %q: %w", m.Name, err)
-		}
-		return out, nil
+	return buf, nil
+}
+
+// Detect implements Detector: the score is 1 - P(normal), the type the likeliest other class.
+func (m *Model) Detect(ctx context.Context, req *aipb.AnomalyRequest) (*aipb.AnomalyResponse, error) {
+	if m.Task != TaskAnomaly {
+		return nil, m.wrongTask(TaskAnomaly)
 	}
-	res, err := s.rows(ctx, m, 1, buf, priority(ctx, PriorityHigh), true)
+	buf, err := m.canonAnomaly(req)
+	if err != nil {
+		return nil, err
+	}
+	res, err := m.svc.rows(ctx, m, 1, buf, priority(ctx, PriorityHigh), true)
 	if err != nil {
 		return nil, err
 	}

@@ -24,26 +24,15 @@ func (s *Service) predictBandwidth(ctx context.Context, req *aipb.BandwidthReque
 	if err := s.checkIDs("", req.GetModel(), req.GetVmId()); err != nil {
 		return nil, err
 	}
-	m, err := s.model(req.GetModel(), routeBandwidth, TaskForecast, "PredictBandwidth")
+	f, err := as[Forecaster](s.target(req.GetModel(), familyForecast, "PredictBandwidth"))
 	if err != nil {
 		return nil, err
 	}
-	buf := make([]float32, m.Spec.Size())
-	if err := canonWindow(m, buf, req, -1, s.cfg.Now()); err != nil {
-		return nil, err
-	}
-	if m.legacy != nil {
-		out, err := s.legacyForecast(ctx, m, []*aipb.BandwidthRequest{req}, priority(ctx, PriorityHigh))
-		if err != nil {
-			return nil, err
-		}
-		return out[0], nil
-	}
-	res, err := s.rows(ctx, m, 1, buf, priority(ctx, PriorityHigh), true)
+	out, err := f.Forecast(ctx, []*aipb.BandwidthRequest{req}, false)
 	if err != nil {
 		return nil, err
 	}
-	return forecastRows(m, res, []*aipb.BandwidthRequest{req})[0], nil
+	return out[0], nil
 }
 
 // PredictBandwidthBatch forecasts many VMs as one model batch; results follow the order of vms.
@@ -57,7 +46,7 @@ func (s *Service) predictBandwidthBatch(ctx context.Context, req *aipb.Bandwidth
 	if err := s.checkID("model", req.GetModel()); err != nil {
 		return nil, err
 	}
-	m, err := s.model(req.GetModel(), routeBandwidth, TaskForecast, "PredictBandwidthBatch")
+	f, err := as[Forecaster](s.target(req.GetModel(), familyForecast, "PredictBandwidthBatch"))
 	if err != nil {
 		return nil, err
 	}
@@ -68,32 +57,65 @@ func (s *Service) predictBandwidthBatch(ctx context.Context, req *aipb.Bandwidth
 	case len(vms) > s.cfg.MaxBatchVMs:
 		return nil, invalid("vms", fmt.Sprintf("%d VMs, at most %d per call (limits.max_batch_vms)", len(vms), s.cfg.MaxBatchVMs))
 	}
-	size := m.Spec.Size()
-	buf := make([]float32, len(vms)*size)
-	now := s.cfg.Now()
+	name := f.Info().Name
 	for i, vm := range vms {
 		if err := s.checkIDs(fmt.Sprintf("vms[%d].", i), vm.GetModel(), vm.GetVmId()); err != nil {
 			return nil, err
 		}
-		if vm.GetModel() != "" && vm.GetModel() != m.Name {
-			return nil, invalid(fmt.Sprintf("vms[%d].model", i), fmt.Sprintf("%q differs from the batch's model %q; one batch runs one model", vm.GetModel(), m.Name))
-		}
-		if err := canonWindow(m, buf[i*size:(i+1)*size], vm, i, now); err != nil {
-			return nil, err
+		if vm.GetModel() != "" && vm.GetModel() != name {
+			return nil, invalid(fmt.Sprintf("vms[%d].model", i), fmt.Sprintf("%q differs from the batch's model %q; one batch runs one model", vm.GetModel(), name))
 		}
 	}
-	if m.legacy != nil {
-		out, err := s.legacyForecast(ctx, m, vms, priority(ctx, PriorityLow))
-		if err != nil {
-			return nil, err
-		}
-		return &aipb.BandwidthBatchResponse{Results: out}, nil
-	}
-	res, err := s.rows(ctx, m, len(vms), buf, priority(ctx, PriorityLow), true)
+	out, err := f.Forecast(ctx, vms, true)
 	if err != nil {
 		return nil, err
 	}
-	return &aipb.BandwidthBatchResponse{Results: forecastRows(m, res, vms)}, nil
+	return &aipb.BandwidthBatchResponse{Results: out}, nil
+}
+
+// Forecast implements Forecaster: the requests' windows are canonicalized and answered through the
+// row pipeline as one call.
+func (m *Model) Forecast(ctx context.Context, reqs []*aipb.BandwidthRequest, batch bool) ([]*aipb.BandwidthResponse, error) {
+	if m.Task != TaskForecast {
+		return nil, m.wrongTask(TaskForecast)
+	}
+	buf, err := m.canonWindows(reqs, batch)
+	if err != nil {
+		return nil, err
+	}
+	res, err := m.svc.rows(ctx, m, len(reqs), buf, forecastPriority(ctx, batch), true)
+	if err != nil {
+		return nil, err
+	}
+	return forecastRows(m, res, reqs), nil
+}
+
+// forecastPriority is a forecast call's priority: the caller's, else high for one VM and low for
+// a batch.
+func forecastPriority(ctx context.Context, batch bool) int {
+	if batch {
+		return priority(ctx, PriorityLow)
+	}
+	return priority(ctx, PriorityHigh)
+}
+
+// canonWindows validates forecast requests against the target's spec and canonicalizes their
+// windows (a pushed one where a request sends none), one row each. With batch, errors name the
+// request as vms[i].
+func (b *base) canonWindows(reqs []*aipb.BandwidthRequest, batch bool) ([]float32, error) {
+	size := b.Spec.Size()
+	buf := make([]float32, len(reqs)*size)
+	now := b.svc.cfg.Now()
+	for i, r := range reqs {
+		vm := -1
+		if batch {
+			vm = i
+		}
+		if err := b.canonWindow(buf[i*size:(i+1)*size], r, vm, now); err != nil {
+			return nil, err
+		}
+	}
+	return buf, nil
 }
 
 // checkIDs checks a request's model and vm_id fields (under prefix, such as "vms[3].").
@@ -106,8 +128,8 @@ func (s *Service) checkIDs(prefix, model, vm string) error {
 
 // canonWindow validates one BandwidthRequest and canonicalizes its window into dst. vm is the
 // request's index in a batch call, or -1; it only names fields in errors.
-func canonWindow(m *Model, dst []float32, req *aipb.BandwidthRequest, vm int, now time.Time) error {
-	if err := canonWindowAt(m, dst, req, now); err != nil {
+func (b *base) canonWindow(dst []float32, req *aipb.BandwidthRequest, vm int, now time.Time) error {
+	if err := b.canonWindowAt(dst, req, now); err != nil {
 		if vm >= 0 {
 			var fe *features.FieldError
 			if errors.As(err, &fe) {
@@ -122,46 +144,45 @@ func canonWindow(m *Model, dst []float32, req *aipb.BandwidthRequest, vm int, no
 
 // canonStored canonicalizes a VM's pushed window. What keeps it from being served (nothing pushed,
 // too old, a gap the spec's policy refuses) is ErrNotReady: FAILED_PRECONDITION, naming the VM.
-func canonStored(m *Model, dst []float32, vm string, now time.Time) error {
-	raw := make([]float64, m.Spec.Size())
-	if err := m.windows.Raw(raw, vm, now); err != nil {
+func (b *base) canonStored(dst []float32, vm string, now time.Time) error {
+	raw := make([]float64, b.Spec.Size())
+	if err := b.windows.Raw(raw, vm, now); err != nil {
 		return err
 	}
-	if err := m.Spec.Canonicalize(dst, raw); err != nil {
+	if err := b.Spec.Canonicalize(dst, raw); err != nil {
 		return fmt.Errorf("vm %q: stored window: %v: %w", vm, err, features.ErrNotReady)
 	}
 	return nil
 }
 
-func canonWindowAt(m *Model, dst []float32, req *aipb.BandwidthRequest, now time.Time) error {
-	const prefix = ""
+func (b *base) canonWindowAt(dst []float32, req *aipb.BandwidthRequest, now time.Time) error {
 	if req.GetVmId() == "" {
-		return invalid(prefix+"vm_id", "required")
+		return invalid("vm_id", "required")
 	}
-	if h := req.GetHorizonMinutes(); h < 0 || int64(h) > int64(m.horizon) {
-		return invalid(prefix+"horizon_minutes", fmt.Sprintf("%d is not in 0..%d: give 0 for the model's whole horizon (%d minutes) or 1..%d", h, m.horizon, m.horizon, m.horizon))
+	if h := req.GetHorizonMinutes(); h < 0 || int64(h) > int64(b.horizon) {
+		return invalid("horizon_minutes", fmt.Sprintf("%d is not in 0..%d: give 0 for the model's whole horizon (%d minutes) or 1..%d", h, b.horizon, b.horizon, b.horizon))
 	}
 	raw := req.GetHistoricalMetrics()
-	if len(raw) == 0 && m.windows != nil {
-		return canonStored(m, dst, req.GetVmId(), now)
+	if len(raw) == 0 && b.windows != nil {
+		return b.canonStored(dst, req.GetVmId(), now)
 	}
-	if len(raw) != m.Spec.Size() {
-		return invalid(prefix+"historical_metrics", fmt.Sprintf("got %d values, want %d: %d steps x %d features (%s), oldest step first",
-			len(raw), m.Spec.Size(), m.Spec.Steps(), m.Spec.Width(), strings.Join(m.Spec.FeatureNames(), ", ")))
+	if len(raw) != b.Spec.Size() {
+		return invalid("historical_metrics", fmt.Sprintf("got %d values, want %d: %d steps x %d features (%s), oldest step first",
+			len(raw), b.Spec.Size(), b.Spec.Steps(), b.Spec.Width(), strings.Join(b.Spec.FeatureNames(), ", ")))
 	}
-	w := m.Spec.Width()
+	w := b.Spec.Width()
 	for i, v := range raw {
 		if math.IsNaN(v) || math.IsInf(v, 0) {
-			return invalid(fmt.Sprintf("%shistorical_metrics[%d]", prefix, i),
-				fmt.Sprintf("%s is not a finite number (step %d, feature %s)", strconv.FormatFloat(v, 'g', -1, 64), i/w, m.Spec.Features[i%w].Name))
+			return invalid(fmt.Sprintf("historical_metrics[%d]", i),
+				fmt.Sprintf("%s is not a finite number (step %d, feature %s)", strconv.FormatFloat(v, 'g', -1, 64), i/w, b.Spec.Features[i%w].Name))
 		}
 	}
-	if err := m.Spec.Canonicalize(dst, raw); err != nil {
+	if err := b.Spec.Canonicalize(dst, raw); err != nil {
 		var ve *features.ValueError
 		if errors.As(err, &ve) && ve.Index >= 0 {
-			return invalid(fmt.Sprintf("%shistorical_metrics[%d]", prefix, ve.Index), ve.Error())
+			return invalid(fmt.Sprintf("historical_metrics[%d]", ve.Index), ve.Error())
 		}
-		return fmt.Errorf("%shistorical_metrics: %w", prefix, err)
+		return fmt.Errorf("historical_metrics: %w", err)
 	}
 	return nil
 }

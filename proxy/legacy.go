@@ -25,42 +25,39 @@ type Forwarder interface {
 	Close() error
 }
 
-// NewLegacyModel makes a model served by a legacy AI service. Requests are still validated against
-// spec (the same checks, the same errors as a local model's) and then forwarded as they came, the
-// stored window filled in for a forecast call that sends none. Forecast calls are micro-batched
-// like a local model's when Batching is set (a batch becomes one call of the service's batch
-// route). Its answers are not cached, and the Open Inference Protocol does not reach it (it takes
-// NovaCron calls only).
-func NewLegacyModel(name, task string, spec *features.Spec, f Forwarder) (*Model, error) {
+// Legacy is the Target of a legacy AI service. Requests are validated against its spec (the same
+// checks, the same errors as a tensor model's) and then forwarded as they came, the stored window
+// filled in for a forecast call that sends none. Forecast calls are micro-batched like a tensor
+// model's when Batching is set (a batch becomes one call of the service's batch route). Its
+// answers are not cached, and the Open Inference Protocol does not reach it (it takes NovaCron
+// calls only). A RowObserver sees each call's canonical rows with the answer's values: a
+// forecast's predictions, an anomaly's score, each answered node's score.
+type Legacy struct {
+	base
+	f     Forwarder
+	batch *batcher.Batcher[*aipb.BandwidthRequest, legacyResult]
+}
+
+// NewLegacy makes the target of a legacy AI service.
+func NewLegacy(name, task string, spec *features.Spec, f Forwarder) (*Legacy, error) {
 	if (task == TaskForecast) != spec.Sequence() {
 		return nil, fmt.Errorf("model %q (%s): spec %q has window %d; forecast models need a sequence spec and others a row spec", name, task, spec.Name, spec.Window)
 	}
-	m := &Model{Name: name, Task: task, Spec: spec, Version: "legacy", legacy: f, CacheTTL: -1,
-		Backend: legacyBackend{f}, Meta: backends.Metadata{Name: name, Version: "legacy", Platform: "legacy"}}
-	if task == TaskForecast {
-		m.horizon = maxHorizon
+	l := &Legacy{base: base{TargetInfo: TargetInfo{Name: name, Task: task, Spec: spec, Version: "legacy", Platform: "legacy"}}, f: f}
+	switch task {
+	case TaskForecast:
+		l.horizon = maxHorizon
+		l.Outputs = []Output{{Name: outForecast}}
+	case TaskAnomaly, TaskPlacement:
+		l.Outputs = []Output{{Name: outScore, Width: 1}}
+	default:
+		return nil, fmt.Errorf("model %q: unknown task %q", name, task)
 	}
-	m.keyPrefix = [3][]byte{[]byte(m.Name), []byte(m.Version), []byte(spec.Fingerprint())}
-	return m, nil
+	return l, nil
 }
 
-// Legacy returns the forwarder of a model served by a legacy AI service, or nil.
-func (m *Model) Legacy() Forwarder { return m.legacy }
-
-// legacyBackend gives a legacy model the Backend the rest of the sidecar (health, readiness,
-// shutdown) uses; tensors do not reach it.
-type legacyBackend struct{ f Forwarder }
-
-func (l legacyBackend) Infer(context.Context, *backends.Batch) (*backends.Result, error) {
-	return nil, fmt.Errorf("a legacy AI service takes NovaCron calls, not tensors: %w", backends.ErrInvalidInput)
-}
-
-func (l legacyBackend) Metadata(_ context.Context, model string) (backends.Metadata, error) {
-	return backends.Metadata{Name: model, Version: "legacy", Platform: "legacy"}, nil
-}
-
-func (l legacyBackend) Ready(ctx context.Context) error { return l.f.Ready(ctx) }
-func (l legacyBackend) Close() error                    { return l.f.Close() }
+// Runner is the service's Forwarder.
+func (l *Legacy) Runner() Runner { return l.f }
 
 // legacyResult is one forecast of a legacy batch: its answer, or the error of its own request.
 type legacyResult struct {
@@ -68,17 +65,16 @@ type legacyResult struct {
 	err  error
 }
 
-// startLegacyBatcher starts a legacy forecast model's batcher: each batch is one PredictBandwidth
-// of the forwarder. When the service refuses a batch of several requests as bad input, each is
-// sent again alone, so that only the caller whose request was bad gets the error (and no caller
-// sees another's).
-func (m *Model) startLegacyBatcher(opts []batcher.Option) error {
-	if m.Batching == nil || m.Task != TaskForecast || m.legacyBatch != nil {
+// start starts a forecast target's batcher: each batch is one PredictBandwidth of the forwarder.
+// When the service refuses a batch of several requests as bad input, each is sent again alone, so
+// that only the caller whose request was bad gets the error (and no caller sees another's).
+func (l *Legacy) start(opts []batcher.Option) error {
+	if l.Batching == nil || l.Task != TaskForecast || l.batch != nil {
 		return nil
 	}
-	b, err := batcher.New(*m.Batching, func(ctx context.Context, reqs []*aipb.BandwidthRequest) ([]legacyResult, error) {
+	b, err := batcher.New(*l.Batching, func(ctx context.Context, reqs []*aipb.BandwidthRequest) ([]legacyResult, error) {
 		out := make([]legacyResult, len(reqs))
-		resps, err := m.legacy.PredictBandwidth(ctx, reqs)
+		resps, err := l.f.PredictBandwidth(ctx, reqs)
 		switch {
 		case err == nil && len(resps) == len(reqs):
 			for i, r := range resps {
@@ -91,7 +87,7 @@ func (m *Model) startLegacyBatcher(opts []batcher.Option) error {
 			return nil, err
 		}
 		for i := range reqs {
-			one, err := m.legacy.PredictBandwidth(ctx, reqs[i:i+1])
+			one, err := l.f.PredictBandwidth(ctx, reqs[i:i+1])
 			if err == nil && len(one) != 1 {
 				err = fmt.Errorf("%d answers for 1 request: %w", len(one), backends.ErrBadResponse)
 			}
@@ -105,50 +101,133 @@ func (m *Model) startLegacyBatcher(opts []batcher.Option) error {
 	if err != nil {
 		return err
 	}
-	m.legacyBatch = b
+	l.batch = b
 	return nil
 }
 
-// legacyForecast forwards validated requests (a stored window filled in where a request sent
-// none) and checks that every answer is for its own VM.
-func (s *Service) legacyForecast(ctx context.Context, m *Model, reqs []*aipb.BandwidthRequest, prio int) ([]*aipb.BandwidthResponse, error) {
+// stop stops the target's batcher once the calls it holds have run.
+func (l *Legacy) stop() {
+	if l.batch != nil {
+		l.batch.Close()
+	}
+}
+
+// Forecast implements Forecaster: the requests are checked and canonicalized as a tensor model's
+// would be, then forwarded (each with its window: the stored one where it sent none), and every
+// answer checked to be for its own VM.
+func (l *Legacy) Forecast(ctx context.Context, reqs []*aipb.BandwidthRequest, batch bool) ([]*aipb.BandwidthResponse, error) {
+	if l.Task != TaskForecast {
+		return nil, l.wrongTask(TaskForecast)
+	}
+	rows, err := l.canonWindows(reqs, batch)
+	if err != nil {
+		return nil, err
+	}
 	fwd := make([]*aipb.BandwidthRequest, len(reqs))
 	for i, r := range reqs {
 		fwd[i] = r
-		if len(r.GetHistoricalMetrics()) == 0 && m.windows != nil {
-			raw := make([]float64, m.Spec.Size())
-			if err := m.windows.Raw(raw, r.GetVmId(), s.cfg.Now()); err != nil {
+		if len(r.GetHistoricalMetrics()) == 0 && l.windows != nil {
+			raw := make([]float64, l.Spec.Size())
+			if err := l.windows.Raw(raw, r.GetVmId(), l.svc.cfg.Now()); err != nil {
 				return nil, err
 			}
 			if slices.ContainsFunc(raw, math.IsNaN) {
-				return nil, fmt.Errorf("vm %q: the stored window has gaps, and model %q is a legacy service that needs every step: %w", r.GetVmId(), m.Name, features.ErrNotReady)
+				return nil, fmt.Errorf("vm %q: the stored window has gaps, and model %q is a legacy service that needs every step: %w", r.GetVmId(), l.Name, features.ErrNotReady)
 			}
 			fwd[i] = &aipb.BandwidthRequest{VmId: r.GetVmId(), HistoricalMetrics: raw, HorizonMinutes: r.GetHorizonMinutes()}
 		}
 	}
 	var out []*aipb.BandwidthResponse
-	var err error
-	if m.legacyBatch != nil {
+	if l.batch != nil {
 		var res []legacyResult
-		res, err = m.legacyBatch.Do(ctx, fwd, prio)
+		res, err = l.batch.Do(ctx, fwd, forecastPriority(ctx, batch))
 		for i := 0; err == nil && i < len(res); i++ {
 			err = res[i].err
 			out = append(out, res[i].resp)
 		}
 	} else {
-		out, err = m.legacy.PredictBandwidth(ctx, fwd)
+		out, err = l.f.PredictBandwidth(ctx, fwd)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("model %q: %w", m.Name, err)
+		return nil, fmt.Errorf("model %q: %w", l.Name, err)
 	}
 	if len(out) != len(reqs) {
-		return nil, fmt.Errorf("model %q: %d answers for %d requests: %w", m.Name, len(out), len(reqs), backends.ErrBadResponse)
+		return nil, fmt.Errorf("model %q: %d answers for %d requests: %w", l.Name, len(out), len(reqs), backends.ErrBadResponse)
 	}
 	for i, r := range out {
 		if r.GetVmId() != "" && r.GetVmId() != reqs[i].GetVmId() {
-			return nil, fmt.Errorf("model %q: answer %d is for vm %q, asked for %q: %w", m.Name, i, r.GetVmId(), reqs[i].GetVmId(), backends.ErrBadResponse)
+			return nil, fmt.Errorf("model %q: answer %d is for vm %q, asked for %q: %w", l.Name, i, r.GetVmId(), reqs[i].GetVmId(), backends.ErrBadResponse)
 		}
 		r.VmId = reqs[i].GetVmId()
 	}
+	if o := l.svc.cfg.Observer; o != nil {
+		outs := make([][]float32, len(out))
+		for i, r := range out {
+			outs[i] = float32s(r.GetPredictions())
+		}
+		o.ObserveRows(l, rows, outs)
+	}
 	return out, nil
+}
+
+// Detect implements Detector: the request is checked as a tensor model's would be, then forwarded.
+func (l *Legacy) Detect(ctx context.Context, req *aipb.AnomalyRequest) (*aipb.AnomalyResponse, error) {
+	if l.Task != TaskAnomaly {
+		return nil, l.wrongTask(TaskAnomaly)
+	}
+	row, err := l.canonAnomaly(req)
+	if err != nil {
+		return nil, err
+	}
+	out, err := l.f.DetectAnomaly(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("model %q: %w", l.Name, err)
+	}
+	if o := l.svc.cfg.Observer; o != nil {
+		o.ObserveRows(l, row, [][]float32{{float32(out.GetScore())}})
+	}
+	return out, nil
+}
+
+// Place implements Placer: the request is checked as a tensor model's would be, then forwarded.
+func (l *Legacy) Place(ctx context.Context, req *aipb.PlacementRequest) (*aipb.PlacementResponse, error) {
+	if l.Task != TaskPlacement {
+		return nil, l.wrongTask(TaskPlacement)
+	}
+	rows, err := l.canonPlacement(req)
+	if err != nil {
+		return nil, err
+	}
+	out, err := l.f.OptimizePlacement(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("model %q: %w", l.Name, err)
+	}
+	if o := l.svc.cfg.Observer; o != nil {
+		// The rows of the nodes the answer scored, in the request's order.
+		score := make(map[string]float64, len(out.GetCandidates()))
+		for _, c := range out.GetCandidates() {
+			score[c.GetNodeId()] = c.GetScore()
+		}
+		w := l.Spec.Width()
+		var in []float32
+		var outs [][]float32
+		for i, n := range req.GetAvailableNodes() {
+			if v, ok := score[n.GetNodeId()]; ok {
+				in = append(in, rows[i*w:(i+1)*w]...)
+				outs = append(outs, []float32{float32(v)})
+			}
+		}
+		if len(outs) > 0 {
+			o.ObserveRows(l, in, outs)
+		}
+	}
+	return out, nil
+}
+
+func float32s(v []float64) []float32 {
+	out := make([]float32, len(v))
+	for i, x := range v {
+		out[i] = float32(x)
+	}
+	return out
 }

@@ -110,9 +110,10 @@ func (m *Metrics) Fallback(model, kind string) {
 	}
 }
 
-func (m *Metrics) setModels(models []*Model) {
+func (m *Metrics) setTargets(targets []Target) {
 	m.modelInfo.Reset()
-	for _, x := range models {
+	for _, t := range targets {
+		x := t.Info()
 		m.modelInfo.WithLabelValues(x.Name, x.Task, x.Version, x.Spec.Fingerprint()).Set(1)
 	}
 }

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strconv"
@@ -10,7 +11,6 @@ import (
 	"github.com/novacron/sidecar/backends"
 	"github.com/novacron/sidecar/batcher"
 	"github.com/novacron/sidecar/features"
-	aipb "github.com/novacron/sidecar/proto/novacron/ai"
 )
 
 // Tasks a model can serve; each NovaCron RPC needs a model of its task (config names them so).
@@ -61,28 +61,21 @@ func (t Thresholds) Severity(score float64) string {
 
 // Model is one loaded model as the pipeline uses it. NewModel builds it; its caller may set
 // Batching before handing it to New, which starts its batcher; after that it is immutable.
+//
+// A Model is the Target of a tensor model: its requests are canonicalized by its Spec and its
+// rows answered through the row pipeline (cache, batcher, Backend); see Service.rows.
 type Model struct {
-	Name    string
-	Task    string
-	Spec    *features.Spec
+	base
 	Backend backends.Backend
 	Meta    backends.Metadata
-	// Version is the model's version from its metadata.
-	Version string
 
 	// forecast
-	horizon         int
 	confidenceScale float64
 	// anomaly
 	labels      []string
 	normalIndex int
 	thresholds  Thresholds
 
-	// outputs lists the outputs the task reads, checked on every batch.
-	outputs []outSpec
-	// Batching configures the model's batcher; nil sends each call to the backend as one batch.
-	// Set it before giving the model to New.
-	Batching *batcher.Config
 	// CacheTTL is how long the prediction cache serves this model's answers; negative: not cached.
 	// Zero takes the cache's default.
 	CacheTTL time.Duration
@@ -90,28 +83,18 @@ type Model struct {
 	// marked stale, when the backend is unavailable (every endpoint of a remote backend down).
 	StaleFallback bool
 	batch         *batcher.Batcher[[]float32, rowOut]
-	// legacy, when set, serves the model's calls on a legacy AI service (see NewLegacyModel);
-	// legacyBatch batches its forecasts.
-	legacy      Forwarder
-	legacyBatch *batcher.Batcher[*aipb.BandwidthRequest, legacyResult]
-	windows     *features.Windows // forecast models: the pushed per-VM windows
-	metrics     *modelMetrics
 	// keyPrefix is the name, the version with the digest of the model's bytes (when the backend
 	// knows them) and the spec fingerprint: the cache key's fixed parts. A model file replaced by
 	// another that declares the same version still gets keys of its own.
 	keyPrefix [3][]byte
 }
 
-type outSpec struct {
-	name  string
-	width int
-}
-
 // NewModel checks that a backend's model fits its task and its feature spec (input "features" of
 // shape [N, window, features] or [N, features]; the task's outputs present with the right width)
 // and returns the pipeline's view of it.
 func NewModel(name, task string, spec *features.Spec, b backends.Backend, meta backends.Metadata, th Thresholds) (*Model, error) {
-	m := &Model{Name: name, Task: task, Spec: spec, Backend: b, Meta: meta, Version: meta.Version, thresholds: th}
+	m := &Model{base: base{TargetInfo: TargetInfo{Name: name, Task: task, Spec: spec, Version: meta.Version, Platform: meta.Platform}},
+		Backend: b, Meta: meta, thresholds: th}
 	defer func() {
 		m.keyPrefix = [3][]byte{[]byte(m.Name), []byte(m.Version + "@" + meta.Digest), []byte(spec.Fingerprint())}
 	}()
@@ -162,7 +145,7 @@ func NewModel(name, task string, spec *features.Spec, b backends.Backend, meta b
 		if _, err := out(outSigma, int64(m.horizon)); err != nil {
 			return nil, err
 		}
-		m.outputs = []outSpec{{outForecast, m.horizon}, {outSigma, m.horizon}}
+		m.Outputs = []Output{{outForecast, m.horizon}, {outSigma, m.horizon}}
 		s, err := strconv.ParseFloat(meta.Props[PropConfidenceScale], 64)
 		if err != nil || !(s > 0) {
 			return fail("metadata_props %s = %q must be a positive number (the held-out median of the target)", PropConfidenceScale, meta.Props[PropConfidenceScale])
@@ -178,16 +161,46 @@ func NewModel(name, task string, spec *features.Spec, b backends.Backend, meta b
 		if _, err := out(outProbs, int64(len(labels))); err != nil {
 			return nil, err
 		}
-		m.outputs = []outSpec{{outProbs, len(labels)}}
+		m.Outputs = []Output{{outProbs, len(labels)}}
 	case TaskPlacement:
 		if _, err := out(outScore, 1); err != nil {
 			return nil, err
 		}
-		m.outputs = []outSpec{{outScore, 1}}
+		m.Outputs = []Output{{outScore, 1}}
 	default:
 		return fail("unknown task")
 	}
 	return m, nil
+}
+
+// Runner is the model's Backend.
+func (m *Model) Runner() Runner { return m.Backend }
+
+// start starts the model's batcher when Batching is set.
+func (m *Model) start(opts []batcher.Option) error {
+	if m.Batching == nil || m.batch != nil {
+		return nil
+	}
+	size := m.Spec.Size()
+	b, err := batcher.New(*m.Batching, func(ctx context.Context, rows [][]float32) ([]rowOut, error) {
+		buf := make([]float32, len(rows)*size)
+		for i, r := range rows {
+			copy(buf[i*size:], r)
+		}
+		return m.runBatch(ctx, buf, len(rows))
+	}, opts...)
+	if err != nil {
+		return err
+	}
+	m.batch = b
+	return nil
+}
+
+// stop stops the model's batcher once the calls it holds have run.
+func (m *Model) stop() {
+	if m.batch != nil {
+		m.batch.Close()
+	}
 }
 
 // Horizon is the forecast length of a forecast model, in steps (minutes).

@@ -54,10 +54,12 @@ func ServerVersion() string {
 	return "devel"
 }
 
-// lookup resolves a model by name and, when given, version.
+// lookup resolves a tensor model by name and, when given, version: the Open Inference Protocol
+// serves the Models, not the legacy services (which take NovaCron calls only).
 func (s *Service) lookup(name, version string) (*Model, error) {
+	st := s.state.Load()
 	if name == "" {
-		return nil, invalid("model_name", "empty; name one of "+strings.Join(s.modelNames(), ", "))
+		return nil, invalid("model_name", "empty; name one of "+strings.Join(tensorNames(st), ", "))
 	}
 	if err := s.checkID("model_name", name); err != nil {
 		return nil, err
@@ -65,9 +67,13 @@ func (s *Service) lookup(name, version string) (*Model, error) {
 	if err := s.checkID("model_version", version); err != nil {
 		return nil, err
 	}
-	m, ok := s.state.Load().models[name]
+	m, ok := st.tensors[name]
 	if !ok {
-		return nil, fmt.Errorf("model: %q is not loaded (loaded: %s): %w", name, strings.Join(s.modelNames(), ", "), ErrUnknownModel)
+		if _, isTarget := st.targets[name]; isTarget {
+			return nil, fmt.Errorf("model: %q is served by a legacy AI service, which takes NovaCron calls (novacron.ai.AIService, /api/v1/...), not tensors; tensor models: %s: %w",
+				name, strings.Join(tensorNames(st), ", "), ErrUnknownModel)
+		}
+		return nil, fmt.Errorf("model: %q is not loaded (loaded: %s): %w", name, strings.Join(tensorNames(st), ", "), ErrUnknownModel)
 	}
 	if version != "" && version != m.Version {
 		return nil, fmt.Errorf("model: %q serves version %q, not %q: %w", name, m.Version, version, ErrUnknownModel)
@@ -84,15 +90,26 @@ func (s *Service) ModelReady(ctx context.Context, name, version string) (bool, e
 	return m.Backend.Ready(ctx) == nil, nil
 }
 
-// ServerReady reports whether every loaded model can take requests.
+// ServerReady reports whether every loaded target can take requests.
 func (s *Service) ServerReady(ctx context.Context) bool {
-	models := s.state.Load().models
-	for _, m := range models {
-		if m.Backend.Ready(ctx) != nil {
+	targets := s.state.Load().targets
+	for _, t := range targets {
+		if t.Runner().Ready(ctx) != nil {
 			return false
 		}
 	}
-	return len(models) > 0
+	return len(targets) > 0
+}
+
+// tensorNames lists the tensor models' names in order.
+func tensorNames(st *snapshot) []string {
+	var n []string
+	for _, name := range st.names {
+		if _, ok := st.tensors[name]; ok {
+			n = append(n, name)
+		}
+	}
+	return n
 }
 
 // ModelMetadata describes a model as the protocol does: its input tensor and its task's outputs.
@@ -108,8 +125,8 @@ func (s *Service) ModelMetadata(name, version string) (*inference.ModelMetadataR
 		Platform: cmp.Or(m.Meta.Platform, "unknown"),
 		Inputs:   []*inference.ModelMetadataResponse_TensorMetadata{{Name: inputFeatures, Datatype: "FP32", Shape: in}},
 	}
-	for _, o := range m.outputs {
-		r.Outputs = append(r.Outputs, &inference.ModelMetadataResponse_TensorMetadata{Name: o.name, Datatype: "FP32", Shape: []int64{-1, int64(o.width)}})
+	for _, o := range m.Outputs {
+		r.Outputs = append(r.Outputs, &inference.ModelMetadataResponse_TensorMetadata{Name: o.Name, Datatype: "FP32", Shape: []int64{-1, int64(o.Width)}})
 	}
 	return r, nil
 }
@@ -129,22 +146,19 @@ func (s *Service) inferV2(ctx context.Context, c *InferCall) (*InferAnswer, erro
 	if err != nil {
 		return nil, err
 	}
-	if m.legacy != nil {
-		return nil, invalid("model_name", fmt.Sprintf("%q is served by a legacy AI service, which takes NovaCron calls (novacron.ai.AIService, /api/v1/...), not tensors", m.Name))
-	}
 	// The outputs first: a bad name costs no model run.
-	outs := m.outputs
+	outs := m.Outputs
 	if len(c.Outputs) > 0 {
-		outs = make([]outSpec, len(c.Outputs))
+		outs = make([]Output, len(c.Outputs))
 		for i, name := range c.Outputs {
-			j := slices.IndexFunc(m.outputs, func(o outSpec) bool { return o.name == name })
+			j := slices.IndexFunc(m.Outputs, func(o Output) bool { return o.Name == name })
 			if j < 0 {
 				return nil, invalid(fmt.Sprintf("outputs[%d].name", i), fmt.Sprintf("model %q has no output %s (outputs: %s)", m.Name, clip(name), outputNames(m)))
 			}
-			if slices.ContainsFunc(outs[:i], func(o outSpec) bool { return o.name == name }) {
+			if slices.ContainsFunc(outs[:i], func(o Output) bool { return o.Name == name }) {
 				return nil, invalid(fmt.Sprintf("outputs[%d].name", i), fmt.Sprintf("%q is asked for twice", name))
 			}
-			outs[i] = m.outputs[j]
+			outs[i] = m.Outputs[j]
 		}
 	}
 	if len(c.Inputs) == 0 {
@@ -173,19 +187,19 @@ func (s *Service) inferV2(ctx context.Context, c *InferCall) (*InferAnswer, erro
 	}
 	a := &InferAnswer{Model: m.Name, Version: m.Version, ID: c.ID, Outputs: make([]backends.Tensor, len(outs))}
 	for i, o := range outs {
-		d := make([]float32, 0, n*o.width)
+		d := make([]float32, 0, n*o.Width)
 		for _, r := range rows {
-			d = append(d, m.out(r, o.name)...)
+			d = append(d, m.out(r, o.Name)...)
 		}
-		a.Outputs[i] = backends.F32(o.name, []int64{int64(n), int64(o.width)}, d)
+		a.Outputs[i] = backends.F32(o.Name, []int64{int64(n), int64(o.Width)}, d)
 	}
 	return a, nil
 }
 
 func outputNames(m *Model) string {
 	var n []string
-	for _, o := range m.outputs {
-		n = append(n, o.name)
+	for _, o := range m.Outputs {
+		n = append(n, o.Name)
 	}
 	return strings.Join(n, ", ")
 }

@@ -13,32 +13,34 @@ import (
 	"github.com/novacron/sidecar/cache"
 )
 
-// rowOut is one answered row: the task's outputs for it (Model.outputs), in order, concatenated.
+// rowOut is one answered row: the task's outputs for it (TargetInfo.Outputs), in order, concatenated.
 // It is shared (the cache holds it) and must not be changed.
 type rowOut []float32
 
 // out returns the values of one output of an answered row.
 func (m *Model) out(r rowOut, name string) []float32 {
 	off := 0
-	for _, o := range m.outputs {
-		if o.name == name {
-			return r[off : off+o.width]
+	for _, o := range m.Outputs {
+		if o.Name == name {
+			return r[off : off+o.Width]
 		}
-		off += o.width
+		off += o.Width
 	}
 	return nil
 }
 
-// RowObserver sees every canonical row a model answered and its output row, whichever front end
+// RowObserver sees every canonical row a target answered and its output row, whichever front end
 // the call came by (the NovaCron RPCs over gRPC or HTTP/JSON, the Open Inference Protocol with raw
-// features or canonical tensors) and whether the answer came from the cache or a run: the drift
-// sketches and the shadow comparison hang here. ObserveRows is called on the caller's goroutine,
-// once per call that got its rows, before they are shaped into its answer, concurrently with other
-// calls; it must not block, and must copy what it keeps (inputs and outputs are the pipeline's).
-// inputs holds len(outputs) rows of the model's Spec.Size() values each; a placement call's rows
-// include the occluded copies its reasoning runs.
+// features or canonical tensors), whether the answer came from the cache or a run, and whatever
+// runs the target (a tensor model or a legacy service): the drift sketches hang here.
+// ObserveRows is called on the caller's goroutine, once per call that got its rows, before they
+// are shaped into its answer (a legacy service's: after its answer is checked), concurrently with
+// other calls; it must not block, and must copy what it keeps (inputs and outputs are the
+// pipeline's). inputs holds len(outputs) rows of the target's Spec.Size() values each; outputs[i]
+// holds row i's values of t.Info().Outputs, in order. A tensor placement call's rows include the
+// occluded copies its reasoning runs.
 type RowObserver interface {
-	ObserveRows(m *Model, inputs []float32, outputs [][]float32)
+	ObserveRows(t Target, inputs []float32, outputs [][]float32)
 }
 
 // rows is the one row pipeline: every front end's canonical rows reach the model through it. With
@@ -248,34 +250,34 @@ func (m *Model) runBatch(ctx context.Context, data []float32, rows int) ([]rowOu
 	if err != nil {
 		return nil, fmt.Errorf("model %q: %w", m.Name, err)
 	}
-	for _, o := range m.outputs {
-		t, ok := res.Output(o.name)
+	for _, o := range m.Outputs {
+		t, ok := res.Output(o.Name)
 		if !ok {
-			return nil, fmt.Errorf("model %q: no output %q: %w", m.Name, o.name, ErrBadOutput)
+			return nil, fmt.Errorf("model %q: no output %q: %w", m.Name, o.Name, ErrBadOutput)
 		}
 		d, err := t.Float32s()
-		if err != nil || len(d) != rows*o.width {
-			return nil, fmt.Errorf("model %q: output %q has %d values, want %d x %d: %w", m.Name, o.name, len(d), rows, o.width, ErrBadOutput)
+		if err != nil || len(d) != rows*o.Width {
+			return nil, fmt.Errorf("model %q: output %q has %d values, want %d x %d: %w", m.Name, o.Name, len(d), rows, o.Width, ErrBadOutput)
 		}
 		for i, v := range d {
 			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-				return nil, fmt.Errorf("model %q: output %q row %d holds %v: %w", m.Name, o.name, i/o.width, v, ErrBadOutput)
+				return nil, fmt.Errorf("model %q: output %q row %d holds %v: %w", m.Name, o.Name, i/o.Width, v, ErrBadOutput)
 			}
 		}
 	}
 	width := 0
-	for _, o := range m.outputs {
-		width += o.width
+	for _, o := range m.Outputs {
+		width += o.Width
 	}
 	all := make([]float32, rows*width)
 	off := 0
-	for _, o := range m.outputs {
-		t, _ := res.Output(o.name)
+	for _, o := range m.Outputs {
+		t, _ := res.Output(o.Name)
 		d := t.Data.([]float32)
 		for i := 0; i < rows; i++ {
-			copy(all[i*width+off:], d[i*o.width:(i+1)*o.width])
+			copy(all[i*width+off:], d[i*o.Width:(i+1)*o.Width])
 		}
-		off += o.width
+		off += o.Width
 	}
 	out := make([]rowOut, rows)
 	for i := range out {

@@ -35,7 +35,7 @@ func (s *Service) optimizePlacement(ctx context.Context, req *aipb.PlacementRequ
 	if err := s.checkID("workload_id", req.GetWorkloadId()); err != nil {
 		return nil, err
 	}
-	m, err := s.model(req.GetModel(), func(r Routes) string { return r.Placement }, TaskPlacement, "OptimizePlacement")
+	p, err := as[Placer](s.target(req.GetModel(), familyPlacement, "OptimizePlacement"))
 	if err != nil {
 		return nil, err
 	}
@@ -46,9 +46,30 @@ func (s *Service) optimizePlacement(ctx context.Context, req *aipb.PlacementRequ
 	case len(nodes) > s.cfg.MaxNodes:
 		return nil, invalid("available_nodes", fmt.Sprintf("%d nodes, at most %d per call (limits.max_nodes)", len(nodes), s.cfg.MaxNodes))
 	}
+	seen := make(map[string]int, len(nodes))
+	for i, n := range nodes {
+		at := "available_nodes[" + strconv.Itoa(i) + "].node_id"
+		if n.GetNodeId() == "" {
+			return nil, invalid(at, "required")
+		}
+		if err := s.checkID(at, n.GetNodeId()); err != nil {
+			return nil, err
+		}
+		if j, dup := seen[n.GetNodeId()]; dup {
+			return nil, invalid(at, fmt.Sprintf("%q repeats available_nodes[%d]", n.GetNodeId(), j))
+		}
+		seen[n.GetNodeId()] = i
+	}
+	return p.Place(ctx, req)
+}
+
+// canonPlacement validates a placement request's requirements and node capacities against the
+// target's spec and canonicalizes one row per node, in the request's order. (The handler has
+// checked the node list and its node_ids.)
+func (b *base) canonPlacement(req *aipb.PlacementRequest) ([]float32, error) {
 	reqs := req.GetRequirements()
 	var known []string
-	for _, f := range m.Spec.Features {
+	for _, f := range b.Spec.Features {
 		if k, ok := strings.CutPrefix(f.Source, "requirements."); ok {
 			known = append(known, k)
 		}
@@ -56,7 +77,7 @@ func (s *Service) optimizePlacement(ctx context.Context, req *aipb.PlacementRequ
 	keys := slices.Sorted(maps.Keys(reqs))
 	for _, k := range keys {
 		if !slices.Contains(known, k) {
-			return nil, invalid("requirements", fmt.Sprintf("unknown key %s; model %q reads %s (names are case-sensitive)", clip(k), m.Name, strings.Join(known, ", ")))
+			return nil, invalid("requirements", fmt.Sprintf("unknown key %s; model %q reads %s (names are case-sensitive)", clip(k), b.Name, strings.Join(known, ", ")))
 		}
 		v := reqs[k]
 		if err := checkFinite("requirements["+strconv.Quote(k)+"]", v); err != nil {
@@ -66,24 +87,13 @@ func (s *Service) optimizePlacement(ctx context.Context, req *aipb.PlacementRequ
 			return nil, invalid("requirements["+strconv.Quote(k)+"]", fmt.Sprintf("%v is negative", v))
 		}
 	}
-	w := m.Spec.Width()
-	per := 1 + w // the node's row, then one row per occluded feature
-	buf := make([]float32, len(nodes)*per*w)
+	nodes := req.GetAvailableNodes()
+	w := b.Spec.Width()
+	buf := make([]float32, len(nodes)*w)
 	raw := make([]float64, w)
-	seen := make(map[string]int, len(nodes))
 	for i, n := range nodes {
 		at := "available_nodes[" + strconv.Itoa(i) + "]"
-		if n.GetNodeId() == "" {
-			return nil, invalid(at+".node_id", "required")
-		}
-		if err := s.checkID(at+".node_id", n.GetNodeId()); err != nil {
-			return nil, err
-		}
-		if j, dup := seen[n.GetNodeId()]; dup {
-			return nil, invalid(at+".node_id", fmt.Sprintf("%q repeats available_nodes[%d]", n.GetNodeId(), j))
-		}
-		seen[n.GetNodeId()] = i
-		for j, f := range m.Spec.Features {
+		for j, f := range b.Spec.Features {
 			var v float64
 			switch {
 			case f.Source == "node.cpu_available":
@@ -105,29 +115,42 @@ func (s *Service) optimizePlacement(ctx context.Context, req *aipb.PlacementRequ
 			}
 			raw[j] = v
 		}
-		base := buf[i*per*w : (i*per+1)*w]
-		if err := m.Spec.Canonicalize(base, raw); err != nil {
+		if err := b.Spec.Canonicalize(buf[i*w:(i+1)*w], raw); err != nil {
 			var ve *features.ValueError
-			if errors.As(err, &ve) && ve.Index >= 0 && strings.HasPrefix(m.Spec.Features[ve.Index%w].Source, "requirements.") {
-				return nil, invalid("requirements["+strconv.Quote(strings.TrimPrefix(m.Spec.Features[ve.Index%w].Source, "requirements."))+"]", ve.Reason)
+			if errors.As(err, &ve) && ve.Index >= 0 && strings.HasPrefix(b.Spec.Features[ve.Index%w].Source, "requirements.") {
+				return nil, invalid("requirements["+strconv.Quote(strings.TrimPrefix(b.Spec.Features[ve.Index%w].Source, "requirements."))+"]", ve.Reason)
 			}
 			return nil, fmt.Errorf("%s: %w", at, err)
 		}
+	}
+	return buf, nil
+}
+
+// Place implements Placer: every node is scored, with its occluded copies, in one call of the row
+// pipeline.
+func (m *Model) Place(ctx context.Context, req *aipb.PlacementRequest) (*aipb.PlacementResponse, error) {
+	if m.Task != TaskPlacement {
+		return nil, m.wrongTask(TaskPlacement)
+	}
+	base, err := m.canonPlacement(req)
+	if err != nil {
+		return nil, err
+	}
+	nodes := req.GetAvailableNodes()
+	w := m.Spec.Width()
+	per := 1 + w // the node's row, then one row per occluded feature
+	buf := make([]float32, len(nodes)*per*w)
+	for i := range nodes {
+		row := base[i*w : (i+1)*w]
+		copy(buf[i*per*w:], row)
 		for j := 0; j < w; j++ {
-			row := buf[(i*per+1+j)*w : (i*per+2+j)*w]
-			copy(row, base)
-			row[j] = center(m.Spec.Features[j])
+			occ := buf[(i*per+1+j)*w : (i*per+2+j)*w]
+			copy(occ, row)
+			occ[j] = center(m.Spec.Features[j])
 		}
 	}
 	rows := len(nodes) * per
-	if m.legacy != nil {
-		out, err := m.legacy.OptimizePlacement(ctx, req)
-		if err != nil {
-			return nil, fmt.Errorf("model %q: %w", m.Name, err)
-		}
-		return out, nil
-	}
-	res, err := s.rows(ctx, m, rows, buf, priority(ctx, PriorityHigh), true)
+	res, err := m.svc.rows(ctx, m, rows, buf, priority(ctx, PriorityHigh), true)
 	if err != nil {
 		return nil, err
 	}

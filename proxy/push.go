@@ -41,11 +41,8 @@ func (s *Service) PushMetrics(ctx context.Context, req *aipb.PushMetricsRequest)
 			t = time.UnixMilli(ms)
 		}
 		values := [6]float64{m.GetCpu(), m.GetMemory(), m.GetDiskIo(), m.GetNetworkIo(), m.GetLatency(), m.GetErrorRate()}
-		for _, model := range s.state.Load().models {
-			if model.windows == nil {
-				continue
-			}
-			if err := model.windows.Push(smp.GetVmId(), t, values, now); err != nil {
+		for _, w := range s.state.Load().windows {
+			if err := w.Push(smp.GetVmId(), t, values, now); err != nil {
 				var fe *features.FieldError
 				if errors.As(err, &fe) {
 					return resp, invalid(at()+"."+fe.Field, fmt.Sprintf("%s (%d samples before it stored)", fe.Reason, accepted))

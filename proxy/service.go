@@ -8,8 +8,6 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,14 +17,15 @@ import (
 	"github.com/novacron/sidecar/features"
 )
 
-// The pipeline's code by concern: this file (Config, the Service and its snapshot of models,
-// Swap, Drain, Close, model lookup), limits.go (request bounds and identifiers), pipeline.go (the
-// row pipeline: cache, stale fallback, batcher, backend, output checks), priority.go, and one file
-// per task: forecast.go, push.go, anomaly.go, placement.go.
+// The pipeline's code by concern: this file (Config, the Service and its snapshot of targets,
+// Swap, Drain, Close), target.go (targets, routes, and resolving a call's target), model.go (the
+// tensor model target), legacy.go (the legacy service target), limits.go (request bounds and
+// identifiers), pipeline.go (the row pipeline: cache, stale fallback, batcher, backend, output
+// checks), priority.go, and one file per task: forecast.go, push.go, anomaly.go, placement.go.
 
 // Config is the pipeline's plain-data configuration. Zero values are documented per field.
 type Config struct {
-	// Routes name each RPC family's default model.
+	// Routes name each RPC family's target, for the calls that name no model.
 	Routes Routes
 	// RequestTimeout applies to calls without a deadline. Zero: no timeout of the sidecar's own.
 	RequestTimeout time.Duration
@@ -62,13 +61,6 @@ type Config struct {
 	// DefaultMaxStale.
 	MaxStale time.Duration
 }
-
-// Routes name the default model of each RPC family.
-type Routes struct {
-	Bandwidth, Anomaly, Placement string
-}
-
-func routeBandwidth(r Routes) string { return r.Bandwidth }
 
 func (c *Config) setDefaults() {
 	c.MaxBatchVMs = cmp.Or(c.MaxBatchVMs, DefaultMaxBatchVMs)
@@ -117,17 +109,24 @@ type Service struct {
 
 // snapshot is what a call reads: immutable once stored.
 type snapshot struct {
-	models map[string]*Model
-	routes Routes
+	targets map[string]Target
+	// names lists the targets' names in order, for messages.
+	names []string
+	// tensors are the targets that take tensors (the Models): what the Open Inference Protocol
+	// serves.
+	tensors map[string]*Model
+	routes  Routes
+	// windows are the forecast targets' pushed windows, which PushMetrics fills.
+	windows []*features.Windows
 	// anyStale is set when some model has a stale fallback: then calls carry a note of it.
 	anyStale bool
 	// window is the largest Spec.Size of the forecast models: the most values a window may hold.
 	window int
 }
 
-// New makes a Service over the given models, starting the batcher of each model whose Batching is
-// set. metrics may be nil. Close stops the batchers.
-func New(cfg Config, models []*Model, metrics *Metrics) (*Service, error) {
+// New makes a Service over the given targets, starting the batcher of each whose Batching is set.
+// metrics may be nil. Close stops the batchers.
+func New(cfg Config, targets []Target, metrics *Metrics) (*Service, error) {
 	cfg.setDefaults()
 	s := &Service{cfg: cfg, metrics: metrics, cache: cfg.Cache}
 	s.draining, s.drain = context.WithCancel(context.Background())
@@ -135,104 +134,93 @@ func New(cfg Config, models []*Model, metrics *Metrics) (*Service, error) {
 	if s.cfg.Now == nil {
 		s.cfg.Now = time.Now
 	}
-	if err := s.prepare(models, nil); err != nil {
+	if err := s.prepare(targets, nil); err != nil {
 		return nil, err
 	}
-	s.state.Store(s.snapshot(models, cfg.Routes))
+	s.state.Store(s.snapshot(targets, cfg.Routes))
 	if metrics != nil {
-		metrics.setModels(models)
+		metrics.setTargets(targets)
 	}
 	return s, nil
 }
 
-func (s *Service) snapshot(models []*Model, routes Routes) *snapshot {
-	st := &snapshot{models: make(map[string]*Model, len(models)), routes: routes}
-	for _, x := range models {
-		st.models[x.Name] = x
-		st.anyStale = st.anyStale || (x.StaleFallback && s.cache != nil)
-		if x.Task == TaskForecast {
-			st.window = max(st.window, x.Spec.Size())
+func (s *Service) snapshot(targets []Target, routes Routes) *snapshot {
+	st := &snapshot{targets: make(map[string]Target, len(targets)), tensors: map[string]*Model{}, routes: routes}
+	for _, t := range targets {
+		b := t.common()
+		st.targets[b.Name] = t
+		if m, ok := t.(*Model); ok {
+			st.tensors[b.Name] = m
+			st.anyStale = st.anyStale || (m.StaleFallback && s.cache != nil)
+		}
+		if b.windows != nil {
+			st.windows = append(st.windows, b.windows)
+			st.window = max(st.window, b.Spec.Size())
 		}
 	}
+	st.names = sortedNames(st.targets)
 	return st
 }
 
-// prepare gives each model its windows (those of the old model of its name when the spec is the
-// same, so pushed metrics survive a reload), its metrics and its started batchers. On error no
-// batcher it started is left running.
-func (s *Service) prepare(models []*Model, old map[string]*Model) error {
-	var started []*Model
-	fail := func(m *Model, err error) error {
-		for _, sm := range started {
-			sm.closeBatchers()
+// prepare binds each target to the Service and gives it its windows (those of the old target of
+// its name when the spec is the same, so pushed metrics survive a reload), its metrics and its
+// started batcher. On error no batcher it started is left running.
+func (s *Service) prepare(targets []Target, old map[string]Target) error {
+	var started []Target
+	fail := func(b *base, err error) error {
+		for _, t := range started {
+			t.stop()
 		}
-		return fmt.Errorf("model %q: %w", m.Name, err)
+		return fmt.Errorf("model %q: %w", b.Name, err)
 	}
-	for _, m := range models {
-		if o, ok := old[m.Name]; ok && m.windows == nil && o.windows != nil && o.Spec.Fingerprint() == m.Spec.Fingerprint() {
-			m.windows = o.windows
+	for _, t := range targets {
+		b := t.common()
+		b.svc = s
+		if o, ok := old[b.Name]; ok && b.windows == nil && o.common().windows != nil && o.Info().Spec.Fingerprint() == b.Spec.Fingerprint() {
+			b.windows = o.common().windows
 		}
-		if m.Task == TaskForecast && m.windows == nil {
-			w, err := features.NewWindows(m.Spec, s.cfg.Windows)
+		if b.Task == TaskForecast && b.windows == nil {
+			w, err := features.NewWindows(b.Spec, s.cfg.Windows)
 			if err != nil {
-				return fail(m, err)
+				return fail(b, err)
 			}
-			m.windows = w
+			b.windows = w
 		}
 		if s.metrics != nil {
-			m.metrics = s.metrics.forModel(m.Name)
+			b.metrics = s.metrics.forModel(b.Name)
 		}
 		opts := []batcher.Option{}
-		if m.metrics != nil {
-			opts = append(opts, batcher.WithObserver(m.metrics))
+		if b.metrics != nil {
+			opts = append(opts, batcher.WithObserver(b.metrics))
 		}
-		if m.legacy != nil {
-			if err := m.startLegacyBatcher(opts); err != nil {
-				return fail(m, fmt.Errorf("batching: %w", err))
-			}
-			started = append(started, m)
-			continue
+		if err := t.start(opts); err != nil {
+			return fail(b, fmt.Errorf("batching: %w", err))
 		}
-		if m.Batching == nil || m.batch != nil {
-			continue
-		}
-		size := m.Spec.Size()
-		b, err := batcher.New(*m.Batching, func(ctx context.Context, rows [][]float32) ([]rowOut, error) {
-			buf := make([]float32, len(rows)*size)
-			for i, r := range rows {
-				copy(buf[i*size:], r)
-			}
-			return m.runBatch(ctx, buf, len(rows))
-		}, opts...)
-		if err != nil {
-			return fail(m, fmt.Errorf("batching: %w", err))
-		}
-		m.batch = b
-		started = append(started, m)
+		started = append(started, t)
 	}
 	return nil
 }
 
-// Swap replaces the loaded models and routes (a config reload): the new models' batchers start
-// (a forecast model keeps the pushed windows of the old model of its name when their specs are
-// the same), calls that start afterwards see only the new models, and the old models' batchers
-// close once the calls they hold have run. Swap returns the old models; their backends are the
-// caller's to close (those not reused by the new models). On error nothing changes.
-func (s *Service) Swap(models []*Model, routes Routes) ([]*Model, error) {
+// Swap replaces the loaded targets and routes (a config reload): the new targets' batchers start
+// (a forecast target keeps the pushed windows of the old target of its name when their specs are
+// the same), calls that start afterwards see only the new targets, and the old targets' batchers
+// close once the calls they hold have run. Swap returns the old targets; their Runners are the
+// caller's to close (those not reused by the new targets). On error nothing changes.
+func (s *Service) Swap(targets []Target, routes Routes) ([]Target, error) {
 	s.swapMu.Lock()
 	defer s.swapMu.Unlock()
 	old := s.state.Load()
-	if err := s.prepare(models, old.models); err != nil {
+	if err := s.prepare(targets, old.targets); err != nil {
 		return nil, err
 	}
-	s.state.Store(s.snapshot(models, routes))
+	s.state.Store(s.snapshot(targets, routes))
 	if s.metrics != nil {
-		s.metrics.setModels(models)
+		s.metrics.setTargets(targets)
 	}
-	var out []*Model
-	for _, m := range old.models {
-		m.closeBatchers() // queued calls run on the old model, then its batcher stops
-		out = append(out, m)
+	var out []Target
+	for _, t := range old.targets {
+		t.stop() // queued calls run on the old target, then its batcher stops
+		out = append(out, t)
 	}
 	return out, nil
 }
@@ -246,63 +234,24 @@ func (s *Service) Drain() { s.drain() }
 // defaulted); 0: no bound.
 func (s *Service) ConnectionIdle() time.Duration { return max(s.cfg.MaxConnectionIdle, 0) }
 
-// Close stops the models' batchers once the calls they hold have run. Call it after the front ends
-// have drained and before the backends close.
+// Close stops the targets' batchers once the calls they hold have run. Call it after the front
+// ends have drained and before the Runners close.
 func (s *Service) Close() {
 	s.swapMu.Lock()
 	defer s.swapMu.Unlock()
 	if st := s.state.Load(); st != nil {
-		for _, m := range st.models {
-			m.closeBatchers()
+		for _, t := range st.targets {
+			t.stop()
 		}
 	}
 }
 
-// closeBatchers stops the model's batchers once the calls they hold have run.
-func (m *Model) closeBatchers() {
-	if m.batch != nil {
-		m.batch.Close()
-	}
-	if m.legacyBatch != nil {
-		m.legacyBatch.Close()
-	}
-}
+// Targets returns the loaded targets by name (a snapshot; do not modify).
+func (s *Service) Targets() map[string]Target { return s.state.Load().targets }
 
-// Models returns the loaded models by name (a snapshot; do not modify).
-func (s *Service) Models() map[string]*Model { return s.state.Load().models }
-
-// model resolves a requested model name (empty: the route's default) and checks its task.
-func (s *Service) model(requested string, route func(Routes) string, task, rpc string) (*Model, error) {
-	st := s.state.Load()
-	name := requested
-	if name == "" {
-		name = route(st.routes)
-	}
-	if name == "" {
-		return nil, fmt.Errorf("model: the request names none and %s has no default model (config routes); name one of %s: %w",
-			rpc, strings.Join(s.modelNames(), ", "), ErrUnknownModel)
-	}
-	m, ok := st.models[name]
-	if !ok {
-		if requested == "" {
-			return nil, fmt.Errorf("model: the default model %q of %s is not loaded: %w", name, rpc, ErrUnknownModel)
-		}
-		return nil, fmt.Errorf("model: %q is not loaded (loaded: %s): %w", name, strings.Join(s.modelNames(), ", "), ErrUnknownModel)
-	}
-	if m.Task != task {
-		return nil, invalid("model", fmt.Sprintf("%q is a %s model; %s needs a %s model", name, m.Task, rpc, task))
-	}
-	return m, nil
-}
-
-func (s *Service) modelNames() []string {
-	var n []string
-	for k := range s.state.Load().models {
-		n = append(n, k)
-	}
-	sort.Strings(n)
-	return n
-}
+// Models returns the loaded tensor models by name, the targets the Open Inference Protocol serves
+// (a snapshot; do not modify).
+func (s *Service) Models() map[string]*Model { return s.state.Load().tensors }
 
 // withTimeout applies the configured default timeout to a call without a deadline.
 func (s *Service) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {

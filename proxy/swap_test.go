@@ -84,12 +84,12 @@ func bandwidthSpec(t *testing.T) (*features.Spec, []float64) {
 // refuses it because of one of them; only that caller gets the error, and the other its answer.
 func TestLegacyBatchErrorsStayWithTheirCaller(t *testing.T) {
 	spec, raw := bandwidthSpec(t)
-	m, err := NewLegacyModel("bw", TaskForecast, spec, fakeForwarder{})
+	m, err := NewLegacy("bw", TaskForecast, spec, fakeForwarder{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	m.Batching = &batcher.Config{MaxBatchSize: 64, MaxQueueDelay: time.Hour, PreferredBatchSizes: []int{2}, Priorities: 2}
-	svc, err := New(Config{Routes: Routes{Bandwidth: "bw"}}, []*Model{m}, nil)
+	svc, err := New(Config{Routes: Routes{Bandwidth: Route{Target: "bw"}}}, []Target{m}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,22 +126,24 @@ func TestSwapUnderLoad(t *testing.T) {
 		Inputs: []backends.TensorInfo{{Name: "features", DType: backends.FP32, Shape: []int64{-1, int64(spec.Window), int64(spec.Width())}}},
 		Outputs: []backends.TensorInfo{{Name: "forecast", DType: backends.FP32, Shape: []int64{-1, 10}},
 			{Name: "sigma", DType: backends.FP32, Shape: []int64{-1, 10}}}}
-	mk := func(i int) *Model {
-		var m *Model
-		var err error
+	batching := &batcher.Config{MaxBatchSize: 64, Priorities: 2}
+	mk := func(i int) Target {
 		if i%2 == 0 {
-			m, err = NewModel("bw", TaskForecast, spec, fakeForecaster{10}, meta, Thresholds{})
-		} else {
-			m, err = NewLegacyModel("bw", TaskForecast, spec, fakeForwarder{})
+			m, err := NewModel("bw", TaskForecast, spec, fakeForecaster{10}, meta, Thresholds{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.Batching, m.CacheTTL = batching, -1
+			return m
 		}
+		l, err := NewLegacy("bw", TaskForecast, spec, fakeForwarder{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		m.Batching = &batcher.Config{MaxBatchSize: 64, Priorities: 2}
-		m.CacheTTL = -1
-		return m
+		l.Batching = batching
+		return l
 	}
-	svc, err := New(Config{Routes: Routes{Bandwidth: "bw"}}, []*Model{mk(0)}, nil)
+	svc, err := New(Config{Routes: Routes{Bandwidth: Route{Target: "bw"}}}, []Target{mk(0)}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +180,7 @@ func TestSwapUnderLoad(t *testing.T) {
 		})
 	}
 	for i := 1; i < 2000; i++ {
-		if _, err := svc.Swap([]*Model{mk(i)}, Routes{Bandwidth: "bw"}); err != nil {
+		if _, err := svc.Swap([]Target{mk(i)}, Routes{Bandwidth: Route{Target: "bw"}}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -384,14 +384,13 @@ func printSummary() {
 // pool returns a model's endpoint states.
 func states(t *testing.T, a *app.App, model string) []backends.MemberState {
 	t.Helper()
-	switch b := a.Service.Models()[model].Backend.(type) {
+	switch r := a.Service.Targets()[model].Runner().(type) {
 	case *backends.Remote:
-		return b.Pool().States()
+		return r.Pool().States()
 	case *backends.Fallback:
-		return b.Primary.(*backends.Remote).Pool().States()
-	}
-	if p, ok := a.Service.Models()[model].Legacy().(*legacy.Pooled); ok {
-		return p.Pool().States()
+		return r.Primary.(*backends.Remote).Pool().States()
+	case *legacy.Pooled:
+		return r.Pool().States()
 	}
 	t.Fatalf("model %s has no pool", model)
 	return nil

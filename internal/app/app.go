@@ -51,7 +51,7 @@ type App struct {
 	// reloadMu serializes Reload and Shutdown; it guards cfg, models and stopped.
 	reloadMu sync.Mutex
 	stopped  bool
-	models   []*proxy.Model
+	models   []proxy.Target
 	cache    *cache.Cache[[]float32]
 	observer proxy.RowObserver // nil: none
 	grpc     *grpc.Server
@@ -216,7 +216,7 @@ const healthRefresh = time.Second
 // LoadModels loads every model of cfg: on rt for onnx backends, as pools of endpoints for remote
 // ones, each checked against its feature spec. Pool metrics go to reg and fallbacks are counted in
 // metrics, when they are not nil.
-func LoadModels(ctx context.Context, cfg *config.Config, rt *onnx.Runtime, embedded fs.FS, log io.Writer, reg prometheus.Registerer, metrics *proxy.Metrics) ([]*proxy.Model, error) {
+func LoadModels(ctx context.Context, cfg *config.Config, rt *onnx.Runtime, embedded fs.FS, log io.Writer, reg prometheus.Registerer, metrics *proxy.Metrics) ([]proxy.Target, error) {
 	return newLoader(cfg, rt, embedded, log, reg, metrics).loadAll(ctx)
 }
 
@@ -228,9 +228,9 @@ func newLoader(cfg *config.Config, rt *onnx.Runtime, embedded fs.FS, log io.Writ
 	return l
 }
 
-func (l *loader) loadAll(ctx context.Context) ([]*proxy.Model, error) {
+func (l *loader) loadAll(ctx context.Context) ([]proxy.Target, error) {
 	cfg, log := l.cfg, l.log
-	var models []*proxy.Model
+	var models []proxy.Target
 	for i, mc := range cfg.Models {
 		start := time.Now()
 		where := mc.Path
@@ -242,7 +242,7 @@ func (l *loader) loadAll(ctx context.Context) ([]*proxy.Model, error) {
 		if err != nil {
 			fmt.Fprintln(log, "failed")
 			for _, m := range models {
-				m.Backend.Close()
+				m.Runner().Close()
 			}
 			return nil, modelError(cfg, i, err)
 		}
@@ -250,8 +250,9 @@ func (l *loader) loadAll(ctx context.Context) ([]*proxy.Model, error) {
 		if mc.Backend.Remote() {
 			detail = fmt.Sprintf("%d endpoints, fallback %s", len(mc.Backend.Endpoints), mc.Fallback)
 		}
-		fmt.Fprintf(log, "ok: version %s, spec %s %.12s, %s, %s\n", m.Version, m.Spec.Name,
-			m.Spec.Fingerprint(), detail, time.Since(start).Round(time.Millisecond))
+		info := m.Info()
+		fmt.Fprintf(log, "ok: version %s, spec %s %.12s, %s, %s\n", info.Version, info.Spec.Name,
+			info.Spec.Fingerprint(), detail, time.Since(start).Round(time.Millisecond))
 		models = append(models, m)
 	}
 	return models, nil
@@ -270,7 +271,7 @@ func (l *loader) spec(mc config.Model) (*features.Spec, error) {
 	return spec, nil
 }
 
-func (l *loader) load(ctx context.Context, mc config.Model) (*proxy.Model, error) {
+func (l *loader) load(ctx context.Context, mc config.Model) (proxy.Target, error) {
 	spec, err := l.spec(mc)
 	if err != nil {
 		return nil, err
@@ -286,7 +287,7 @@ func (l *loader) load(ctx context.Context, mc config.Model) (*proxy.Model, error
 	if err != nil {
 		return nil, err
 	}
-	m, err := proxy.NewModel(mc.Name, mc.Task, spec, sess, meta, th)
+	m, err := newModel(mc.Name, mc.Task, spec, sess, meta, th)
 	if err != nil {
 		sess.Close()
 		return nil, err
@@ -294,11 +295,28 @@ func (l *loader) load(ctx context.Context, mc config.Model) (*proxy.Model, error
 	return m, nil
 }
 
+// newModel and newLegacy make targets; on error the Target is nil (not a nil pointer in it).
+func newModel(name, task string, spec *features.Spec, b backends.Backend, meta backends.Metadata, th proxy.Thresholds) (proxy.Target, error) {
+	m, err := proxy.NewModel(name, task, spec, b, meta, th)
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func newLegacy(name, task string, spec *features.Spec, f proxy.Forwarder) (proxy.Target, error) {
+	l, err := proxy.NewLegacy(name, task, spec, f)
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
 // Ready reports each model's readiness (nil when ready).
 func (a *App) Ready(ctx context.Context) map[string]error {
 	out := map[string]error{}
-	for _, m := range a.Service.Models() {
-		out["model/"+m.Name] = m.Backend.Ready(ctx)
+	for name, t := range a.Service.Targets() {
+		out["model/"+name] = t.Runner().Ready(ctx)
 	}
 	return out
 }
@@ -312,7 +330,7 @@ func (a *App) setHealth(ctx context.Context) {
 	defer a.healthMu.Unlock()
 	// A reload may have swapped the models while Ready ran: publish only what is loaded now, and
 	// mark what was published before and is gone SERVICE_UNKNOWN.
-	current := a.Service.Models()
+	current := a.Service.Targets()
 	if a.published == nil {
 		a.published = map[string]bool{}
 	}
@@ -408,8 +426,8 @@ func (a *App) closeBackends() error {
 		a.Service.Close()
 	}
 	var errs []error
-	for _, m := range a.models {
-		errs = append(errs, m.Backend.Close()) // waits for Infer calls in flight; later ones fail Unavailable
+	for _, t := range a.models {
+		errs = append(errs, t.Runner().Close()) // waits for Infer calls in flight; later ones fail Unavailable
 	}
 	if a.cache != nil {
 		a.cache.Close()

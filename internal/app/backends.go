@@ -113,7 +113,7 @@ func specInput(spec *features.Spec) backends.TensorInfo {
 // remote builds a kserve model: one Endpoint per address in a pool. Each endpoint that answers
 // at start must serve a model that fits (the spec's input; the local model's outputs when path
 // is given); at least one must answer unless a local model describes it.
-func (l *loader) remote(ctx context.Context, mc config.Model, spec *features.Spec, th proxy.Thresholds) (*proxy.Model, error) {
+func (l *loader) remote(ctx context.Context, mc config.Model, spec *features.Spec, th proxy.Thresholds) (proxy.Target, error) {
 	be := mc.Backend
 	var local *onnx.Session
 	want := backends.Metadata{Inputs: []backends.TensorInfo{specInput(spec)}}
@@ -191,7 +191,7 @@ func (l *loader) remote(ctx context.Context, mc config.Model, spec *features.Spe
 	} else if local != nil {
 		local.Close() // only described the model
 	}
-	m, err := proxy.NewModel(mc.Name, mc.Task, spec, b, meta, th)
+	m, err := newModel(mc.Name, mc.Task, spec, b, meta, th)
 	if err != nil {
 		b.Close()
 		if local == nil {
@@ -226,7 +226,7 @@ func (l *loader) legacyClient(mc config.Model, addr string) (legacy.Client, erro
 }
 
 // legacyModel builds a model served by instances of a legacy AI service, pooled.
-func (l *loader) legacyModel(mc config.Model, spec *features.Spec) (*proxy.Model, error) {
+func (l *loader) legacyModel(mc config.Model, spec *features.Spec) (proxy.Target, error) {
 	be := mc.Backend
 	var members []backends.Member[legacy.Client]
 	for i, addr := range be.Endpoints {
@@ -246,7 +246,7 @@ func (l *loader) legacyModel(mc config.Model, spec *features.Spec) (*proxy.Model
 		}
 		return nil, fmt.Errorf("backend: %w", err)
 	}
-	m, err := proxy.NewLegacyModel(mc.Name, mc.Task, spec, legacy.NewPooled(pool))
+	m, err := newLegacy(mc.Name, mc.Task, spec, legacy.NewPooled(pool))
 	if err != nil {
 		pool.Close()
 		return nil, err

@@ -2,17 +2,24 @@ package app_test
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/novacron/sidecar/backends"
 	"github.com/novacron/sidecar/backends/oip"
+	"github.com/novacron/sidecar/config"
+	"github.com/novacron/sidecar/examples"
 	"github.com/novacron/sidecar/internal/app"
 	"github.com/novacron/sidecar/proto/inference"
 	aipb "github.com/novacron/sidecar/proto/novacron/ai"
@@ -32,8 +39,8 @@ type recorder struct {
 	calls []seen
 }
 
-func (r *recorder) ObserveRows(m *proxy.Model, inputs []float32, outputs [][]float32) {
-	c := seen{model: m.Name, inputs: slices.Clone(inputs)}
+func (r *recorder) ObserveRows(t proxy.Target, inputs []float32, outputs [][]float32) {
+	c := seen{model: t.Info().Name, inputs: slices.Clone(inputs)}
 	for _, o := range outputs {
 		c.outputs = append(c.outputs, slices.Clone(o))
 	}
@@ -149,5 +156,145 @@ func TestObserverSeesWhatCallersGot(t *testing.T) {
 				t.Errorf("REST row %d class %d: answered %v, observed %v", i, j, probs[i*width+j], c.outputs[i][j])
 			}
 		}
+	}
+}
+
+// TestObserverSeesLegacyRows: a legacy AI service is a target like any other, and the observer
+// sees its calls too: each call's canonical rows (as a tensor model of the same spec would get
+// them) with the values of the answer the caller got. The legacy service here is a second
+// sidecar, which serves the seed's novacron.ai.AIService contract, reached over legacy_grpc.
+func TestObserverSeesLegacyRows(t *testing.T) {
+	up := start(t, nil)
+	yaml := fmt.Sprintf(`listen: {grpc: 127.0.0.1:0, http: "off"}
+cache: {disabled: true}
+models:
+  - {name: bandwidth, task: forecast, spec: embedded:specs/bandwidth.yaml, backend: {kind: legacy_grpc, endpoints: [%[1]s]}}
+  - {name: anomaly, task: anomaly, spec: embedded:specs/anomaly.yaml, backend: {kind: legacy_grpc, endpoints: [%[1]s]}}
+  - {name: placement, task: placement, spec: embedded:specs/placement.yaml, backend: {kind: legacy_grpc, endpoints: [%[1]s]}}
+routes: {predict_bandwidth: bandwidth, detect_anomaly: anomaly, optimize_placement: placement}
+`, up.app.GRPCAddr)
+	cfg, err := config.Parse("legacy-observer.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	a, err := app.Start(context.Background(), cfg, examples.FS, io.Discard, app.WithRowObserver(rec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := a.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	conn, err := grpc.NewClient(a.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := aipb.NewAIServiceClient(conn)
+	ctx := context.Background()
+	targets := a.Service.Targets()
+	for name, tg := range targets {
+		if tg.Info().Platform != "legacy" {
+			t.Fatalf("target %s runs on %q, want a legacy service", name, tg.Info().Platform)
+		}
+	}
+	if len(a.Service.Models()) != 0 {
+		t.Errorf("%d tensor models; a legacy service is not one", len(a.Service.Models()))
+	}
+	one := func(what string) seen {
+		t.Helper()
+		got := rec.take()
+		if len(got) != 1 {
+			t.Fatalf("%s: the observer saw %d calls, want 1", what, len(got))
+		}
+		return got[0]
+	}
+	canon := func(name string, raw []float64) []float32 {
+		spec := targets[name].Info().Spec
+		row := make([]float32, spec.Size())
+		if err := spec.Canonicalize(row, raw); err != nil {
+			t.Fatal(err)
+		}
+		return row
+	}
+
+	// A batch of two forecasts: two rows, each with the predictions its VM was answered.
+	reqs := []*aipb.BandwidthRequest{bandwidthReq(3), bandwidthReq(4)}
+	batch, err := client.PredictBandwidthBatch(ctx, &aipb.BandwidthBatchRequest{Vms: reqs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := one("PredictBandwidthBatch")
+	want := append(canon("bandwidth", reqs[0].HistoricalMetrics), canon("bandwidth", reqs[1].HistoricalMetrics)...)
+	if c.model != "bandwidth" || !slices.Equal(c.inputs, want) || len(c.outputs) != 2 {
+		t.Fatalf("forecast: observed %q, %d outputs; inputs equal to the canonical rows: %v", c.model, len(c.outputs), slices.Equal(c.inputs, want))
+	}
+	for i, r := range batch.Results {
+		if len(r.Predictions) != len(c.outputs[i]) || len(r.Predictions) == 0 {
+			t.Fatalf("forecast %d: answered %d steps, observed %d", i, len(r.Predictions), len(c.outputs[i]))
+		}
+		for j, p := range r.Predictions {
+			if float32(p) != c.outputs[i][j] {
+				t.Errorf("forecast %d step %d: answered %v, observed %v", i, j, p, c.outputs[i][j])
+			}
+		}
+	}
+
+	// An anomaly verdict: its row and its score.
+	an := anomalyReq(97)
+	verdict, err := client.DetectAnomaly(ctx, an)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c = one("DetectAnomaly")
+	cm := an.CurrentMetrics
+	wantAn := canon("anomaly", []float64{cm.Cpu, cm.Memory, cm.DiskIo, cm.NetworkIo, cm.Latency, cm.ErrorRate})
+	if c.model != "anomaly" || !slices.Equal(c.inputs, wantAn) || len(c.outputs) != 1 || c.outputs[0][0] != float32(verdict.Score) {
+		t.Errorf("anomaly: observed %q %v (inputs equal: %v), answered score %v", c.model, c.outputs, slices.Equal(c.inputs, wantAn), verdict.Score)
+	}
+
+	// A placement: one row per scored node, in the request's order, with the node's score.
+	pr := placementReq()
+	placed, err := client.OptimizePlacement(ctx, pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c = one("OptimizePlacement")
+	score := map[string]float64{}
+	for _, cand := range placed.Candidates {
+		score[cand.NodeId] = cand.Score
+	}
+	if c.model != "placement" || len(c.outputs) != len(pr.AvailableNodes) || len(score) != len(pr.AvailableNodes) {
+		t.Fatalf("placement: observed %q with %d rows for %d nodes (%d answered)", c.model, len(c.outputs), len(pr.AvailableNodes), len(score))
+	}
+	spec := targets["placement"].Info().Spec
+	var wantPl []float32
+	for i, n := range pr.AvailableNodes {
+		if c.outputs[i][0] != float32(score[n.NodeId]) {
+			t.Errorf("placement node %s: answered %v, observed %v", n.NodeId, score[n.NodeId], c.outputs[i][0])
+		}
+		var raw []float64
+		for _, f := range spec.Features {
+			switch f.Source {
+			case "node.cpu_available":
+				raw = append(raw, n.CpuAvailable)
+			case "node.memory_available":
+				raw = append(raw, n.MemoryAvailable)
+			default:
+				v, ok := pr.Requirements[strings.TrimPrefix(f.Source, "requirements.")]
+				if !ok {
+					v = math.NaN()
+				}
+				raw = append(raw, v)
+			}
+		}
+		wantPl = append(wantPl, canon("placement", raw)...)
+	}
+	if !slices.Equal(c.inputs, wantPl) {
+		t.Errorf("placement: observed rows %v, want the nodes' canonical rows %v", c.inputs, wantPl)
 	}
 }

@@ -17,15 +17,23 @@ import (
 	"github.com/novacron/sidecar/proxy"
 )
 
-// configure sets what a model takes from its config besides its backend: cache TTL, stale
-// fallback, batching.
-func configure(m *proxy.Model, mc config.Model) {
-	m.CacheTTL = mc.CacheTTL
-	m.StaleFallback = mc.Fallback == config.FallbackStale
+// configure sets what a target takes from its config besides what runs it: batching, and a tensor
+// model's cache TTL and stale fallback.
+func configure(t proxy.Target, mc config.Model) {
+	if m, ok := t.(*proxy.Model); ok {
+		m.CacheTTL = mc.CacheTTL
+		m.StaleFallback = mc.Fallback == config.FallbackStale
+	}
 	if bc := mc.Batching; !bc.Disabled {
-		m.Batching = &batcher.Config{MaxBatchSize: bc.MaxBatchSize, MaxQueueDelay: bc.MaxQueueDelay,
+		b := &batcher.Config{MaxBatchSize: bc.MaxBatchSize, MaxQueueDelay: bc.MaxQueueDelay,
 			PreferredBatchSizes: bc.PreferredBatchSizes, MaxQueueSize: bc.MaxQueueSize, MaxInflightBatches: bc.MaxInflightBatches,
 			Adaptive: bc.Adaptive, Overlap: bc.Overlap != nil && *bc.Overlap, Priorities: 2}
+		switch t := t.(type) {
+		case *proxy.Model:
+			t.Batching = b
+		case *proxy.Legacy:
+			t.Batching = b
+		}
 	}
 }
 
@@ -86,11 +94,11 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) error {
 	start := time.Now()
 	l := &loader{cfg: cfg, rt: a.rt, embedded: a.embedded, log: a.log, poolObs: a.poolObs, metrics: a.metrics, hashes: map[string][32]byte{}}
 	old := map[string]int{}
-	for i, m := range a.models {
-		old[m.Name] = i
+	for i, t := range a.models {
+		old[t.Info().Name] = i
 	}
 	var (
-		models  []*proxy.Model
+		models  []proxy.Target
 		fresh   []io.Closer    // backends and endpoints built by this reload: closed if it fails
 		updates []func() error // pool updates, applied once every model is built
 	)
@@ -107,14 +115,14 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) error {
 		if ctx.Err() != nil {
 			return fail(ctx.Err())
 		}
-		var m *proxy.Model
+		var m proxy.Target
 		var err error
 		if j, ok := old[mc.Name]; ok {
 			m, err = l.reuse(ctx, a.cfg.Models[j], mc, a.models[j], a.hashes[mc.Name], &updates, &fresh)
 		}
 		if m == nil && err == nil {
 			if m, err = l.load(ctx, mc); err == nil {
-				fresh = append(fresh, m.Backend)
+				fresh = append(fresh, m.Runner())
 			}
 		}
 		if err != nil {
@@ -137,14 +145,14 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) error {
 	for _, u := range updates {
 		errs = append(errs, u())
 	}
-	// Close the backends no new model uses.
-	kept := map[backends.Backend]bool{}
-	for _, m := range models {
-		kept[m.Backend] = true
+	// Close the backends and services no new target uses.
+	kept := map[proxy.Runner]bool{}
+	for _, t := range models {
+		kept[t.Runner()] = true
 	}
-	for _, m := range oldModels {
-		if !kept[m.Backend] {
-			errs = append(errs, m.Backend.Close())
+	for _, t := range oldModels {
+		if !kept[t.Runner()] {
+			errs = append(errs, t.Runner().Close())
 		}
 	}
 	a.models, a.cfg, a.hashes = models, cfg, l.hashes
@@ -166,20 +174,22 @@ func cancelled(ctx context.Context) error {
 }
 
 func routes(cfg *config.Config) proxy.Routes {
-	return proxy.Routes{Bandwidth: cfg.Routes.PredictBandwidth, Anomaly: cfg.Routes.DetectAnomaly, Placement: cfg.Routes.OptimizePlacement}
+	return proxy.Routes{Bandwidth: proxy.Route{Target: cfg.Routes.PredictBandwidth}, Anomaly: proxy.Route{Target: cfg.Routes.DetectAnomaly},
+		Placement: proxy.Route{Target: cfg.Routes.OptimizePlacement}}
 }
 
 // reuse builds the new model of mc from the running model cur (configured by was) when their
 // backends can be kept; it returns nil, nil when they cannot (the model is then loaded anew).
 // Remote pools get an update appended to updates; endpoints it creates go to fresh.
-func (l *loader) reuse(ctx context.Context, was, mc config.Model, cur *proxy.Model, sum [32]byte, updates *[]func() error, fresh *[]io.Closer) (*proxy.Model, error) {
+func (l *loader) reuse(ctx context.Context, was, mc config.Model, curT proxy.Target, sum [32]byte, updates *[]func() error, fresh *[]io.Closer) (proxy.Target, error) {
 	spec, err := l.spec(mc)
 	if err != nil {
 		return nil, err
 	}
-	if mc.Task != was.Task || spec.Fingerprint() != cur.Spec.Fingerprint() || mc.Backend.Kind != was.Backend.Kind {
+	if mc.Task != was.Task || spec.Fingerprint() != curT.Info().Spec.Fingerprint() || mc.Backend.Kind != was.Backend.Kind {
 		return nil, nil
 	}
+	cur, _ := curT.(*proxy.Model) // the target of a tensor model's backend kinds
 	if mc.Path != "" {
 		// The local model (the onnx model, or a remote model's local copy) must be the same bytes.
 		_, now, err := l.fileHash(mc.Path)
@@ -194,14 +204,17 @@ func (l *loader) reuse(ctx context.Context, was, mc config.Model, cur *proxy.Mod
 	th := proxy.Thresholds{Threshold: mc.Anomaly.Threshold, Medium: mc.Anomaly.Medium, High: mc.Anomaly.High, Critical: mc.Anomaly.Critical}
 	switch mc.Backend.Kind {
 	case config.BackendONNX:
-		if mc.Path != was.Path || mc.Pool != was.Pool {
+		if mc.Path != was.Path || mc.Pool != was.Pool || cur == nil {
 			return nil, nil
 		}
-		return proxy.NewModel(mc.Name, mc.Task, spec, cur.Backend, cur.Meta, th)
+		return newModel(mc.Name, mc.Task, spec, cur.Backend, cur.Meta, th)
 	case config.BackendKServe:
 		b, was2 := mc.Backend, was.Backend
 		if b.Model != was2.Model || b.Version != was2.Version || mc.Path != was.Path || mc.Fallback != was.Fallback ||
 			!reflect.DeepEqual(b.Metadata, was2.Metadata) || b.Timeout != was2.Timeout {
+			return nil, nil
+		}
+		if cur == nil {
 			return nil, nil
 		}
 		remote, ok := cur.Backend.(*backends.Remote)
@@ -235,9 +248,9 @@ func (l *loader) reuse(ctx context.Context, was, mc config.Model, cur *proxy.Mod
 			return nil, err
 		}
 		*updates = append(*updates, func() error { return update(pool, pc, members, added) })
-		return proxy.NewModel(mc.Name, mc.Task, spec, cur.Backend, cur.Meta, th)
+		return newModel(mc.Name, mc.Task, spec, cur.Backend, cur.Meta, th)
 	case config.BackendLegacyHTTP, config.BackendLegacyGRPC:
-		pooled, ok := cur.Legacy().(*legacy.Pooled)
+		pooled, ok := curT.Runner().(*legacy.Pooled)
 		if !ok || mc.Backend.Timeout != was.Backend.Timeout {
 			return nil, nil
 		}
@@ -262,7 +275,7 @@ func (l *loader) reuse(ctx context.Context, was, mc config.Model, cur *proxy.Mod
 			return nil, err
 		}
 		*updates = append(*updates, func() error { return update(pool, pc, members, added) })
-		return proxy.NewLegacyModel(mc.Name, mc.Task, spec, pooled)
+		return newLegacy(mc.Name, mc.Task, spec, pooled)
 	}
 	return nil, nil
 }
