@@ -40,6 +40,11 @@ func (c *checker) add(n *yaml.Node, path, msg string) {
 
 var durationType = reflect.TypeFor[time.Duration]()
 
+// shorthand is implemented by mapping types that may be written as one name instead (Route).
+type shorthand interface{ shorthand() }
+
+var shorthandType = reflect.TypeFor[shorthand]()
+
 // walk checks the node n, at YAML path path ("" for the top), against the Go type t; see check.
 func (c *checker) walk(n *yaml.Node, t reflect.Type, path string) {
 	for n.Kind == yaml.AliasNode && n.Alias != nil {
@@ -56,6 +61,12 @@ func (c *checker) walk(n *yaml.Node, t reflect.Type, path string) {
 	}
 	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
 		return // the zero value
+	}
+	if n.Kind == yaml.ScalarNode && reflect.PointerTo(t).Implements(shorthandType) {
+		if n.ShortTag() != "!!str" {
+			c.add(n, path, mismatch(n, "a name or a mapping"))
+		}
+		return // a mapping written as its one name (routes.predict_bandwidth: bandwidth)
 	}
 	switch {
 	case t == durationType:

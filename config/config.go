@@ -32,6 +32,15 @@ type Config struct {
 	Routes      Routes      `yaml:"routes"`
 	Cache       Cache       `yaml:"cache"`
 	Windows     Windows     `yaml:"windows"`
+	// Shadow configures the workers that run shadowed calls (routes' shadow targets and
+	// migrations' comparisons).
+	Shadow Shadow `yaml:"shadow"`
+	// Migrations move routes from one target to another by stages and gates (see Migration).
+	Migrations []Migration `yaml:"migrations"`
+	// StateFile keeps each migration's stage across restarts; required with migrations.
+	StateFile string `yaml:"state_file"`
+	// Admin is the admin listener (migration status and actions).
+	Admin Admin `yaml:"admin"`
 	// ShutdownTimeout bounds the drain of in-flight calls on SIGINT/SIGTERM. Zero: 10s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 
@@ -292,11 +301,119 @@ type Anomaly struct {
 	Critical  float64 `yaml:"critical"`
 }
 
-// Routes name the default model of each RPC family, used when a request names none. A route left
+// Routes say where each NovaCron RPC family's calls go when a request names no model. A route left
 // empty defaults to the model named bandwidth, anomaly or placement when one is configured, else
 // stays empty: then requests of that family must name their model.
 type Routes struct {
-	PredictBandwidth  string `yaml:"predict_bandwidth"`
-	DetectAnomaly     string `yaml:"detect_anomaly"`
-	OptimizePlacement string `yaml:"optimize_placement"`
+	// PredictBandwidth routes PredictBandwidth and PredictBandwidthBatch.
+	PredictBandwidth  Route `yaml:"predict_bandwidth"`
+	DetectAnomaly     Route `yaml:"detect_anomaly"`
+	OptimizePlacement Route `yaml:"optimize_placement"`
+}
+
+// Route is one family's route (see proxy.Route), written as its target's name
+// (routes.predict_bandwidth: bandwidth) or as a mapping.
+type Route struct {
+	// Target is the primary target, a model's name: it serves the calls no split arm takes.
+	Target string `yaml:"target"`
+	// Split sends percent (0..100) of the keys to each other target, sticky by key.
+	Split []Arm `yaml:"split"`
+	// Shadow also sends percent (0..100) of the calls to each shadow target, detached, and
+	// compares the answers.
+	Shadow []Arm `yaml:"shadow"`
+	// Key is what the split hashes: vm_id (forecasts and anomalies), workload_id (placements) or
+	// call (no stickiness). Empty: the family's identifier (proxy.DefaultKey).
+	Key string `yaml:"key"`
+	// Compare says when a shadow's answer agrees with the serving target's (migrate.Tolerances).
+	Compare Compare `yaml:"compare"`
+}
+
+func (Route) shorthand() {}
+
+// UnmarshalYAML takes a route written as a name or as a mapping. (check has refused unknown keys
+// already, with the file's line.)
+func (r *Route) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		*r = Route{Target: n.Value}
+		return nil
+	}
+	type plain Route
+	return n.Decode((*plain)(r))
+}
+
+// Arm is a target with a share of a route's calls, in percent.
+type Arm struct {
+	Target  string  `yaml:"target"`
+	Percent float64 `yaml:"percent"`
+}
+
+// Compare holds a route's comparison tolerances; zero values take migrate's defaults
+// (migrate.DefaultAbs, DefaultRel, DefaultScore, DefaultMinTau).
+type Compare struct {
+	// Abs and Rel: a forecast step agrees when |a - b| <= abs + rel * |a| (a: the baseline's).
+	Abs float64 `yaml:"abs"`
+	Rel float64 `yaml:"rel"`
+	// Score: anomaly scores agree within this absolute difference.
+	Score float64 `yaml:"score"`
+	// MinTau: placements agree when their best node is the same and Kendall's tau of the two
+	// rankings is at least this.
+	MinTau float64 `yaml:"min_tau"`
+}
+
+// Shadow configures the shadow workers (proxy.Config's Shadow* fields).
+type Shadow struct {
+	// Queue bounds the shadowed calls waiting; a call that finds it full is dropped and counted.
+	// Zero: proxy.DefaultShadowQueue.
+	Queue int `yaml:"queue"`
+	// Workers run shadowed calls at once. Zero: proxy.DefaultShadowWorkers.
+	Workers int `yaml:"workers"`
+	// Timeout bounds each shadowed call. Zero: proxy.DefaultShadowTimeout.
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// Migration moves a route from its target (the baseline) to another (the candidate) through
+// stages, advancing when its gates hold and rolling back when one fails (see migrate.Spec).
+type Migration struct {
+	// Name identifies it (admin API, metrics, state file).
+	Name string `yaml:"name"`
+	// Route is the route it drives: predict_bandwidth, detect_anomaly or optimize_placement. The
+	// route's target is the baseline; the route may not have a split or shadows of its own.
+	Route string `yaml:"route"`
+	// To is the candidate, a model of the route's task.
+	To string `yaml:"to"`
+	// Stages in order. Empty: migrate.DefaultStages.
+	Stages []Stage `yaml:"stages"`
+	Gates  Gates   `yaml:"gates"`
+}
+
+// Stage is one step of a migration (percents 0..100).
+type Stage struct {
+	// Split is the share of the route's keys the candidate serves.
+	Split float64 `yaml:"split"`
+	// Shadow is the share of calls also sent to the other target and compared.
+	Shadow float64 `yaml:"shadow"`
+	// MinDuration and MinCalls (compared calls) bound the stage from below. Zero:
+	// migrate.DefaultMinDuration, migrate.DefaultMinCalls.
+	MinDuration time.Duration `yaml:"min_duration"`
+	MinCalls    int64         `yaml:"min_calls"`
+}
+
+// Gates are a migration's conditions to advance (zero: migrate's Default* values).
+type Gates struct {
+	// MaxDisagreement is the largest share (0..1) of compared calls that may disagree.
+	MaxDisagreement float64 `yaml:"max_disagreement"`
+	// MaxShadowErrors is the largest share (0..1) of the candidate's calls that may fail.
+	MaxShadowErrors float64 `yaml:"max_shadow_errors"`
+	// MaxP99Delta bounds the p99 of the candidate's latency minus the baseline's.
+	MaxP99Delta time.Duration `yaml:"max_p99_delta"`
+	// Confidence of the rates' bounds, in (0, 1).
+	Confidence float64 `yaml:"confidence"`
+}
+
+// Admin is the admin listener: migration status and actions, over HTTP, apart from the data ports.
+type Admin struct {
+	// Listen is a loopback host:port or unix:/path/to/socket. Empty: no admin listener.
+	Listen string `yaml:"listen"`
+	// TokenFile holds the bearer token every admin call must carry; required for host:port.
+	TokenFile string `yaml:"token_file"`
 }

@@ -32,9 +32,9 @@ func (c *Config) SetDefaults() {
 		}
 		return ""
 	}
-	def(&c.Routes.PredictBandwidth, has("bandwidth"))
-	def(&c.Routes.DetectAnomaly, has("anomaly"))
-	def(&c.Routes.OptimizePlacement, has("placement"))
+	def(&c.Routes.PredictBandwidth.Target, has("bandwidth"))
+	def(&c.Routes.DetectAnomaly.Target, has("anomaly"))
+	def(&c.Routes.OptimizePlacement.Target, has("placement"))
 	for i := range c.Models {
 		m := &c.Models[i]
 		if m.Pool.Sessions == 0 {

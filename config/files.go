@@ -96,6 +96,15 @@ func fileKind(m fs.FileMode) string {
 	return fmt.Sprintf("a special file (%v)", m.Type())
 }
 
+// File resolves a path the config names (state_file, admin.token_file) against the config's
+// directory: an absolute path, or "", stays as it is.
+func (c *Config) File(path string) string {
+	if path == "" || filepath.IsAbs(path) || c.Dir() == "" {
+		return path
+	}
+	return filepath.Join(c.Dir(), path)
+}
+
 // Dir is the folder relative paths in c are resolved from: the config file's folder, or "" for
 // an embedded config (whose paths are embedded too).
 func (c *Config) Dir() string {

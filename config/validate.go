@@ -9,7 +9,10 @@ import (
 	"time"
 
 	"github.com/novacron/sidecar/backends"
+	"github.com/novacron/sidecar/features"
 	"github.com/novacron/sidecar/proxy"
+	"github.com/novacron/sidecar/proxy/admin"
+	"github.com/novacron/sidecar/proxy/migrate"
 )
 
 // Validate checks a defaulted Config. Each error names its YAML path (models[1].pool.sessions).
@@ -124,19 +127,22 @@ func (c *Config) Validate() error {
 			add(p+".anomaly", "only an anomaly model takes anomaly thresholds")
 		}
 	}
-	for _, r := range []struct{ path, name, task string }{
-		{"routes.predict_bandwidth", c.Routes.PredictBandwidth, TaskForecast},
-		{"routes.detect_anomaly", c.Routes.DetectAnomaly, TaskAnomaly},
-		{"routes.optimize_placement", c.Routes.OptimizePlacement, TaskPlacement},
-	} {
-		task, ok := names[r.name]
-		switch {
-		case r.name == "":
-		case !ok:
-			add(r.path, "model %q is not in models", r.name)
-		case task != r.task:
-			add(r.path, "model %q has task %s, this route needs a %s model", r.name, task, r.task)
+	validateRoutes(c, names, add)
+	validateMigrations(c, names, add)
+	if c.Admin.Listen != "" {
+		for _, e := range unjoin(c.Admin.Options().Validate()) {
+			if e == nil {
+				continue
+			}
+			path, msg, ok := strings.Cut(e.Error(), ": ")
+			if !ok || !strings.HasPrefix(path, "admin.") {
+				path, msg = "admin", e.Error()
+			}
+			add(path, "%s", msg)
 		}
+	}
+	if c.Shadow.Queue < 0 || c.Shadow.Workers < 0 || c.Shadow.Timeout < 0 {
+		add("shadow", "queue %d, workers %d, timeout %v: none may be negative (0: the default)", c.Shadow.Queue, c.Shadow.Workers, c.Shadow.Timeout)
 	}
 	return errors.Join(errs...)
 }
@@ -220,5 +226,143 @@ func validateBackend(c *Config, p string, m Model, add func(path, format string,
 		}
 	default:
 		add(p+".fallback", "%q is not one of none, local, stale", m.Fallback)
+	}
+}
+
+// Options are the admin listener's settings as package admin takes them.
+func (a Admin) Options() admin.Config { return admin.Config{Listen: a.Listen, TokenFile: a.TokenFile} }
+
+// RouteOf returns the route a Routes holds under a route name (proxy.RouteBandwidth, ...).
+func (r *Routes) RouteOf(name string) *Route {
+	switch name {
+	case proxy.RouteBandwidth:
+		return &r.PredictBandwidth
+	case proxy.RouteAnomaly:
+		return &r.DetectAnomaly
+	case proxy.RoutePlacement:
+		return &r.OptimizePlacement
+	}
+	return nil
+}
+
+// Proxy is the route as the pipeline takes it.
+func (r Route) Proxy() proxy.Route {
+	out := proxy.Route{Target: r.Target, Key: r.Key}
+	for _, a := range r.Split {
+		out.Split = append(out.Split, proxy.Arm{Target: a.Target, Percent: a.Percent})
+	}
+	for _, a := range r.Shadow {
+		out.Shadow = append(out.Shadow, proxy.Arm{Target: a.Target, Percent: a.Percent})
+	}
+	return out
+}
+
+// Tolerances are the route's comparison tolerances as package migrate takes them.
+func (r Route) Tolerances() migrate.Tolerances {
+	return migrate.Tolerances{Abs: r.Compare.Abs, Rel: r.Compare.Rel, Score: r.Compare.Score, MinTau: r.Compare.MinTau}
+}
+
+// validateRoutes checks each route: its shape (proxy.ValidateRoute), that it names loaded models
+// of its task (names: model name to task), and its tolerances.
+func validateRoutes(c *Config, names map[string]string, add func(path, format string, args ...any)) {
+	for _, name := range proxy.RouteNames {
+		r := c.Routes.RouteOf(name)
+		p := "routes." + name
+		if err := proxy.ValidateRoute(name, r.Proxy()); err != nil {
+			var fe *features.FieldError
+			if errors.As(err, &fe) {
+				add(p+"."+fe.Field, "%s", fe.Reason)
+			} else {
+				add(p, "%v", err)
+			}
+		}
+		task := proxy.TaskOfRoute(name)
+		check := func(path, model string) {
+			t, ok := names[model]
+			switch {
+			case model == "":
+			case !ok:
+				add(path, "model %q is not in models", model)
+			case t != task:
+				add(path, "model %q has task %s, this route needs a %s model", model, t, task)
+			}
+		}
+		check(p+".target", r.Target)
+		for i, a := range r.Split {
+			check(fmt.Sprintf("%s.split[%d].target", p, i), a.Target)
+		}
+		for i, a := range r.Shadow {
+			check(fmt.Sprintf("%s.shadow[%d].target", p, i), a.Target)
+		}
+		if err := r.Tolerances().Validate(); err != nil {
+			add(p+".compare", "%v", err)
+		}
+	}
+}
+
+// Spec is the migration as package migrate takes it, its baseline the route's target.
+func (m Migration) Spec(routes *Routes) migrate.Spec {
+	sp := migrate.Spec{Name: m.Name, Route: m.Route, To: m.To,
+		Gates: migrate.Gates{MaxDisagreement: m.Gates.MaxDisagreement, MaxShadowErrors: m.Gates.MaxShadowErrors,
+			MaxP99Delta: m.Gates.MaxP99Delta, Confidence: m.Gates.Confidence}}
+	if r := routes.RouteOf(m.Route); r != nil {
+		sp.From, sp.Key = r.Target, r.Key
+	}
+	for _, st := range m.Stages {
+		sp.Stages = append(sp.Stages, migrate.Stage{Split: st.Split, Shadow: st.Shadow, MinDuration: st.MinDuration, MinCalls: st.MinCalls})
+	}
+	return sp
+}
+
+// Specs are the migrations as package migrate takes them.
+func (c *Config) Specs() []migrate.Spec {
+	var out []migrate.Spec
+	for _, m := range c.Migrations {
+		out = append(out, m.Spec(&c.Routes))
+	}
+	return out
+}
+
+// validateMigrations checks each migration: its name, its route (one migration per route; the
+// route has a target and no split or shadow of its own), its candidate, its stages and gates
+// (migrate.Spec.Validate), and that state_file is set.
+func validateMigrations(c *Config, names map[string]string, add func(path, format string, args ...any)) {
+	seen, routes := map[string]bool{}, map[string]bool{}
+	for i, m := range c.Migrations {
+		p := fmt.Sprintf("migrations[%d]", i)
+		switch {
+		case !nameRE.MatchString(m.Name):
+			add(p+".name", "%q must match %s", m.Name, nameRE)
+		case seen[m.Name]:
+			add(p+".name", "%q is used twice", m.Name)
+		}
+		seen[m.Name] = true
+		r := c.Routes.RouteOf(m.Route)
+		switch {
+		case r == nil:
+			add(p+".route", "%q is not a route; routes are %s", m.Route, strings.Join(proxy.RouteNames, ", "))
+			continue
+		case routes[m.Route]:
+			add(p+".route", "%s has a migration already; one migration per route", m.Route)
+		case r.Target == "":
+			add(p+".route", "routes.%s has no target: the migration starts from it", m.Route)
+		case len(r.Split) > 0 || len(r.Shadow) > 0:
+			add(p+".route", "routes.%s has a split or shadows of its own; a migration sets them by its stages", m.Route)
+		}
+		routes[m.Route] = true
+		task := proxy.TaskOfRoute(m.Route)
+		if t, ok := names[m.To]; m.To != "" && !ok {
+			add(p+".to", "model %q is not in models", m.To)
+		} else if ok && t != task {
+			add(p+".to", "model %q has task %s, route %s needs a %s model", m.To, t, m.Route, task)
+		}
+		if err := m.Spec(&c.Routes).Validate(); err != nil {
+			for _, e := range unjoin(err) {
+				add(p, "%v", e)
+			}
+		}
+	}
+	if len(c.Migrations) > 0 && c.StateFile == "" {
+		add("state_file", "required with migrations: the file that keeps each migration's stage across restarts (such as /var/lib/novacron-sidecar/state.json)")
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/novacron/sidecar/features"
 	aipb "github.com/novacron/sidecar/proto/novacron/ai"
 )
@@ -20,7 +22,18 @@ func (s *Service) detectAnomaly(ctx context.Context, req *aipb.AnomalyRequest) (
 	if err := s.checkIDs("", req.GetModel(), req.GetVmId()); err != nil {
 		return nil, err
 	}
-	d, err := as[Detector](s.target(req.GetModel(), familyAnomaly, "DetectAnomaly"))
+	st := s.state.Load()
+	d, err := s.decide(ctx, st, req.GetModel(), familyAnomaly, "DetectAnomaly", req.GetVmId())
+	if err != nil {
+		return nil, err
+	}
+	d.count(1)
+	return routed(s, ctx, st, d, TaskAnomaly, req, detect, func(r *aipb.AnomalyResponse) proto.Message { return r })
+}
+
+// detect calls a target's Detect.
+func detect(ctx context.Context, t Target, req *aipb.AnomalyRequest) (*aipb.AnomalyResponse, error) {
+	d, err := as[Detector](t, nil)
 	if err != nil {
 		return nil, err
 	}

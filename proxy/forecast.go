@@ -2,8 +2,11 @@ package proxy
 
 import (
 	"context"
+	"sync"
+
 	"errors"
 	"fmt"
+	"google.golang.org/protobuf/proto"
 	"math"
 	"strconv"
 	"strings"
@@ -24,15 +27,32 @@ func (s *Service) predictBandwidth(ctx context.Context, req *aipb.BandwidthReque
 	if err := s.checkIDs("", req.GetModel(), req.GetVmId()); err != nil {
 		return nil, err
 	}
-	f, err := as[Forecaster](s.target(req.GetModel(), familyForecast, "PredictBandwidth"))
+	st := s.state.Load()
+	d, err := s.decide(ctx, st, req.GetModel(), familyForecast, "PredictBandwidth", req.GetVmId())
 	if err != nil {
 		return nil, err
 	}
-	out, err := f.Forecast(ctx, []*aipb.BandwidthRequest{req}, false)
+	d.count(1)
+	out, err := routed(s, ctx, st, d, TaskForecast, &aipb.BandwidthBatchRequest{Vms: []*aipb.BandwidthRequest{req}}, forecastCall(nil), forecastMsg)
 	if err != nil {
 		return nil, err
 	}
 	return out[0], nil
+}
+
+// forecastCall calls a target's Forecast with the VMs of a call (at as Forecaster.Forecast takes it).
+func forecastCall(at []int) func(context.Context, Target, *aipb.BandwidthBatchRequest) ([]*aipb.BandwidthResponse, error) {
+	return func(ctx context.Context, t Target, q *aipb.BandwidthBatchRequest) ([]*aipb.BandwidthResponse, error) {
+		f, err := as[Forecaster](t, nil)
+		if err != nil {
+			return nil, err
+		}
+		return f.Forecast(ctx, q.GetVms(), at)
+	}
+}
+
+func forecastMsg(out []*aipb.BandwidthResponse) proto.Message {
+	return &aipb.BandwidthBatchResponse{Results: out}
 }
 
 // PredictBandwidthBatch forecasts many VMs as one model batch; results follow the order of vms.
@@ -46,10 +66,6 @@ func (s *Service) predictBandwidthBatch(ctx context.Context, req *aipb.Bandwidth
 	if err := s.checkID("model", req.GetModel()); err != nil {
 		return nil, err
 	}
-	f, err := as[Forecaster](s.target(req.GetModel(), familyForecast, "PredictBandwidthBatch"))
-	if err != nil {
-		return nil, err
-	}
 	vms := req.GetVms()
 	switch {
 	case len(vms) == 0:
@@ -57,33 +73,112 @@ func (s *Service) predictBandwidthBatch(ctx context.Context, req *aipb.Bandwidth
 	case len(vms) > s.cfg.MaxBatchVMs:
 		return nil, invalid("vms", fmt.Sprintf("%d VMs, at most %d per call (limits.max_batch_vms)", len(vms), s.cfg.MaxBatchVMs))
 	}
-	name := f.Info().Name
+	st := s.state.Load()
+	// A VM may name the batch's model (or, when the batch names none, its route's target) or none.
+	batchModel := req.GetModel()
+	if r := st.routes[RouteBandwidth]; batchModel == "" && r != nil {
+		batchModel = r.Target
+	}
 	for i, vm := range vms {
 		if err := s.checkIDs(fmt.Sprintf("vms[%d].", i), vm.GetModel(), vm.GetVmId()); err != nil {
 			return nil, err
 		}
-		if vm.GetModel() != "" && vm.GetModel() != name {
-			return nil, invalid(fmt.Sprintf("vms[%d].model", i), fmt.Sprintf("%q differs from the batch's model %q; one batch runs one model", vm.GetModel(), name))
+		if vm.GetModel() != "" && vm.GetModel() != batchModel {
+			return nil, invalid(fmt.Sprintf("vms[%d].model", i), fmt.Sprintf("%q differs from the batch's model %q; one batch runs one model", vm.GetModel(), batchModel))
 		}
 	}
-	out, err := f.Forecast(ctx, vms, true)
+	d, err := s.decide(ctx, st, req.GetModel(), familyForecast, "PredictBandwidthBatch", vms[0].GetVmId())
+	if err != nil {
+		return nil, err
+	}
+	if d.route == nil || len(d.route.bounds) == 0 {
+		d.count(len(vms))
+		out, err := routed(s, ctx, st, d, TaskForecast, req, forecastCall(identity(len(vms))), forecastMsg)
+		if err != nil {
+			return nil, err
+		}
+		return &aipb.BandwidthBatchResponse{Results: out}, nil
+	}
+	out, err := s.splitForecast(ctx, st, d.route, vms)
 	if err != nil {
 		return nil, err
 	}
 	return &aipb.BandwidthBatchResponse{Results: out}, nil
 }
 
+// splitForecast serves a batch whose route splits it: each VM goes to its own arm (so one VM sees
+// one arm whatever batch it comes in), the arms' parts run at once, and the answers come back in
+// the order of vms. Errors name the VM by its index in vms; the first failing part's error (in
+// the order of the arms' first VMs) is the call's.
+func (s *Service) splitForecast(ctx context.Context, st *snapshot, r *route, vms []*aipb.BandwidthRequest) ([]*aipb.BandwidthResponse, error) {
+	type part struct {
+		d   decision
+		at  []int
+		out []*aipb.BandwidthResponse
+		err error
+	}
+	var parts []*part
+	byArm := map[string]*part{}
+	for i, vm := range vms {
+		name := r.arm(vm.GetVmId())
+		p := byArm[name]
+		if p == nil {
+			t, err := s.target(st, name, fromRoute, familyForecast, "PredictBandwidthBatch")
+			if err != nil {
+				return nil, err
+			}
+			p = &part{d: decision{serve: t, route: r}}
+			byArm[name] = p
+			parts = append(parts, p)
+		}
+		p.at = append(p.at, i)
+	}
+	run := func(p *part) {
+		sub := make([]*aipb.BandwidthRequest, len(p.at))
+		for j, i := range p.at {
+			sub[j] = vms[i]
+		}
+		p.d.count(len(sub))
+		p.out, p.err = routed(s, ctx, st, p.d, TaskForecast, &aipb.BandwidthBatchRequest{Vms: sub}, forecastCall(p.at), forecastMsg)
+	}
+	var wg sync.WaitGroup
+	for _, p := range parts[1:] {
+		wg.Go(func() { run(p) })
+	}
+	run(parts[0])
+	wg.Wait()
+	out := make([]*aipb.BandwidthResponse, len(vms))
+	for _, p := range parts {
+		if p.err != nil {
+			return nil, p.err
+		}
+		for j, i := range p.at {
+			out[i] = p.out[j]
+		}
+	}
+	return out, nil
+}
+
+// identity returns 0..n-1.
+func identity(n int) []int {
+	at := make([]int, n)
+	for i := range at {
+		at[i] = i
+	}
+	return at
+}
+
 // Forecast implements Forecaster: the requests' windows are canonicalized and answered through the
 // row pipeline as one call.
-func (m *Model) Forecast(ctx context.Context, reqs []*aipb.BandwidthRequest, batch bool) ([]*aipb.BandwidthResponse, error) {
+func (m *Model) Forecast(ctx context.Context, reqs []*aipb.BandwidthRequest, at []int) ([]*aipb.BandwidthResponse, error) {
 	if m.Task != TaskForecast {
 		return nil, m.wrongTask(TaskForecast)
 	}
-	buf, err := m.canonWindows(reqs, batch)
+	buf, err := m.canonWindows(reqs, at)
 	if err != nil {
 		return nil, err
 	}
-	res, err := m.svc.rows(ctx, m, len(reqs), buf, forecastPriority(ctx, batch), true)
+	res, err := m.svc.rows(ctx, m, len(reqs), buf, forecastPriority(ctx, at != nil), true)
 	if err != nil {
 		return nil, err
 	}
@@ -100,16 +195,16 @@ func forecastPriority(ctx context.Context, batch bool) int {
 }
 
 // canonWindows validates forecast requests against the target's spec and canonicalizes their
-// windows (a pushed one where a request sends none), one row each. With batch, errors name the
-// request as vms[i].
-func (b *base) canonWindows(reqs []*aipb.BandwidthRequest, batch bool) ([]float32, error) {
+// windows (a pushed one where a request sends none), one row each. With at, errors name request i
+// as vms[at[i]].
+func (b *base) canonWindows(reqs []*aipb.BandwidthRequest, at []int) ([]float32, error) {
 	size := b.Spec.Size()
 	buf := make([]float32, len(reqs)*size)
 	now := b.svc.cfg.Now()
 	for i, r := range reqs {
 		vm := -1
-		if batch {
-			vm = i
+		if at != nil {
+			vm = at[i]
 		}
 		if err := b.canonWindow(buf[i*size:(i+1)*size], r, vm, now); err != nil {
 			return nil, err

@@ -33,7 +33,7 @@ func fuzzService(t *testing.T) *Service {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := New(Config{Routes: Routes{Bandwidth: Route{Target: "bandwidth"}, Anomaly: Route{Target: "anomaly"}, Placement: Route{Target: "placement"}}, MaxNodes: 64, MaxBatchVMs: 64}, []Target{bw, an, pl}, nil)
+	svc, err := New(Config{Routes: Routes{RouteBandwidth: {Target: "bandwidth"}, RouteAnomaly: {Target: "anomaly"}, RoutePlacement: {Target: "placement"}}, MaxNodes: 64, MaxBatchVMs: 64}, []Target{bw, an, pl}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

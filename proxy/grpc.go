@@ -56,6 +56,9 @@ func (s *Service) unaryInterceptor(ctx context.Context, req any, info *grpc.Unar
 		if p := md.Get("x-priority"); len(p) > 0 {
 			ctx = withPriority(ctx, p[0])
 		}
+		if t := md.Get(TargetHeader); len(t) > 0 {
+			ctx = withForced(ctx, t[0])
+		}
 	}
 	if s.state.Load().anyStale {
 		ctx = withStaleNote(ctx)

@@ -51,11 +51,11 @@ type HTTPOptions struct {
 func NewHTTPHandler(svc *Service, opt HTTPOptions) http.Handler {
 	mux := http.NewServeMux()
 
-	mux.Handle("POST /api/v1/predict", route(svc, "PredictBandwidth", svc.PredictBandwidth))
-	mux.Handle("POST /api/v1/predict/batch", route(svc, "PredictBandwidthBatch", svc.PredictBandwidthBatch))
-	mux.Handle("POST /api/v1/anomaly", route(svc, "DetectAnomaly", svc.DetectAnomaly))
-	mux.Handle("POST /api/v1/metrics", route(svc, "PushMetrics", svc.PushMetrics))
-	mux.Handle("POST /api/v1/placement", route(svc, "OptimizePlacement", svc.OptimizePlacement))
+	mux.Handle("POST /api/v1/predict", jsonRoute(svc, "PredictBandwidth", svc.PredictBandwidth))
+	mux.Handle("POST /api/v1/predict/batch", jsonRoute(svc, "PredictBandwidthBatch", svc.PredictBandwidthBatch))
+	mux.Handle("POST /api/v1/anomaly", jsonRoute(svc, "DetectAnomaly", svc.DetectAnomaly))
+	mux.Handle("POST /api/v1/metrics", jsonRoute(svc, "PushMetrics", svc.PushMetrics))
+	mux.Handle("POST /api/v1/placement", jsonRoute(svc, "OptimizePlacement", svc.OptimizePlacement))
 	registerOIP(mux, svc)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -187,9 +187,9 @@ var (
 	jsonOut = protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}
 )
 
-// route adapts one pipeline method to HTTP/JSON: content type, size limit, strict decoding,
+// jsonRoute adapts one pipeline method to HTTP/JSON: content type, size limit, strict decoding,
 // error mapping, metrics.
-func route[Req, Resp proto.Message](svc *Service, method string, call func(context.Context, Req) (Resp, error)) http.Handler {
+func jsonRoute[Req, Resp proto.Message](svc *Service, method string, call func(context.Context, Req) (Resp, error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		resp, err := recovered(func() (Resp, error) { return serveJSON(svc, method, w, r, call) })
@@ -272,6 +272,9 @@ func readRequest(svc *Service, w http.ResponseWriter, r *http.Request) (ctx cont
 	}
 	if p := r.Header.Get("X-Priority"); p != "" {
 		ctx = withPriority(ctx, p)
+	}
+	if t := r.Header.Get(TargetHeader); t != "" {
+		ctx = withForced(ctx, t)
 	}
 	if t := r.Header.Get("X-Request-Timeout"); t != "" {
 		d, err := time.ParseDuration(t)

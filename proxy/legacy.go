@@ -115,11 +115,11 @@ func (l *Legacy) stop() {
 // Forecast implements Forecaster: the requests are checked and canonicalized as a tensor model's
 // would be, then forwarded (each with its window: the stored one where it sent none), and every
 // answer checked to be for its own VM.
-func (l *Legacy) Forecast(ctx context.Context, reqs []*aipb.BandwidthRequest, batch bool) ([]*aipb.BandwidthResponse, error) {
+func (l *Legacy) Forecast(ctx context.Context, reqs []*aipb.BandwidthRequest, at []int) ([]*aipb.BandwidthResponse, error) {
 	if l.Task != TaskForecast {
 		return nil, l.wrongTask(TaskForecast)
 	}
-	rows, err := l.canonWindows(reqs, batch)
+	rows, err := l.canonWindows(reqs, at)
 	if err != nil {
 		return nil, err
 	}
@@ -140,7 +140,7 @@ func (l *Legacy) Forecast(ctx context.Context, reqs []*aipb.BandwidthRequest, ba
 	var out []*aipb.BandwidthResponse
 	if l.batch != nil {
 		var res []legacyResult
-		res, err = l.batch.Do(ctx, fwd, forecastPriority(ctx, batch))
+		res, err = l.batch.Do(ctx, fwd, forecastPriority(ctx, at != nil))
 		for i := 0; err == nil && i < len(res); i++ {
 			err = res[i].err
 			out = append(out, res[i].resp)

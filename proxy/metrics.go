@@ -22,6 +22,8 @@ type Metrics struct {
 	rejected     *prometheus.CounterVec
 	cancelled    *prometheus.CounterVec
 	fallbacks    *prometheus.CounterVec
+	routeCalls   *prometheus.CounterVec
+	routeForced  *prometheus.CounterVec
 	reg          prometheus.Registerer
 }
 
@@ -82,9 +84,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "sidecar_model_fallbacks_total",
 		Help: "Answers a model's fallback gave because every endpoint of its remote backend was down or failing, by model and kind (local: the local model ran the batch; stale: a cached answer past its TTL was served, marked stale).",
 	}, []string{"model", "kind"})
+	m.routeCalls = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sidecar_route_calls_total",
+		Help: "Calls a route sent to a target (its primary or a split arm; each VM of a batch counts), by route and target. Calls that name their model or force a target are not routed.",
+	}, []string{"route", "target"})
+	m.routeForced = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sidecar_route_forced_total",
+		Help: "Calls whose x-sidecar-target header forced their target, by route and target.",
+	}, []string{"route", "target"})
 	m.reg = reg
 	reg.MustRegister(m.requests, m.duration, m.inferSeconds, m.inferRows, m.inferErrors, m.modelInfo,
-		m.queueSeconds, m.batchCalls, m.queueRows, m.rejected, m.cancelled, m.fallbacks)
+		m.queueSeconds, m.batchCalls, m.queueRows, m.rejected, m.cancelled, m.fallbacks, m.routeCalls, m.routeForced)
 	return m
 }
 

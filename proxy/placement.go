@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/novacron/sidecar/features"
 	aipb "github.com/novacron/sidecar/proto/novacron/ai"
 )
@@ -35,7 +37,8 @@ func (s *Service) optimizePlacement(ctx context.Context, req *aipb.PlacementRequ
 	if err := s.checkID("workload_id", req.GetWorkloadId()); err != nil {
 		return nil, err
 	}
-	p, err := as[Placer](s.target(req.GetModel(), familyPlacement, "OptimizePlacement"))
+	st := s.state.Load()
+	d, err := s.decide(ctx, st, req.GetModel(), familyPlacement, "OptimizePlacement", req.GetWorkloadId())
 	if err != nil {
 		return nil, err
 	}
@@ -59,6 +62,16 @@ func (s *Service) optimizePlacement(ctx context.Context, req *aipb.PlacementRequ
 			return nil, invalid(at, fmt.Sprintf("%q repeats available_nodes[%d]", n.GetNodeId(), j))
 		}
 		seen[n.GetNodeId()] = i
+	}
+	d.count(1)
+	return routed(s, ctx, st, d, TaskPlacement, req, place, func(r *aipb.PlacementResponse) proto.Message { return r })
+}
+
+// place calls a target's Place.
+func place(ctx context.Context, t Target, req *aipb.PlacementRequest) (*aipb.PlacementResponse, error) {
+	p, err := as[Placer](t, nil)
+	if err != nil {
+		return nil, err
 	}
 	return p.Place(ctx, req)
 }

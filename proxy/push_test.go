@@ -38,7 +38,7 @@ func bandwidthService(t *testing.T, now *atomic.Int64) *Service {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := New(Config{Routes: Routes{Bandwidth: Route{Target: "bandwidth"}}, Now: func() time.Time { return time.Unix(0, now.Load()) }}, []Target{m}, nil)
+	svc, err := New(Config{Routes: Routes{RouteBandwidth: {Target: "bandwidth"}}, Now: func() time.Time { return time.Unix(0, now.Load()) }}, []Target{m}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

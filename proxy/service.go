@@ -8,6 +8,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,8 +26,17 @@ import (
 
 // Config is the pipeline's plain-data configuration. Zero values are documented per field.
 type Config struct {
-	// Routes name each RPC family's target, for the calls that name no model.
+	// Routes say where each RPC family's calls go when they name no model (see Route).
 	Routes Routes
+	// Routing, when set, sees the routes' calls and their shadows' answers (see RouteObserver).
+	Routing RouteObserver
+	// ShadowQueue bounds the shadowed calls waiting for a worker, ShadowWorkers run them, each
+	// within ShadowTimeout. Zero: DefaultShadowQueue, DefaultShadowWorkers, DefaultShadowTimeout.
+	ShadowQueue, ShadowWorkers int
+	ShadowTimeout              time.Duration
+	// Log receives the Service's rare notes (forced targets, at most one line per route every
+	// ForcedLogEvery). Nil: none.
+	Log io.Writer
 	// RequestTimeout applies to calls without a deadline. Zero: no timeout of the sidecar's own.
 	RequestTimeout time.Duration
 	// MaxBatchVMs bounds PredictBandwidthBatch; MaxNodes bounds OptimizePlacement. Zero:
@@ -82,6 +92,9 @@ func (c *Config) setDefaults() {
 	if c.MaxConnectionIdle == 0 {
 		c.MaxConnectionIdle = DefaultMaxConnectionIdle
 	}
+	c.ShadowQueue = cmp.Or(c.ShadowQueue, DefaultShadowQueue)
+	c.ShadowWorkers = cmp.Or(c.ShadowWorkers, DefaultShadowWorkers)
+	c.ShadowTimeout = cmp.Or(c.ShadowTimeout, DefaultShadowTimeout)
 }
 
 // Service is the request pipeline. Its methods may be called concurrently; they read an immutable
@@ -100,6 +113,8 @@ type Service struct {
 	refused sync.Map
 	// refusals counts the entries of refused, so that a call need not look when there are none.
 	refusals atomic.Int64
+	// shadows runs the shadowed calls.
+	shadows *shadower
 	// draining ends when Drain is called: open streams end.
 	draining context.Context
 	drain    context.CancelFunc
@@ -115,7 +130,9 @@ type snapshot struct {
 	// tensors are the targets that take tensors (the Models): what the Open Inference Protocol
 	// serves.
 	tensors map[string]*Model
-	routes  Routes
+	// routes are the routes by name, as given (config) and as calls read them.
+	given  Routes
+	routes map[string]*route
 	// windows are the forecast targets' pushed windows, which PushMetrics fills.
 	windows []*features.Windows
 	// anyStale is set when some model has a stale fallback: then calls carry a note of it.
@@ -134,18 +151,25 @@ func New(cfg Config, targets []Target, metrics *Metrics) (*Service, error) {
 	if s.cfg.Now == nil {
 		s.cfg.Now = time.Now
 	}
+	st, err := s.snapshot(targets, cfg.Routes, nil)
+	if err != nil {
+		return nil, err
+	}
 	if err := s.prepare(targets, nil); err != nil {
 		return nil, err
 	}
-	s.state.Store(s.snapshot(targets, cfg.Routes))
+	st.collectWindows(targets) // those prepare gave
+	s.state.Store(st)
 	if metrics != nil {
 		metrics.setTargets(targets)
 	}
+	s.shadows = newShadower(s.cfg.ShadowQueue, s.cfg.ShadowWorkers, s.cfg.ShadowTimeout, cfg.Routing)
 	return s, nil
 }
 
-func (s *Service) snapshot(targets []Target, routes Routes) *snapshot {
-	st := &snapshot{targets: make(map[string]Target, len(targets)), tensors: map[string]*Model{}, routes: routes}
+// snapshot makes the snapshot of targets and routes; old, when set, is the one it replaces.
+func (s *Service) snapshot(targets []Target, routes Routes, old *snapshot) (*snapshot, error) {
+	st := &snapshot{targets: make(map[string]Target, len(targets)), tensors: map[string]*Model{}, given: routes}
 	for _, t := range targets {
 		b := t.common()
 		st.targets[b.Name] = t
@@ -153,14 +177,56 @@ func (s *Service) snapshot(targets []Target, routes Routes) *snapshot {
 			st.tensors[b.Name] = m
 			st.anyStale = st.anyStale || (m.StaleFallback && s.cache != nil)
 		}
-		if b.windows != nil {
+	}
+	st.names = sortedNames(st.targets)
+	st.collectWindows(targets)
+	var oldRoutes map[string]*route
+	if old != nil {
+		oldRoutes = old.routes
+	}
+	var err error
+	if st.routes, err = s.compileRoutes(routes, st.targets, oldRoutes); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// collectWindows lists the targets' pushed windows (a target has them once prepared).
+func (st *snapshot) collectWindows(targets []Target) {
+	st.windows, st.window = nil, 0
+	for _, t := range targets {
+		if b := t.common(); b.windows != nil {
 			st.windows = append(st.windows, b.windows)
 			st.window = max(st.window, b.Spec.Size())
 		}
 	}
-	st.names = sortedNames(st.targets)
-	return st
 }
+
+// SetRoute replaces one route (a migration moving to another stage): calls that start afterwards
+// follow it. It fails, changing nothing, when the route is not valid for the loaded targets.
+func (s *Service) SetRoute(name string, r Route) error {
+	s.swapMu.Lock()
+	defer s.swapMu.Unlock()
+	old := s.state.Load()
+	routes := make(Routes, len(old.given)+1)
+	for k, v := range old.given {
+		routes[k] = v
+	}
+	routes[name] = r
+	targets := make([]Target, 0, len(old.targets))
+	for _, t := range old.targets {
+		targets = append(targets, t)
+	}
+	st, err := s.snapshot(targets, routes, old)
+	if err != nil {
+		return err
+	}
+	s.state.Store(st)
+	return nil
+}
+
+// Routes returns the routes calls follow now.
+func (s *Service) Routes() Routes { return s.state.Load().given }
 
 // prepare binds each target to the Service and gives it its windows (those of the old target of
 // its name when the spec is the same, so pushed metrics survive a reload), its metrics and its
@@ -210,10 +276,15 @@ func (s *Service) Swap(targets []Target, routes Routes) ([]Target, error) {
 	s.swapMu.Lock()
 	defer s.swapMu.Unlock()
 	old := s.state.Load()
+	st, err := s.snapshot(targets, routes, old)
+	if err != nil {
+		return nil, err
+	}
 	if err := s.prepare(targets, old.targets); err != nil {
 		return nil, err
 	}
-	s.state.Store(s.snapshot(targets, routes))
+	st.collectWindows(targets) // those prepare gave
+	s.state.Store(st)
 	if s.metrics != nil {
 		s.metrics.setTargets(targets)
 	}
@@ -234,9 +305,11 @@ func (s *Service) Drain() { s.drain() }
 // defaulted); 0: no bound.
 func (s *Service) ConnectionIdle() time.Duration { return max(s.cfg.MaxConnectionIdle, 0) }
 
-// Close stops the targets' batchers once the calls they hold have run. Call it after the front
-// ends have drained and before the Runners close.
+// Close stops the shadow workers (queued shadowed calls are not run) and the targets' batchers
+// once the calls they hold have run. Call it after the front ends have drained and before the
+// Runners close.
 func (s *Service) Close() {
+	s.shadows.close()
 	s.swapMu.Lock()
 	defer s.swapMu.Unlock()
 	if st := s.state.Load(); st != nil {

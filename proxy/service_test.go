@@ -107,7 +107,7 @@ func TestBadModelOutputIsNeverServed(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		svc, _ := New(Config{Routes: Routes{Anomaly: Route{Target: "anomaly"}}}, []Target{m}, nil)
+		svc, _ := New(Config{Routes: Routes{RouteAnomaly: {Target: "anomaly"}}}, []Target{m}, nil)
 		resp, err := svc.DetectAnomaly(context.Background(), req)
 		if !errors.Is(err, ErrBadOutput) || Code(err) != codes.Internal {
 			t.Errorf("%s: got %v, %v; want ErrBadOutput / Internal", name, resp, err)
@@ -116,7 +116,7 @@ func TestBadModelOutputIsNeverServed(t *testing.T) {
 	// A sane output is served, with the most probable anomaly class.
 	b := &brokenBackend{out: []backends.Tensor{backends.F32("probs", nil, []float32{0.1, 0.2, 0.7})}}
 	m, _ := NewModel("anomaly", TaskAnomaly, spec(t, "anomaly"), b, anomalyMeta("normal,a,b"), Thresholds{0.5, 0.7, 0.85, 0.95})
-	svc, _ := New(Config{Routes: Routes{Anomaly: Route{Target: "anomaly"}}}, []Target{m}, nil)
+	svc, _ := New(Config{Routes: Routes{RouteAnomaly: {Target: "anomaly"}}}, []Target{m}, nil)
 	resp, err := svc.DetectAnomaly(context.Background(), req)
 	if err != nil || !resp.IsAnomaly || resp.AnomalyType != "b" || resp.Severity != "high" || math.Abs(resp.Score-0.9) > 1e-6 {
 		t.Errorf("got %v, %v", resp, err)
@@ -174,7 +174,7 @@ func TestReloadNeverServesTheOldModel(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		svc, err := New(Config{Routes: Routes{Anomaly: Route{Target: "anomaly"}}, Cache: c}, []Target{m}, nil)
+		svc, err := New(Config{Routes: Routes{RouteAnomaly: {Target: "anomaly"}}, Cache: c}, []Target{m}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

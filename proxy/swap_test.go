@@ -89,7 +89,7 @@ func TestLegacyBatchErrorsStayWithTheirCaller(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.Batching = &batcher.Config{MaxBatchSize: 64, MaxQueueDelay: time.Hour, PreferredBatchSizes: []int{2}, Priorities: 2}
-	svc, err := New(Config{Routes: Routes{Bandwidth: Route{Target: "bw"}}}, []Target{m}, nil)
+	svc, err := New(Config{Routes: Routes{RouteBandwidth: {Target: "bw"}}}, []Target{m}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +143,7 @@ func TestSwapUnderLoad(t *testing.T) {
 		l.Batching = batching
 		return l
 	}
-	svc, err := New(Config{Routes: Routes{Bandwidth: Route{Target: "bw"}}}, []Target{mk(0)}, nil)
+	svc, err := New(Config{Routes: Routes{RouteBandwidth: {Target: "bw"}}}, []Target{mk(0)}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +180,7 @@ func TestSwapUnderLoad(t *testing.T) {
 		})
 	}
 	for i := 1; i < 2000; i++ {
-		if _, err := svc.Swap([]Target{mk(i)}, Routes{Bandwidth: Route{Target: "bw"}}); err != nil {
+		if _, err := svc.Swap([]Target{mk(i)}, Routes{RouteBandwidth: {Target: "bw"}}); err != nil {
 			t.Fatal(err)
 		}
 	}

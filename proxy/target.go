@@ -40,11 +40,12 @@ type Target interface {
 // /api/v1/predict[/batch]).
 type Forecaster interface {
 	Target
-	// Forecast answers each request, answer i for reqs[i], or fails as a whole. batch says the
-	// requests came in one PredictBandwidthBatch: errors then name their field as vms[i].field,
-	// and the call's default priority is low. A request without historical_metrics is served from
-	// the VM's pushed window.
-	Forecast(ctx context.Context, reqs []*aipb.BandwidthRequest, batch bool) ([]*aipb.BandwidthResponse, error)
+	// Forecast answers each request, answer i for reqs[i], or fails as a whole. at is nil for a
+	// PredictBandwidth call; for a PredictBandwidthBatch call (or the part of one a split sends
+	// here), at[i] is request i's index in the batch: errors then name its field as
+	// vms[at[i]].field, and the call's default priority is low. A request without
+	// historical_metrics is served from the VM's pushed window.
+	Forecast(ctx context.Context, reqs []*aipb.BandwidthRequest, at []int) ([]*aipb.BandwidthResponse, error)
 }
 
 // Detector answers anomaly verdicts (DetectAnomaly, /api/v1/anomaly).
@@ -111,49 +112,45 @@ func (b *base) wrongTask(task string) error {
 	return fmt.Errorf("model %q is a %s model, asked for a %s answer: %w", b.Name, b.Task, task, ErrUnknownModel)
 }
 
-// Route is where an RPC family's calls go when the request names no model: its target, by name.
-type Route struct {
-	Target string
-}
-
-// Routes hold the route of each RPC family.
-type Routes struct {
-	Bandwidth, Anomaly, Placement Route
-}
-
-// family is one RPC family: its task and its route in Routes.
+// family is one RPC family: its route's name (the config's key) and its task.
 type family struct {
-	task  string
-	route func(*Routes) Route
+	name, task string
 }
 
 var (
-	familyForecast  = family{TaskForecast, func(r *Routes) Route { return r.Bandwidth }}
-	familyAnomaly   = family{TaskAnomaly, func(r *Routes) Route { return r.Anomaly }}
-	familyPlacement = family{TaskPlacement, func(r *Routes) Route { return r.Placement }}
+	familyForecast  = family{RouteBandwidth, TaskForecast}
+	familyAnomaly   = family{RouteAnomaly, TaskAnomaly}
+	familyPlacement = family{RoutePlacement, TaskPlacement}
 )
 
-// target resolves the target of a call of family f made by rpc: the one the request names, or
-// else its route's. It checks that the target serves f's task.
-func (s *Service) target(requested string, f family, rpc string) (Target, error) {
-	st := s.state.Load()
-	name := requested
-	if name == "" {
-		name = f.route(&st.routes).Target
-	}
-	if name == "" {
-		return nil, fmt.Errorf("model: the request names none and %s has no default model (config routes); name one of %s: %w",
-			rpc, strings.Join(st.names, ", "), ErrUnknownModel)
-	}
+// Where a call's target name came from, for errors.
+const (
+	fromRequest = iota // the request's model field
+	fromRoute          // the family's route
+	fromHeader         // the x-sidecar-target header
+)
+
+// target resolves a call's target by name and checks that it serves f's task.
+func (s *Service) target(st *snapshot, name string, from int, f family, rpc string) (Target, error) {
 	t, ok := st.targets[name]
-	if !ok {
-		if requested == "" {
-			return nil, fmt.Errorf("model: the default model %q of %s is not loaded: %w", name, rpc, ErrUnknownModel)
-		}
+	switch {
+	case ok:
+	case from == fromRoute && name == "":
+		return nil, fmt.Errorf("model: the request names none and %s has no route (config routes.%s); name one of %s: %w",
+			rpc, f.name, strings.Join(st.names, ", "), ErrUnknownModel)
+	case from == fromRoute:
+		return nil, fmt.Errorf("model: the target %q of route %s is not loaded: %w", name, f.name, ErrUnknownModel)
+	case from == fromHeader:
+		return nil, fmt.Errorf("%s: %q is not loaded (loaded: %s): %w", TargetHeader, clip(name), strings.Join(st.names, ", "), ErrUnknownModel)
+	default:
 		return nil, fmt.Errorf("model: %q is not loaded (loaded: %s): %w", name, strings.Join(st.names, ", "), ErrUnknownModel)
 	}
 	if task := t.Info().Task; task != f.task {
-		return nil, invalid("model", fmt.Sprintf("%q is a %s model; %s needs a %s model", name, task, rpc, f.task))
+		field := "model"
+		if from == fromHeader {
+			field = TargetHeader
+		}
+		return nil, invalid(field, fmt.Sprintf("%q is a %s model; %s needs a %s model", name, task, rpc, f.task))
 	}
 	return t, nil
 }

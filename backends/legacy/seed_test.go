@@ -222,6 +222,14 @@ const seedPython = "/usr/bin/python3"
 // if the test binary dies.
 func startSeedServer(t *testing.T, args ...string) string {
 	t.Helper()
+	return runSeedServer(t, []string{"listening on "}, args...)[0]
+}
+
+// runSeedServer runs examples/legacy/seed_server.py with --port 0 and args, as startSeedServer
+// does, and returns what follows prefixes[i] on its stdout line i, for each of the first
+// len(prefixes) lines (the addresses it listens on).
+func runSeedServer(t *testing.T, prefixes []string, args ...string) []string {
+	t.Helper()
 	if out, err := exec.Command(seedPython, "-c", "import grpc, google.protobuf").CombinedOutput(); err != nil {
 		t.Fatalf("%s cannot import grpc and google.protobuf (%v: %s)\nrun scripts/ensure-python-grpc.sh (as root it installs Debian's python3-grpcio)",
 			seedPython, err, bytes.TrimSpace(out))
@@ -263,28 +271,35 @@ func startSeedServer(t *testing.T, args ...string) string {
 		}
 	})
 
-	first := make(chan string, 1)
+	lines := make(chan string, len(prefixes))
 	go func() {
 		sc := bufio.NewScanner(stdoutR)
-		if sc.Scan() {
-			first <- sc.Text()
+		for range prefixes {
+			if !sc.Scan() {
+				break
+			}
+			lines <- sc.Text()
 		}
-		close(first)
+		close(lines)
 		for sc.Scan() {
 		}
 	}()
-	select {
-	case line, ok := <-first:
-		addr, found := strings.CutPrefix(line, "listening on ")
-		if !ok || !found {
-			<-exited
-			t.Fatalf("seed server %v: first line %q, want \"listening on HOST:PORT\"; stderr:\n%s", args, line, stderr.String())
+	addrs := make([]string, len(prefixes))
+	timeout := time.After(20 * time.Second)
+	for i, prefix := range prefixes {
+		select {
+		case line, ok := <-lines:
+			addr, found := strings.CutPrefix(line, prefix)
+			if !ok || !found {
+				<-exited
+				t.Fatalf("seed server %v: line %d %q, want \"%sHOST:PORT\"; stderr:\n%s", args, i+1, line, prefix, stderr.String())
+			}
+			addrs[i] = addr
+		case <-timeout:
+			t.Fatalf("seed server %v printed no %q line within 20s; stderr:\n%s", args, prefix, stderr.String())
 		}
-		return addr
-	case <-time.After(20 * time.Second):
-		t.Fatalf("seed server %v printed no address within 20s; stderr:\n%s", args, stderr.String())
 	}
-	return ""
+	return addrs
 }
 
 // syncBuffer is a bytes.Buffer safe for a writer and a reader on different goroutines.

@@ -17,6 +17,7 @@ commands:
   features fingerprint   print a feature spec's SHA-256 fingerprint
   features golden        check (or -write) a spec's golden vectors file
   bench                  the load harness: the sidecar against a no-op server and ONNX Runtime
+  migration              status, pause, resume, advance or roll back a running sidecar's migrations
   help                   this text
 
 Each command prints its flags with -h: "sidecar serve -h", "sidecar features transform -h",
@@ -40,6 +41,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return featuresCmd(ctx, args[1:], stdout, stderr)
 	case "bench":
 		return benchCmd(ctx, args[1:], stdout, stderr)
+	case "migration":
+		return migrationCmd(ctx, args[1:], stdout, stderr)
 	case "bench-noop": // the bench's floor server, started by bench; not in the usage text
 		return benchNoopCmd(ctx, args[1:], stdout, stderr)
 	}

@@ -29,13 +29,17 @@ import (
 	"github.com/novacron/sidecar/proto/inference"
 	aipb "github.com/novacron/sidecar/proto/novacron/ai"
 	"github.com/novacron/sidecar/proxy"
+	"github.com/novacron/sidecar/proxy/admin"
+	"github.com/novacron/sidecar/proxy/migrate"
 )
 
 // App is a started sidecar. Addresses are the bound listeners (useful with port 0).
 type App struct {
 	GRPCAddr, HTTPAddr string
-	Service            *proxy.Service
-	Registry           *prometheus.Registry
+	// AdminAddr is the admin listener's address ("unix:/path" for a socket); empty when off.
+	AdminAddr string
+	Service   *proxy.Service
+	Registry  *prometheus.Registry
 
 	cfg      *config.Config
 	log      io.Writer
@@ -54,9 +58,14 @@ type App struct {
 	models   []proxy.Target
 	cache    *cache.Cache[[]float32]
 	observer proxy.RowObserver // nil: none
-	grpc     *grpc.Server
-	health   *health.Server
-	http     *http.Server
+	// recorder compares the routes' shadowed answers; migrations runs the migrations (its Run
+	// goroutine is wg's, stopped by stopHealth).
+	recorder   *migrate.Recorder
+	migrations *migrate.Controller
+	admin      *admin.Server // nil: off
+	grpc       *grpc.Server
+	health     *health.Server
+	http       *http.Server
 	// wg owns the two serve goroutines and the health refresher; errc receives the serve
 	// goroutines' first failure; closing stopHealth stops the refresher.
 	wg         sync.WaitGroup
@@ -117,8 +126,15 @@ func (a *App) start(ctx context.Context, embedded fs.FS) error {
 		}
 		metrics.WatchCache(a.cache.Stats)
 	}
+	a.recorder = migrate.NewRecorder(a.Registry)
+	a.recorder.SetTolerances(tolerances(cfg))
 	a.Service, err = proxy.New(proxy.Config{
-		Cache: a.cache,
+		Cache:         a.cache,
+		Routing:       a.recorder,
+		ShadowQueue:   cfg.Shadow.Queue,
+		ShadowWorkers: cfg.Shadow.Workers,
+		ShadowTimeout: cfg.Shadow.Timeout,
+		Log:           log,
 		Windows: features.WindowConfig{MaxVMs: cfg.Windows.MaxVMs, IdleExpiry: cfg.Windows.IdleExpiry,
 			Step: cfg.Windows.Step, MaxAge: cfg.Windows.MaxAge},
 		Routes:             routes(cfg),
@@ -137,6 +153,11 @@ func (a *App) start(ctx context.Context, embedded fs.FS) error {
 	if err != nil {
 		return err
 	}
+	// Migrations set their routes to the stages they are at (kept in state_file) before any call.
+	if a.migrations, err = migrate.NewController(migrate.Config{Migrations: cfg.Specs(), StateFile: cfg.File(cfg.StateFile), Log: log}, a.Service, a.Registry); err != nil {
+		return fmt.Errorf("%s: migrations: %w", cfg.Pos("migrations"), err)
+	}
+	a.recorder.SetController(a.migrations)
 
 	var gl, hl net.Listener
 	if cfg.Listen.GRPC != "off" {
@@ -155,6 +176,25 @@ func (a *App) start(ctx context.Context, embedded fs.FS) error {
 		}
 		a.HTTPAddr = hl.Addr().String()
 		warnExposed(log, "listen.http", hl.Addr())
+	}
+
+	var al net.Listener
+	if cfg.Admin.Listen != "" {
+		opts := cfg.Admin.Options()
+		opts.TokenFile = cfg.File(opts.TokenFile)
+		if a.admin, err = admin.New(opts, a.migrations, a.recorder); err == nil {
+			al, err = a.admin.Listen()
+		}
+		if err != nil {
+			for _, l := range []net.Listener{gl, hl} {
+				if l != nil {
+					l.Close()
+				}
+			}
+			return fmt.Errorf("%s: admin: %w", cfg.Pos("admin"), err)
+		}
+		a.AdminAddr = a.admin.Addr()
+		fmt.Fprintf(log, "admin API on %s\n", a.AdminAddr)
 	}
 
 	a.grpc, a.health = proxy.NewGRPCServer(a.Service)
@@ -183,8 +223,21 @@ func (a *App) start(ctx context.Context, embedded fs.FS) error {
 			}
 		})
 	}
+	if al != nil {
+		a.wg.Go(func() {
+			if err := a.admin.Serve(al); err != nil {
+				a.errc <- fmt.Errorf("admin: %w", err)
+			}
+		})
+	}
 	// Remote backends come and go: gRPC health follows their pools' readiness.
 	a.stopHealth = make(chan struct{})
+	migrationsCtx, stopMigrations := context.WithCancel(context.Background())
+	a.wg.Go(func() {
+		<-a.stopHealth
+		stopMigrations()
+	})
+	a.wg.Go(func() { a.migrations.Run(migrationsCtx) })
 	a.wg.Go(func() {
 		t := time.NewTicker(healthRefresh)
 		defer t.Stop()
@@ -383,6 +436,11 @@ func (a *App) Shutdown(ctx context.Context) error {
 	a.health.Shutdown()
 	a.Service.Drain() // open StreamMetrics streams answer their counts now
 	var errs []error
+	if a.admin != nil {
+		if err := a.admin.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("admin: %w", err))
+		}
+	}
 	var wg sync.WaitGroup
 	var grpcErr error
 	wg.Go(func() {
@@ -439,3 +497,6 @@ func (a *App) closeBackends() error {
 	}
 	return errors.Join(errs...)
 }
+
+// Migrations returns the controller of the config's migrations.
+func (a *App) Migrations() *migrate.Controller { return a.migrations }

@@ -15,6 +15,7 @@ import (
 	"github.com/novacron/sidecar/batcher"
 	"github.com/novacron/sidecar/config"
 	"github.com/novacron/sidecar/proxy"
+	"github.com/novacron/sidecar/proxy/migrate"
 )
 
 // configure sets what a target takes from its config besides what runs it: batching, and a tensor
@@ -40,7 +41,8 @@ func configure(t proxy.Target, mc config.Model) {
 // restartOnly lists the parts of a config a reload cannot change, with their YAML names.
 func restartOnly(c *config.Config) map[string]any {
 	return map[string]any{"listen": c.Listen, "limits": c.Limits, "onnxruntime": c.ONNXRuntime,
-		"cache": c.Cache, "windows": c.Windows, "shutdown_timeout": c.ShutdownTimeout}
+		"cache": c.Cache, "windows": c.Windows, "shutdown_timeout": c.ShutdownTimeout, "shadow": c.Shadow,
+		"state_file": c.StateFile, "admin": c.Admin}
 }
 
 // Reload applies cfg to the running sidecar (SIGHUP): models are added, removed or rebuilt and
@@ -134,10 +136,13 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) error {
 	if ctx.Err() != nil { // a remote check that the context ended may have let its model load
 		return fail(ctx.Err())
 	}
-	oldModels, err := a.Service.Swap(models, routes(cfg))
+	// The routes of migrations stay at their stages across the swap; then the migrations take
+	// the new specs (an edited one starts again at its first stage).
+	oldModels, err := a.Service.Swap(models, a.migrations.Overlay(routes(cfg), cfg.Specs()))
 	if err != nil {
 		return fail(err)
 	}
+	a.recorder.SetTolerances(tolerances(cfg))
 	// The pools of kept remote models take their new settings and endpoints now that the swap
 	// cannot fail any more. (Their settings were validated above; an Update that still fails
 	// closes the endpoints it brought and leaves that pool as it was.)
@@ -154,6 +159,9 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) error {
 		if !kept[t.Runner()] {
 			errs = append(errs, t.Runner().Close())
 		}
+	}
+	if err := a.migrations.Reload(cfg.Specs()); err != nil {
+		errs = append(errs, fmt.Errorf("%s: migrations: %w", cfg.Pos("migrations"), err))
 	}
 	a.models, a.cfg, a.hashes = models, cfg, l.hashes
 	a.setHealth(ctx) // also marks removed models SERVICE_UNKNOWN
@@ -174,8 +182,20 @@ func cancelled(ctx context.Context) error {
 }
 
 func routes(cfg *config.Config) proxy.Routes {
-	return proxy.Routes{Bandwidth: proxy.Route{Target: cfg.Routes.PredictBandwidth}, Anomaly: proxy.Route{Target: cfg.Routes.DetectAnomaly},
-		Placement: proxy.Route{Target: cfg.Routes.OptimizePlacement}}
+	out := proxy.Routes{}
+	for _, name := range proxy.RouteNames {
+		out[name] = cfg.Routes.RouteOf(name).Proxy()
+	}
+	return out
+}
+
+// tolerances are the routes' comparison tolerances.
+func tolerances(cfg *config.Config) map[string]migrate.Tolerances {
+	out := map[string]migrate.Tolerances{}
+	for _, name := range proxy.RouteNames {
+		out[name] = cfg.Routes.RouteOf(name).Tolerances()
+	}
+	return out
 }
 
 // reuse builds the new model of mc from the running model cur (configured by was) when their

@@ -98,7 +98,7 @@ func TestReloadKeepsWhatIsUnchanged(t *testing.T) {
 		extra := c.Models[0]
 		extra.Name = "bandwidth-b"
 		c.Models = append(models, extra)
-		c.Routes.OptimizePlacement = ""
+		c.Routes.OptimizePlacement = config.Route{}
 	})
 	if err := s.app.Reload(ctx, cfg); err != nil {
 		t.Fatal(err)

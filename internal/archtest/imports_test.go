@@ -21,11 +21,15 @@ const module = "github.com/novacron/sidecar"
 // project's. Generated code (proto/..., internal/seedpb) imports only itself.
 var allowed = map[string][]string{
 	"cmd/...":        {"*"},
-	"internal/app":   {"backends/...", "batcher", "cache", "config", "features/...", "proxy", "proto/..."},
+	"internal/app":   {"backends/...", "batcher", "cache", "config", "features/...", "proxy/...", "proto/..."},
 	"internal/bench": {"backends/...", "features/...", "proto/..."},
 	// proxy reaches backends through the contract and the protocol codec only: never a concrete
 	// kind (onnx is cgo; kserve and legacy are clients the wiring builds).
-	"proxy":           {"batcher", "cache", "features/...", "backends", "backends/oip", "proto/..."},
+	"proxy": {"batcher", "cache", "features/...", "backends", "backends/oip", "proto/..."},
+	// Routing's subpackages sit on proxy: migrate drives its routes and compares their answers;
+	// admin serves migrate's controls. proxy itself imports neither.
+	"proxy/migrate":   {"proxy", "proto/..."},
+	"proxy/admin":     {"proxy/migrate", "proxy", "proto/..."},
 	"batcher":         {},
 	"cache":           {},
 	"features/...":    {"features/...", "proto/..."},
@@ -34,7 +38,7 @@ var allowed = map[string][]string{
 	"backends/onnx":   {"backends"},
 	"backends/kserve": {"backends", "backends/oip", "proto/..."},
 	"backends/legacy": {"backends", "proto/..."},
-	"config":          {"backends/...", "batcher", "cache", "features/...", "proxy"},
+	"config":          {"backends/...", "batcher", "cache", "features/...", "proxy/..."},
 	"examples/...":    {"backends/...", "batcher", "cache", "config", "features/...", "proxy", "proto/..."},
 	"proto/...":       {"proto/..."},
 	"internal/seedpb": {},
@@ -148,16 +152,17 @@ func TestImportDirection(t *testing.T) {
 
 // TestImportDirectionCatchesBackEdges shows the check can fail: a backend reaching up into the
 // proxy or across to another kind, the batcher importing anything of the project's, and the proxy
-// importing a concrete backend kind (cgo onnx, the kserve and legacy clients) are reported.
+// importing a concrete backend kind (cgo onnx, the kserve and legacy clients) or its own routing
+// subpackage are reported.
 func TestImportDirectionCatchesBackEdges(t *testing.T) {
 	got := violations(map[string][]string{
 		"batcher":       {"backends"},
 		"features":      {"proto/novacron/ai"},
 		"newpkg":        {"features"},
-		"proxy":         {"backends", "backends/oip", "backends/onnx", "backends/kserve", "backends/legacy"},
+		"proxy":         {"backends", "backends/oip", "backends/onnx", "backends/kserve", "backends/legacy", "proxy/migrate"},
 		"backends/onnx": {"proxy", "backends/kserve"},
 	})
-	want := 7
+	want := 8
 	if len(got) != want {
 		t.Fatalf("got %d violations, want %d: %q", len(got), want, got)
 	}

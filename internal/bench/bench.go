@@ -182,6 +182,8 @@ func scenarios() []scenario {
 			desc: "the best batching variant above, open loop at half its measured rate (the issue's p99 target)"},
 		{name: "half-floor", kind: HalfFloor,
 			desc: "the no-op gRPC server at the rate of half: what the machine and the client add to that p99"},
+		{name: "shadow", kind: ShadowRate,
+			desc: "half's load with every call also shadowed (routes.predict_bandwidth.shadow at 100%) onto a legacy_grpc target served by the no-op server: what shadowing costs the primary (the shadow target's own work is elsewhere)"},
 		{name: "http-floor", kind: FloorHTTP, desc: "no-op net/http handler: reads the body, writes a constant JSON answer"},
 		{name: "http", kind: SidecarHTTP, desc: "sidecar, POST /api/v1/predict, best batching variant"},
 		{name: "batch", kind: BatchRPC, desc: "sidecar, PredictBandwidthBatch, best batching variant"},

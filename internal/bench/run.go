@@ -31,7 +31,7 @@ func (r *runner) run(ctx context.Context, s scenario) (Row, error) {
 		cfgOf = &scenario{name: "default", label: "default"}
 	default:
 		if r.best == nil {
-			if s.kind == HalfRate {
+			if s.kind == HalfRate || s.kind == ShadowRate {
 				return row, errHalf
 			}
 			// No variant measured: the default config as it is.
@@ -57,7 +57,7 @@ func (r *runner) run(ctx context.Context, s scenario) (Row, error) {
 		cleanup = func() {}
 	)
 	switch s.kind {
-	case HalfRate, HalfFloor:
+	case HalfRate, HalfFloor, ShadowRate:
 		if r.best == nil {
 			return row, errHalf
 		}
@@ -86,6 +86,17 @@ func (r *runner) run(ctx context.Context, s scenario) (Row, error) {
 		}
 		defer upstream.stop()
 		if command, err = r.remoteCommand(cfgOf, upstream.grpc); err != nil {
+			return row, err
+		}
+	}
+	if s.kind == ShadowRate {
+		// The shadow target first: a no-op server the sidecar reaches as a legacy service.
+		noop, err := startServer(ctx, append(slices.Clone(c.Command), "bench-noop", "-grpc", "127.0.0.1:0", "-http", "127.0.0.1:0"), c.StartTimeout)
+		if err != nil {
+			return row, fmt.Errorf("shadow target: %w", err)
+		}
+		defer noop.stop()
+		if command, err = r.shadowCommand(cfgOf, noop.grpc); err != nil {
 			return row, err
 		}
 	}

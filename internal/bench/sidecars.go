@@ -98,6 +98,36 @@ func (r *runner) remoteCommand(s *scenario, upstream string) ([]string, error) {
 	return append(slices.Clone(r.cfg.Command), "serve", "-config", path, "-grpc", "127.0.0.1:0", "-http", "127.0.0.1:0", "-onnxruntime", r.lib), nil
 }
 
+// shadowCommand writes the config of the sidecar under load in the shadow row: variant s, with
+// a model bandwidth-shadow served by the legacy service at target (the no-op server), and every
+// PredictBandwidth shadowed onto it; it returns the command that serves it.
+func (r *runner) shadowCommand(s *scenario, target string) ([]string, error) {
+	b, err := sidecarConfig(r.base, s.batching, r.cfg.BatchVMs)
+	if err != nil {
+		return nil, err
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return nil, err
+	}
+	doc["models"] = append(doc["models"].([]any), map[string]any{"name": "bandwidth-shadow", "task": "forecast", "spec": "embedded:specs/bandwidth.yaml",
+		"backend": map[string]any{"kind": "legacy_grpc", "endpoints": []string{target}}})
+	routes, _ := doc["routes"].(map[string]any)
+	if routes == nil {
+		routes = map[string]any{}
+		doc["routes"] = routes
+	}
+	routes["predict_bandwidth"] = map[string]any{"target": "bandwidth", "shadow": []any{map[string]any{"target": "bandwidth-shadow", "percent": 100}}}
+	if b, err = yaml.Marshal(doc); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(r.dir, s.name+"-shadow.yaml")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		return nil, err
+	}
+	return append(slices.Clone(r.cfg.Command), "serve", "-config", path, "-grpc", "127.0.0.1:0", "-http", "127.0.0.1:0", "-onnxruntime", r.lib), nil
+}
+
 // pool returns the sessions and intra-op threads of the named model in the default config (the
 // config's defaults, 2 and 1, where it says nothing).
 func pool(base []byte, model string) (sessions, threads int, err error) {

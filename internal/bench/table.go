@@ -64,6 +64,7 @@ const (
 	Ceiling                  // ONNX Runtime in the bench process, same model, batch size, threads
 	CacheHit                 // sidecar, unary gRPC, each caller repeating one input: prediction cache hits
 	RemoteKServe             // sidecar whose bandwidth model runs on a second sidecar over the Open Inference Protocol
+	ShadowRate               // HalfRate's load with every call also shadowed onto a no-op legacy service
 )
 
 func (k Kind) protocol() string {
@@ -279,6 +280,14 @@ func (r *Report) Targets() []Target {
 		}
 		judge("p99 at half of that rate: <= 2ms", measured,
 			h.P99 <= 2*time.Millisecond && h.Dropped == 0 && h.Errors == 0, fmt.Sprintf("by %s", fmtDur(h.P99-2*time.Millisecond)))
+	}
+	if sh, ok := r.row(ShadowRate); ok {
+		if h, ok := r.row(HalfRate); ok && h.Load == sh.Load && h.P99 > 0 {
+			pct := 100 * (float64(sh.P99) - float64(h.P99)) / float64(h.P99)
+			judge("shadow at 100%: adds < 5% to the primary's p99",
+				fmt.Sprintf("%+.1f%% (p99 %s with the shadow, %s without, at %s%s)", pct, fmtDur(sh.P99), fmtDur(h.P99), sh.Load, cacheNote(sh)),
+				pct < 5 && sh.Errors == 0 && sh.Dropped == 0, fmt.Sprintf("by %.1f points", pct-5))
+		}
 	}
 	if b, ok := r.row(BatchRPC); ok {
 		if c, ok := r.row(Ceiling); ok {
