@@ -309,6 +309,9 @@ type Routes struct {
 	PredictBandwidth  Route `yaml:"predict_bandwidth"`
 	DetectAnomaly     Route `yaml:"detect_anomaly"`
 	OptimizePlacement Route `yaml:"optimize_placement"`
+	// Models route the Open Inference Protocol's calls by the model name they ask for (route
+	// models.NAME): to tensor models of one task, split by the request's id (key: id) or per call.
+	Models map[string]Route `yaml:"models"`
 }
 
 // Route is one family's route (see proxy.Route), written as its target's name

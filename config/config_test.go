@@ -63,6 +63,25 @@ func TestErrorsNameFileAndLine(t *testing.T) {
 		"listen":    {"listen: {grpc: nowhere}\n", "bad.yaml:1: listen.grpc"},
 		"empty":     {"", "bad.yaml: the file is empty"},
 		"duplicate": {"models:\n  - {name: a, task: placement, path: a, spec: s}\n  - {name: a, task: placement, path: a, spec: s}\n", "bad.yaml:3: models[1].name: \"a\" is used twice"},
+		// Routes, shadows and migrations.
+		"oip route to a legacy model": {"models:\n  - {name: a, task: anomaly, path: a, spec: s}\n  - {name: l, task: anomaly, spec: s, backend: {kind: legacy_grpc, endpoints: [127.0.0.1:1]}}\nroutes:\n  models:\n    x:\n      target: a\n      split: [{target: l, percent: 10}]\n",
+			"bad.yaml:8: routes.models.x.split[0].target: model \"l\" is a legacy service"},
+		"split over 100": {"models:\n  - {name: a, task: anomaly, path: a, spec: s}\n  - {name: b, task: anomaly, path: b, spec: s}\n  - {name: c, task: anomaly, path: c, spec: s}\nroutes:\n  detect_anomaly: {target: a, split: [{target: b, percent: 60}, {target: c, percent: 50}]}\n",
+			"bad.yaml:6: routes.detect_anomaly.split: the arms take 110 percent together"},
+		"route key": {"models:\n  - {name: a, task: anomaly, path: a, spec: s}\nroutes:\n  detect_anomaly: {target: a, key: workload_id}\n",
+			"routes.detect_anomaly.key: \"workload_id\" is not a key of detect_anomaly"},
+		"unknown route key": {"routes:\n  detect_anomaly: {target: a, wieght: 1}\n", "bad.yaml:2: routes.detect_anomaly.wieght: unknown key"},
+		"route as a number": {"routes:\n  detect_anomaly: 5\n", "bad.yaml:2: routes.detect_anomaly"},
+		"migration without a state file": {"models:\n  - {name: a, task: anomaly, path: a, spec: s}\n  - {name: b, task: anomaly, path: b, spec: s}\nroutes:\n  detect_anomaly: a\nmigrations:\n  - {name: m, route: detect_anomaly, to: b}\n",
+			"state_file: required with migrations"},
+		"migration of a split route": {"models:\n  - {name: a, task: anomaly, path: a, spec: s}\n  - {name: b, task: anomaly, path: b, spec: s}\nroutes:\n  detect_anomaly: {target: a, shadow: [{target: b, percent: 5}]}\nmigrations:\n  - {name: m, route: detect_anomaly, to: b}\nstate_file: s.json\n",
+			"bad.yaml:7: migrations[0].route: routes.detect_anomaly has a split or shadows of its own"},
+		"migration to another task": {"models:\n  - {name: a, task: anomaly, path: a, spec: s}\n  - {name: b, task: placement, path: b, spec: s}\nroutes:\n  detect_anomaly: a\nmigrations:\n  - {name: m, route: detect_anomaly, to: b}\nstate_file: s.json\n",
+			"migrations[0].to: model \"b\" has task placement"},
+		"migration stage": {"models:\n  - {name: a, task: anomaly, path: a, spec: s}\n  - {name: b, task: anomaly, path: b, spec: s}\nroutes:\n  detect_anomaly: a\nmigrations:\n  - {name: m, route: detect_anomaly, to: b, stages: [{split: 150}]}\nstate_file: s.json\n",
+			"migrations[0]: stages[0].split: 150 is not a percent in 0..100"},
+		"admin off loopback":    {"admin: {listen: 0.0.0.0:9464, token_file: t}\n", "bad.yaml:1: admin.listen"},
+		"admin without a token": {"admin: {listen: 127.0.0.1:9464}\n", "admin.token_file: required"},
 	}
 	for name, c := range cases {
 		_, err := Parse("bad.yaml", []byte(c.yaml))

@@ -13,6 +13,8 @@ import (
 	"github.com/novacron/sidecar/config"
 	"github.com/novacron/sidecar/features"
 	"github.com/novacron/sidecar/proxy"
+	"github.com/novacron/sidecar/proxy/admin"
+	"github.com/novacron/sidecar/proxy/migrate"
 )
 
 // short writes a duration as the README does: 5m, not 5m0s.
@@ -33,6 +35,18 @@ func num[T int | int64 | float64](v T) string {
 		return strconv.FormatFloat(x, 'g', -1, 64)
 	}
 	return fmt.Sprint(v)
+}
+
+// stagesCells lists the default stages' percents as the README writes them, in order.
+func stagesCells(stages []migrate.Stage) []string {
+	var out []string
+	for _, st := range stages {
+		if st.Split > 0 {
+			out = append(out, num(st.Split))
+		}
+		out = append(out, num(st.Shadow))
+	}
+	return out
 }
 
 // readmeDefaults reads the README's configuration table: the default column of each row, by its
@@ -99,6 +113,15 @@ func TestDocumentedDefaults(t *testing.T) {
 			short(backends.DefaultOpenTimeout), num(backends.DefaultHalfOpenRequests)},
 		"`models[].backend.retry.max_attempts` / `budget` / `min_per_second`": {
 			num(backends.DefaultMaxAttempts), num(backends.DefaultRetryBudget), num(backends.DefaultMinRetriesPerSecond)},
+		"`routes.*.key`": {proxy.DefaultKey(proxy.RouteBandwidth), proxy.DefaultKey(proxy.RoutePlacement)},
+		"`routes.*.compare.abs` / `rel` / `score` / `min_tau`": {
+			num(migrate.DefaultAbs), num(migrate.DefaultRel), num(migrate.DefaultScore), num(migrate.DefaultMinTau)},
+		"`shadow.queue` / `workers` / `timeout`":             {num(proxy.DefaultShadowQueue), num(proxy.DefaultShadowWorkers), short(proxy.DefaultShadowTimeout)},
+		"`migrations[].stages[]`":                            stagesCells(migrate.DefaultStages),
+		"`migrations[].stages[].min_duration` / `min_calls`": {short(migrate.DefaultMinDuration), num(int64(migrate.DefaultMinCalls))},
+		"`migrations[].gates.max_disagreement` / `max_shadow_errors` / `max_p99_delta` / `confidence`": {
+			num(migrate.DefaultMaxDisagreement), num(migrate.DefaultMaxShadowErrors), short(migrate.DefaultMaxP99Delta), num(migrate.DefaultConfidence)},
+		"`admin.listen`": {admin.DefaultListen},
 	}
 	rows := readmeDefaults(t)
 	for key, values := range want {

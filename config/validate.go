@@ -4,7 +4,9 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -232,17 +234,32 @@ func validateBackend(c *Config, p string, m Model, add func(path, format string,
 // Options are the admin listener's settings as package admin takes them.
 func (a Admin) Options() admin.Config { return admin.Config{Listen: a.Listen, TokenFile: a.TokenFile} }
 
-// RouteOf returns the route a Routes holds under a route name (proxy.RouteBandwidth, ...).
-func (r *Routes) RouteOf(name string) *Route {
+// RouteOf returns the route a Routes holds under a route name (proxy.RouteBandwidth, ...,
+// or models.NAME), and whether it has one.
+func (r *Routes) RouteOf(name string) (Route, bool) {
 	switch name {
 	case proxy.RouteBandwidth:
-		return &r.PredictBandwidth
+		return r.PredictBandwidth, true
 	case proxy.RouteAnomaly:
-		return &r.DetectAnomaly
+		return r.DetectAnomaly, true
 	case proxy.RoutePlacement:
-		return &r.OptimizePlacement
+		return r.OptimizePlacement, true
 	}
-	return nil
+	if model, ok := strings.CutPrefix(name, proxy.ModelRoutePrefix); ok {
+		rt, ok := r.Models[model]
+		return rt, ok
+	}
+	return Route{}, false
+}
+
+// Names lists the routes' names: the NovaCron families', then the Open Inference Protocol's
+// (models.NAME), in order.
+func (r *Routes) Names() []string {
+	out := append([]string(nil), proxy.RouteNames...)
+	for _, m := range slices.Sorted(maps.Keys(r.Models)) {
+		out = append(out, proxy.ModelRoute(m))
+	}
+	return out
 }
 
 // Proxy is the route as the pipeline takes it.
@@ -263,10 +280,15 @@ func (r Route) Tolerances() migrate.Tolerances {
 }
 
 // validateRoutes checks each route: its shape (proxy.ValidateRoute), that it names loaded models
-// of its task (names: model name to task), and its tolerances.
+// of its task (names: model name to task; an Open Inference Protocol route's task is its
+// target's, and its models must take tensors), and its tolerances.
 func validateRoutes(c *Config, names map[string]string, add func(path, format string, args ...any)) {
-	for _, name := range proxy.RouteNames {
-		r := c.Routes.RouteOf(name)
+	legacy := map[string]bool{}
+	for _, m := range c.Models {
+		legacy[m.Name] = m.Backend.Kind == BackendLegacyHTTP || m.Backend.Kind == BackendLegacyGRPC
+	}
+	for _, name := range c.Routes.Names() {
+		r, _ := c.Routes.RouteOf(name)
 		p := "routes." + name
 		if err := proxy.ValidateRoute(name, r.Proxy()); err != nil {
 			var fe *features.FieldError
@@ -277,6 +299,10 @@ func validateRoutes(c *Config, names map[string]string, add func(path, format st
 			}
 		}
 		task := proxy.TaskOfRoute(name)
+		oip := task == ""
+		if oip {
+			task = names[r.Target]
+		}
 		check := func(path, model string) {
 			t, ok := names[model]
 			switch {
@@ -285,6 +311,8 @@ func validateRoutes(c *Config, names map[string]string, add func(path, format st
 				add(path, "model %q is not in models", model)
 			case t != task:
 				add(path, "model %q has task %s, this route needs a %s model", model, t, task)
+			case oip && legacy[model]:
+				add(path, "model %q is a legacy service, which takes NovaCron calls, not the Open Inference Protocol's tensors", model)
 			}
 		}
 		check(p+".target", r.Target)
@@ -305,7 +333,7 @@ func (m Migration) Spec(routes *Routes) migrate.Spec {
 	sp := migrate.Spec{Name: m.Name, Route: m.Route, To: m.To,
 		Gates: migrate.Gates{MaxDisagreement: m.Gates.MaxDisagreement, MaxShadowErrors: m.Gates.MaxShadowErrors,
 			MaxP99Delta: m.Gates.MaxP99Delta, Confidence: m.Gates.Confidence}}
-	if r := routes.RouteOf(m.Route); r != nil {
+	if r, ok := routes.RouteOf(m.Route); ok {
 		sp.From, sp.Key = r.Target, r.Key
 	}
 	for _, st := range m.Stages {
@@ -337,10 +365,10 @@ func validateMigrations(c *Config, names map[string]string, add func(path, forma
 			add(p+".name", "%q is used twice", m.Name)
 		}
 		seen[m.Name] = true
-		r := c.Routes.RouteOf(m.Route)
+		r, ok := c.Routes.RouteOf(m.Route)
 		switch {
-		case r == nil:
-			add(p+".route", "%q is not a route; routes are %s", m.Route, strings.Join(proxy.RouteNames, ", "))
+		case !ok:
+			add(p+".route", "%q is not a route; routes are %s, or models.NAME for a route under routes.models", m.Route, strings.Join(proxy.RouteNames, ", "))
 			continue
 		case routes[m.Route]:
 			add(p+".route", "%s has a migration already; one migration per route", m.Route)
@@ -351,6 +379,9 @@ func validateMigrations(c *Config, names map[string]string, add func(path, forma
 		}
 		routes[m.Route] = true
 		task := proxy.TaskOfRoute(m.Route)
+		if task == "" {
+			task = names[r.Target]
+		}
 		if t, ok := names[m.To]; m.To != "" && !ok {
 			add(p+".to", "model %q is not in models", m.To)
 		} else if ok && t != task {

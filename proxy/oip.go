@@ -8,6 +8,9 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/novacron/sidecar/backends"
 	"github.com/novacron/sidecar/backends/oip"
@@ -54,8 +57,10 @@ func ServerVersion() string {
 	return "devel"
 }
 
-// lookup resolves a tensor model by name and, when given, version: the Open Inference Protocol
-// serves the Models, not the legacy services (which take NovaCron calls only).
+// lookup resolves the model a v2 call names, and, when given, its version: the primary target of
+// the name's Open Inference Protocol route (see ModelRoute) when it has one, else the tensor model
+// of that name. The protocol serves the Models, not the legacy services (which take NovaCron calls
+// only).
 func (s *Service) lookup(name, version string) (*Model, error) {
 	st := s.state.Load()
 	if name == "" {
@@ -67,11 +72,15 @@ func (s *Service) lookup(name, version string) (*Model, error) {
 	if err := s.checkID("model_version", version); err != nil {
 		return nil, err
 	}
-	m, ok := st.tensors[name]
+	target := name
+	if r := st.routes[ModelRoute(name)]; r != nil {
+		target = r.Target
+	}
+	m, ok := st.tensors[target]
 	if !ok {
-		if _, isTarget := st.targets[name]; isTarget {
+		if _, isTarget := st.targets[target]; isTarget {
 			return nil, fmt.Errorf("model: %q is served by a legacy AI service, which takes NovaCron calls (novacron.ai.AIService, /api/v1/...), not tensors; tensor models: %s: %w",
-				name, strings.Join(tensorNames(st), ", "), ErrUnknownModel)
+				target, strings.Join(tensorNames(st), ", "), ErrUnknownModel)
 		}
 		return nil, fmt.Errorf("model: %q is not loaded (loaded: %s): %w", name, strings.Join(tensorNames(st), ", "), ErrUnknownModel)
 	}
@@ -120,7 +129,7 @@ func (s *Service) ModelMetadata(name, version string) (*inference.ModelMetadataR
 	}
 	in := m.Spec.InputShape(-1)
 	r := &inference.ModelMetadataResponse{
-		Name:     m.Name,
+		Name:     name,
 		Versions: []string{m.Version},
 		Platform: cmp.Or(m.Meta.Platform, "unknown"),
 		Inputs:   []*inference.ModelMetadataResponse_TensorMetadata{{Name: inputFeatures, Datatype: "FP32", Shape: in}},
@@ -142,10 +151,96 @@ func (s *Service) inferV2(ctx context.Context, c *InferCall) (*InferAnswer, erro
 	if err := s.checkID("id", c.ID); err != nil {
 		return nil, err
 	}
+	st := s.state.Load()
+	forced, isForced := ctx.Value(forcedKey{}).(string)
+	r := st.routes[ModelRoute(c.Model)]
+	if r != nil && c.Version == "" && !isForced {
+		return s.inferRouted(ctx, st, r, c)
+	}
 	m, err := s.lookup(c.Model, c.Version)
 	if err != nil {
 		return nil, err
 	}
+	if isForced && r != nil { // a routed name's call forced to one of the models it may reach
+		if err := s.checkID(TargetHeader, forced); err != nil {
+			return nil, err
+		}
+		fm, ok := st.tensors[forced]
+		if !ok || fm.Task != m.Task {
+			return nil, fmt.Errorf("%s: %q is not a loaded %s model that takes tensors (loaded: %s): %w", TargetHeader, clip(forced), m.Task, strings.Join(tensorNames(st), ", "), ErrUnknownModel)
+		}
+		r.noteForced(s, forced)
+		m = fm
+	}
+	a, err := s.inferOn(ctx, m, c)
+	if a != nil {
+		a.Model = c.Model
+	}
+	return a, err
+}
+
+// inferRouted answers a v2 call by its model name's route: the arm its key picks serves it (the
+// answer keeps the name asked for and gives the serving model's version), and the shadows the
+// route draws get a copy of the call, their answers compared as inference.ModelInferResponse
+// messages of typed contents.
+func (s *Service) inferRouted(ctx context.Context, st *snapshot, r *route, c *InferCall) (*InferAnswer, error) {
+	key := ""
+	if r.key == KeyID {
+		key = c.ID
+	}
+	name := r.arm(key)
+	m, ok := st.tensors[name]
+	if !ok {
+		return nil, fmt.Errorf("model: the target %q of route %s is not loaded: %w", name, r.name, ErrUnknownModel)
+	}
+	d := decision{serve: m, route: r}
+	d.count(1)
+	start := time.Now()
+	a, err := s.inferOn(ctx, m, c)
+	elapsed := time.Since(start)
+	if s.cfg.Routing != nil {
+		s.cfg.Routing.Served(r.name, name, elapsed, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	a.Model = c.Model
+	if targets := r.shadows(st, name); len(targets) > 0 {
+		req := &inference.ModelInferRequest{ModelName: c.Model, Id: c.ID}
+		oip.SetInputs(req, c.Inputs, false)
+		for _, o := range c.Outputs {
+			req.Outputs = append(req.Outputs, &inference.ModelInferRequest_InferRequestedOutputTensor{Name: o})
+		}
+		o := ShadowOutcome{Route: r.name, Task: m.Task, Primary: name, Request: req, PrimaryAnswer: inferMsg(a), PrimaryLatency: elapsed}
+		s.shadows.enqueue(ctx, o, targets, func(ctx context.Context, t Target) (proto.Message, error) {
+			sm, ok := st.tensors[t.Info().Name]
+			if !ok {
+				return nil, fmt.Errorf("model %q takes no tensors: %w", t.Info().Name, ErrUnknownModel)
+			}
+			in, err := oip.Inputs(req)
+			if err != nil {
+				return nil, err
+			}
+			sa, err := s.inferOn(ctx, sm, &InferCall{Model: c.Model, ID: c.ID, Inputs: in, Outputs: c.Outputs})
+			if err != nil {
+				return nil, err
+			}
+			return inferMsg(sa), nil
+		})
+	}
+	return a, nil
+}
+
+// inferMsg is an answer as the protocol's message, with typed contents.
+func inferMsg(a *InferAnswer) *inference.ModelInferResponse {
+	resp := &inference.ModelInferResponse{ModelName: a.Model, ModelVersion: a.Version, Id: a.ID}
+	oip.SetOutputs(resp, a.Outputs, false)
+	return resp
+}
+
+// inferOn answers a v2 call on model m.
+func (s *Service) inferOn(ctx context.Context, m *Model, c *InferCall) (*InferAnswer, error) {
+	var err error
 	// The outputs first: a bad name costs no model run.
 	outs := m.Outputs
 	if len(c.Outputs) > 0 {

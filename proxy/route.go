@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -25,8 +26,21 @@ const (
 	RoutePlacement = "optimize_placement" // OptimizePlacement
 )
 
-// RouteNames lists the routes in order.
+// RouteNames lists the NovaCron RPC families' routes in order.
 var RouteNames = []string{RouteBandwidth, RouteAnomaly, RoutePlacement}
+
+// ModelRoutePrefix begins the name of an Open Inference Protocol route: "models.NAME" routes the
+// v2 calls (ModelInfer, ModelMetadata, ModelReady) that name the model NAME, which need not be a
+// loaded model itself. Its targets are tensor models of one task.
+const ModelRoutePrefix = "models."
+
+// ModelRoute is the name of the Open Inference Protocol route of the model name model.
+func ModelRoute(model string) string { return ModelRoutePrefix + model }
+
+// isModelRoute reports whether name is an Open Inference Protocol route's.
+func isModelRoute(name string) bool {
+	return strings.HasPrefix(name, ModelRoutePrefix) && len(name) > len(ModelRoutePrefix)
+}
 
 // TargetHeader (gRPC metadata or HTTP header) forces a call's target, for debugging: the call
 // goes to the named target of the route's task, without split or shadow; it is counted
@@ -40,7 +54,9 @@ const ForcedLogEvery = 10 * time.Second
 const (
 	KeyVM       = "vm_id"       // the default of predict_bandwidth and detect_anomaly
 	KeyWorkload = "workload_id" // the default of optimize_placement
-	KeyCall     = "call"        // no stickiness: each call (each VM of a batch) is drawn at random
+	KeyCall     = "call"        // no stickiness: each call (each VM of a batch) is drawn at random;
+	// the default of Open Inference Protocol routes
+	KeyID = "id" // an Open Inference Protocol route: the request's id (a call without one is drawn)
 )
 
 // Route is one RPC family's route.
@@ -71,10 +87,14 @@ type Arm struct {
 // Routes hold the routes by name (RouteBandwidth, RouteAnomaly, RoutePlacement).
 type Routes map[string]Route
 
-// DefaultKey is the key a route's split hashes when Route.Key is empty: the family's identifier.
+// DefaultKey is the key a route's split hashes when Route.Key is empty: the family's identifier,
+// or KeyCall for an Open Inference Protocol route.
 func DefaultKey(route string) string {
-	if route == RoutePlacement {
+	switch {
+	case route == RoutePlacement:
 		return KeyWorkload
+	case isModelRoute(route):
+		return KeyCall
 	}
 	return KeyVM
 }
@@ -84,8 +104,8 @@ func DefaultKey(route string) string {
 // Service takes it. Errors are *features.FieldError naming the field as the config does (target,
 // split[1].percent, key), or say the route name is unknown.
 func ValidateRoute(name string, r Route) error {
-	if !slices.Contains(RouteNames, name) {
-		return fmt.Errorf("unknown route %q: routes are %v", name, RouteNames)
+	if !slices.Contains(RouteNames, name) && !isModelRoute(name) {
+		return fmt.Errorf("unknown route %q: routes are %v, or %sNAME for the Open Inference Protocol's model NAME", name, RouteNames, ModelRoutePrefix)
 	}
 	sum := 0.0
 	for i, a := range r.Split {
@@ -117,8 +137,13 @@ func ValidateRoute(name string, r Route) error {
 			return invalid(fmt.Sprintf("shadow[%d].percent", i), fmt.Sprintf("%v is not in 0..100", a.Percent))
 		}
 	}
-	switch r.Key {
-	case "", KeyCall, DefaultKey(name):
+	switch {
+	case isModelRoute(name) && r.Target == "":
+		return invalid("target", "required: a tensor model's name")
+	case isModelRoute(name) && (r.Key == "" || r.Key == KeyCall || r.Key == KeyID):
+	case isModelRoute(name):
+		return invalid("key", fmt.Sprintf("%q is not a key of an Open Inference Protocol route; use %s or %s", r.Key, KeyID, KeyCall))
+	case r.Key == "" || r.Key == KeyCall || r.Key == DefaultKey(name):
 	default:
 		return invalid("key", fmt.Sprintf("%q is not a key of %s; use %s or %s", r.Key, name, DefaultKey(name), KeyCall))
 	}
@@ -145,13 +170,18 @@ type route struct {
 
 // compileRoutes checks the routes against the targets and resolves them. old carries the log
 // limiter of each route across snapshots.
-func (s *Service) compileRoutes(rs Routes, targets map[string]Target, old map[string]*route) (map[string]*route, error) {
+func (s *Service) compileRoutes(rs Routes, targets map[string]Target, tensors map[string]*Model, old map[string]*route) (map[string]*route, error) {
 	out := make(map[string]*route, len(rs))
 	for name, r := range rs {
 		if err := ValidateRoute(name, r); err != nil {
 			return nil, fmt.Errorf("routes.%s: %w", name, err)
 		}
-		task := familyOf(name).task
+		task := TaskOfRoute(name)
+		if isModelRoute(name) {
+			if t, ok := targets[r.Target]; ok {
+				task = t.Info().Task // the route's targets share its target's task
+			}
+		}
 		check := func(field, target string) error {
 			t, ok := targets[target]
 			if !ok {
@@ -159,6 +189,9 @@ func (s *Service) compileRoutes(rs Routes, targets map[string]Target, old map[st
 			}
 			if t.Info().Task != task {
 				return fmt.Errorf("routes.%s.%s: %q is a %s model; %s needs a %s model", name, field, target, t.Info().Task, name, task)
+			}
+			if _, ok := tensors[target]; isModelRoute(name) && !ok {
+				return fmt.Errorf("routes.%s.%s: %q is a legacy service, which takes NovaCron calls, not the Open Inference Protocol's tensors", name, field, target)
 			}
 			return nil
 		}
@@ -200,8 +233,14 @@ func (s *Service) compileRoutes(rs Routes, targets map[string]Target, old map[st
 	return out, nil
 }
 
-// TaskOfRoute is the task of a route's targets.
-func TaskOfRoute(name string) string { return familyOf(name).task }
+// TaskOfRoute is the task of a NovaCron route's targets ("" for an Open Inference Protocol route,
+// whose targets share its target's task).
+func TaskOfRoute(name string) string {
+	if isModelRoute(name) {
+		return ""
+	}
+	return familyOf(name).task
+}
 
 // familyOf returns the family of a route name.
 func familyOf(name string) family {

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/novacron/sidecar/backends"
+	"github.com/novacron/sidecar/proto/inference"
 	aipb "github.com/novacron/sidecar/proto/novacron/ai"
 )
 
@@ -320,5 +321,74 @@ func TestValidateRoute(t *testing.T) {
 	}
 	if err := ValidateRoute(RoutePlacement, Route{Target: "p", Key: KeyWorkload, Split: []Arm{{Target: "q", Percent: 100}}}); err != nil {
 		t.Errorf("a valid route: %v", err)
+	}
+}
+
+// TestModelRoute: an Open Inference Protocol route splits the calls that name its model by their
+// id (sticky), answers under the name asked for with the serving model's version, describes the
+// name by its primary target, and shadows a copy of the call whose answer reaches the observer as
+// a protocol message.
+func TestModelRoute(t *testing.T) {
+	sp, raw := bandwidthSpec(t)
+	a, b := horizonModel(t, "a", fakeForecaster{10}, 10), horizonModel(t, "b", fakeForecaster{5}, 5)
+	c := horizonModel(t, "c", fakeForecaster{10}, 10)
+	rec := &routeRecorder{}
+	svc := newRouted(t, Config{Routing: rec, Routes: Routes{ModelRoute("fc"): {Target: "a", Key: KeyID,
+		Split: []Arm{{Target: "b", Percent: 50}}, Shadow: []Arm{{Target: "c", Percent: 100}}}}}, a, b, c)
+	canon := make([]float32, sp.Size())
+	if err := sp.Canonicalize(canon, raw); err != nil {
+		t.Fatal(err)
+	}
+	call := func(id string) *InferAnswer {
+		t.Helper()
+		ans, err := svc.Infer(context.Background(), &InferCall{Model: "fc", ID: id,
+			Inputs: []backends.Tensor{backends.F32("features", sp.InputShape(1), canon)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ans
+	}
+	byID := map[string]string{}
+	for i := range 200 {
+		id := fmt.Sprintf("req-%d", i)
+		ans := call(id)
+		if ans.Model != "fc" || (ans.Version != "a" && ans.Version != "b") {
+			t.Fatalf("answer of model %q version %q; want fc from a or b", ans.Model, ans.Version)
+		}
+		byID[id] = ans.Version
+	}
+	nb := 0
+	for id, v := range byID {
+		if again := call(id); again.Version != v {
+			t.Fatalf("%s: %s, then %s", id, v, again.Version)
+		}
+		if v == "b" {
+			nb++
+		}
+	}
+	if nb < 60 || nb > 140 { // Binomial(200, 0.5): 100 ± 7
+		t.Errorf("b served %d of 200 ids at 50%%", nb)
+	}
+	forced, err := svc.Infer(withForced(context.Background(), "c"), &InferCall{Model: "fc", ID: "req-1",
+		Inputs: []backends.Tensor{backends.F32("features", sp.InputShape(1), canon)}})
+	if err != nil || forced.Version != "c" || forced.Model != "fc" {
+		t.Errorf("forced to c: %v, %v", forced, err)
+	}
+	md, err := svc.ModelMetadata("fc", "")
+	if err != nil || md.Name != "fc" || md.Versions[0] != "a" {
+		t.Errorf("metadata of fc: %v, %v; want fc described by a", md, err)
+	}
+	svc.Close()
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.shadowed) == 0 {
+		t.Fatal("no shadowed call reached the observer")
+	}
+	for _, o := range rec.shadowed {
+		pa, ok1 := o.PrimaryAnswer.(*inference.ModelInferResponse)
+		sa, ok2 := o.Answer.(*inference.ModelInferResponse)
+		if !ok1 || !ok2 || o.Err != nil || o.Shadow != "c" || o.Route != "models.fc" || len(sa.GetOutputs()) != 2 || pa.GetModelName() != "fc" {
+			t.Fatalf("outcome %s -> %s: err %v, primary %T, shadow %T", o.Primary, o.Shadow, o.Err, o.PrimaryAnswer, o.Answer)
+		}
 	}
 }

@@ -185,7 +185,7 @@ func (s *Service) snapshot(targets []Target, routes Routes, old *snapshot) (*sna
 		oldRoutes = old.routes
 	}
 	var err error
-	if st.routes, err = s.compileRoutes(routes, st.targets, oldRoutes); err != nil {
+	if st.routes, err = s.compileRoutes(routes, st.targets, st.tensors, oldRoutes); err != nil {
 		return nil, err
 	}
 	return st, nil

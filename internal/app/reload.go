@@ -183,8 +183,9 @@ func cancelled(ctx context.Context) error {
 
 func routes(cfg *config.Config) proxy.Routes {
 	out := proxy.Routes{}
-	for _, name := range proxy.RouteNames {
-		out[name] = cfg.Routes.RouteOf(name).Proxy()
+	for _, name := range cfg.Routes.Names() {
+		r, _ := cfg.Routes.RouteOf(name)
+		out[name] = r.Proxy()
 	}
 	return out
 }
@@ -192,8 +193,9 @@ func routes(cfg *config.Config) proxy.Routes {
 // tolerances are the routes' comparison tolerances.
 func tolerances(cfg *config.Config) map[string]migrate.Tolerances {
 	out := map[string]migrate.Tolerances{}
-	for _, name := range proxy.RouteNames {
-		out[name] = cfg.Routes.RouteOf(name).Tolerances()
+	for _, name := range cfg.Routes.Names() {
+		r, _ := cfg.Routes.RouteOf(name)
+		out[name] = r.Tolerances()
 	}
 	return out
 }

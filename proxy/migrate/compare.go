@@ -115,6 +115,12 @@ const (
 	FieldTop1 = "candidates.top1"
 	// FieldIsAnomaly: the anomaly answers' is_anomaly differ.
 	FieldIsAnomaly = "is_anomaly"
+	// FieldOutputs: an Open Inference Protocol output's value is beyond tolerance.
+	FieldOutputs = "outputs"
+	// FieldOutputSet: the two answers do not have the same outputs (by name).
+	FieldOutputSet = "outputs.set"
+	// FieldOutputShape: an output has another shape or datatype.
+	FieldOutputShape = "outputs.shape"
 	// FieldPredictions: a forecast step is beyond tolerance (or NaN on either side).
 	FieldPredictions = "predictions"
 	// FieldPredictionsLength: a forecast has a different number of steps.
@@ -131,7 +137,7 @@ const (
 // example to initialise a Prometheus counter vector's label values). Do not modify it.
 var AllFields = []string{
 	FieldAnomalyType, FieldMissing, FieldCandidates, FieldTau, FieldTop1, FieldIsAnomaly,
-	FieldPredictions, FieldPredictionsLength, FieldResults, FieldScore, FieldSeverity,
+	FieldOutputs, FieldOutputSet, FieldOutputShape, FieldPredictions, FieldPredictionsLength, FieldResults, FieldScore, FieldSeverity,
 }
 
 // fieldSet is a set of fields, one bit each, bits in the sorted order of their names (so listing
@@ -145,6 +151,9 @@ const (
 	bitTau
 	bitTop1
 	bitIsAnomaly
+	bitOutputs
+	bitOutputSet
+	bitOutputShape
 	bitPredictions
 	bitPredictionsLength
 	bitResults
@@ -156,7 +165,7 @@ const (
 // that a caller modifying AllFields cannot change what Diffs report.
 var fieldNames = [...]string{
 	FieldAnomalyType, FieldMissing, FieldCandidates, FieldTau, FieldTop1, FieldIsAnomaly,
-	FieldPredictions, FieldPredictionsLength, FieldResults, FieldScore, FieldSeverity,
+	FieldOutputs, FieldOutputSet, FieldOutputShape, FieldPredictions, FieldPredictionsLength, FieldResults, FieldScore, FieldSeverity,
 }
 
 // list returns the names of s, sorted; nil when s is empty.

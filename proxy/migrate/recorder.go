@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/novacron/sidecar/proto/inference"
 	aipb "github.com/novacron/sidecar/proto/novacron/ai"
 	"github.com/novacron/sidecar/proxy"
 )
@@ -158,6 +159,9 @@ func compare(base, cand proto.Message, t Tolerances) Diff {
 	case *aipb.PlacementResponse:
 		c, _ := cand.(*aipb.PlacementResponse)
 		return Placement(b, c, t)
+	case *inference.ModelInferResponse:
+		c, _ := cand.(*inference.ModelInferResponse)
+		return Tensors(b, c, t)
 	}
 	return Diff{Fields: []string{FieldMissing}, Detail: fmt.Sprintf("answers of type %T cannot be compared", base)}
 }
