@@ -5,6 +5,9 @@
 #               (CHAOS_DURATION, default 30s each), with their summary table; only there are recovery times asserted (-tags chaos)
 #   make bench  the load harness (sidecar bench): the sidecar against a no-op server and ONNX
 #               Runtime; a few minutes (refuses any result the prediction cache answered outside cache-hit); flags in ARGS, e.g. make bench ARGS="-only floor,adaptive"
+#   make demo-migration  the seed's HTTP-versus-gRPC A/B end to end (examples/migration): the seed's
+#               Python service and the sidecar on loopback, a migration through every stage to done,
+#               then one rolled back by its disagreement gate; under 3 minutes; flags in ARGS (e.g. -quick)
 # Both fetch ONNX Runtime's library on first use (scripts/fetch-onnxruntime.sh, cached in the
 # git-ignored .onnxruntime/).
 
@@ -12,7 +15,7 @@ SHELL := /bin/bash
 GO ?= go
 ORT = $(shell scripts/fetch-onnxruntime.sh | tail -n 1)
 
-.PHONY: run test bench chaos vet fmt-check build proto models onnxruntime python-grpc grpcurl
+.PHONY: run test bench chaos demo-migration vet fmt-check build proto models onnxruntime python-grpc grpcurl
 
 onnxruntime:
 	@scripts/fetch-onnxruntime.sh >/dev/null
@@ -51,6 +54,9 @@ chaos: onnxruntime python-grpc
 
 bench: onnxruntime
 	ONNXRUNTIME_LIB="$(ORT)" $(GO) run ./cmd/sidecar bench $(ARGS)
+
+demo-migration: onnxruntime python-grpc build
+	$(GO) run ./examples/migration -sidecar bin/sidecar -onnxruntime "$(ORT)" $(ARGS)
 
 # Regenerate the committed protobuf code (needs Debian's protobuf-compiler).
 proto:

@@ -198,7 +198,7 @@ func (s *Service) inferRouted(ctx context.Context, st *snapshot, r *route, c *In
 	start := time.Now()
 	a, err := s.inferOn(ctx, m, c)
 	elapsed := time.Since(start)
-	if s.cfg.Routing != nil {
+	if s.cfg.Routing != nil && !callersFault(ctx, err) {
 		s.cfg.Routing.Served(r.name, name, elapsed, err)
 	}
 	if err != nil {

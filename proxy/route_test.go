@@ -392,3 +392,32 @@ func TestModelRoute(t *testing.T) {
 		}
 	}
 }
+
+// TestCallersFaultIsNotTheArms: a routed call that fails by its caller's doing (bad input, or a
+// context the caller ended) is not reported against the arm that had it; a target's own failure
+// is.
+func TestCallersFaultIsNotTheArms(t *testing.T) {
+	_, raw := bandwidthSpec(t)
+	slow, broken := horizonModel(t, "slow", blockingBackend{}, 10), horizonModel(t, "broken", failingBackend{}, 10)
+	rec := &routeRecorder{}
+	svc := newRouted(t, Config{Routing: rec, Routes: Routes{RouteBandwidth: {Target: "slow"}}}, slow, broken)
+	if _, err := svc.PredictBandwidth(context.Background(), &aipb.BandwidthRequest{VmId: "vm-1", HistoricalMetrics: raw[:5]}); Code(err) != codes.InvalidArgument {
+		t.Fatalf("bad input: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := svc.PredictBandwidth(ctx, &aipb.BandwidthRequest{VmId: "vm-1", HistoricalMetrics: raw}); Code(err) != codes.Canceled {
+		t.Fatalf("a cancelled call: %v", err)
+	}
+	if err := svc.SetRoute(RouteBandwidth, Route{Target: "broken"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.PredictBandwidth(context.Background(), &aipb.BandwidthRequest{VmId: "vm-2", HistoricalMetrics: raw}); Code(err) != codes.Unavailable {
+		t.Fatalf("a failing target: %v", err)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if rec.served["slow"] != 0 || rec.served["broken"] != 1 {
+		t.Errorf("the observer saw %v; want slow's two calls (the caller's faults) unseen and broken's failure seen", rec.served)
+	}
+}

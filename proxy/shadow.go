@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -28,7 +29,8 @@ const (
 type RouteObserver interface {
 	// Served is called on the caller's goroutine after each call a route chose the target of
 	// (not those that named their model or were forced), with the serving target, its latency
-	// and its error. It must not block.
+	// and its error; not for a call that failed by its caller's doing (its context ended, or
+	// bad input: see callersFault). It must not block.
 	Served(route, target string, latency time.Duration, err error)
 	// Shadowed is called on a shadow worker with the outcome of one shadowed call. The worker
 	// takes the next call when it returns, so it should be quick; o is the observer's to keep.
@@ -142,6 +144,23 @@ func (sh *shadower) close() {
 	sh.wg.Wait()
 }
 
+// callersFault reports whether a call's error is its caller's doing (its context ended, or its
+// request is bad): then the call says nothing of the target, and the RouteObserver does not see
+// it (a migration's error gate would otherwise count clients that give up against an arm).
+func callersFault(ctx context.Context, err error) bool {
+	if err == nil {
+		return false
+	}
+	if ctx.Err() != nil {
+		return true
+	}
+	switch Code(err) {
+	case codes.InvalidArgument, codes.NotFound, codes.FailedPrecondition, codes.Canceled, codes.PermissionDenied:
+		return true
+	}
+	return false
+}
+
 // routed runs a call on the target d chose and, when a route chose it, reports the call to the
 // RouteObserver and queues it for the shadows the route draws. req is the call as a message (its
 // clone, not req, reaches the shadows); msg makes the answer a message.
@@ -154,7 +173,7 @@ func routed[Q proto.Message, R any](s *Service, ctx context.Context, st *snapsho
 	}
 	elapsed := time.Since(start)
 	name := d.serve.Info().Name
-	if s.cfg.Routing != nil {
+	if s.cfg.Routing != nil && !callersFault(ctx, err) {
 		s.cfg.Routing.Served(d.route.name, name, elapsed, err)
 	}
 	if err != nil {

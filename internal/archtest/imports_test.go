@@ -39,7 +39,7 @@ var allowed = map[string][]string{
 	"backends/kserve": {"backends", "backends/oip", "proto/..."},
 	"backends/legacy": {"backends", "proto/..."},
 	"config":          {"backends/...", "batcher", "cache", "features/...", "proxy/..."},
-	"examples/...":    {"backends/...", "batcher", "cache", "config", "features/...", "proxy", "proto/..."},
+	"examples/...":    {"backends/...", "batcher", "cache", "config", "features/...", "proxy/...", "proto/..."},
 	"proto/...":       {"proto/..."},
 	"internal/seedpb": {},
 }

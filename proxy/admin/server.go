@@ -77,7 +77,7 @@ type Server struct {
 
 	// mu guards addr.
 	mu   sync.Mutex
-	addr string // the served listener's address, in Config.Listen's form; "" before Serve
+	addr string // the bound (or served) listener's address, in Config.Listen's form; "" before Listen
 }
 
 // New makes a Server for cfg over ctrl, taking the disagreements from rec (nil: none are
@@ -134,6 +134,9 @@ func (s *Server) Listen() (net.Listener, error) {
 		l.Close()
 		return nil, fmt.Errorf("admin.listen: %s resolved to %s, not a loopback address: use an IP address (%s)", s.address, l.Addr(), DefaultListen)
 	}
+	s.mu.Lock()
+	s.addr = l.Addr().String() // the bound port, for port 0
+	s.mu.Unlock()
 	return l, nil
 }
 
