@@ -283,10 +283,7 @@ func (r Route) Tolerances() migrate.Tolerances {
 // of its task (names: model name to task; an Open Inference Protocol route's task is its
 // target's, and its models must take tensors), and its tolerances.
 func validateRoutes(c *Config, names map[string]string, add func(path, format string, args ...any)) {
-	legacy := map[string]bool{}
-	for _, m := range c.Models {
-		legacy[m.Name] = m.Backend.Kind == BackendLegacyHTTP || m.Backend.Kind == BackendLegacyGRPC
-	}
+	legacy := legacyModels(c)
 	for _, name := range c.Routes.Names() {
 		r, _ := c.Routes.RouteOf(name)
 		p := "routes." + name
@@ -328,6 +325,15 @@ func validateRoutes(c *Config, names map[string]string, add func(path, format st
 	}
 }
 
+// legacyModels says, by name, which models are legacy services (which take no tensors).
+func legacyModels(c *Config) map[string]bool {
+	legacy := map[string]bool{}
+	for _, m := range c.Models {
+		legacy[m.Name] = m.Backend.Kind == BackendLegacyHTTP || m.Backend.Kind == BackendLegacyGRPC
+	}
+	return legacy
+}
+
 // Spec is the migration as package migrate takes it, its baseline the route's target.
 func (m Migration) Spec(routes *Routes) migrate.Spec {
 	sp := migrate.Spec{Name: m.Name, Route: m.Route, To: m.To,
@@ -356,6 +362,7 @@ func (c *Config) Specs() []migrate.Spec {
 // (migrate.Spec.Validate), and that state_file is set.
 func validateMigrations(c *Config, names map[string]string, add func(path, format string, args ...any)) {
 	seen, routes := map[string]bool{}, map[string]bool{}
+	legacy := legacyModels(c)
 	for i, m := range c.Migrations {
 		p := fmt.Sprintf("migrations[%d]", i)
 		switch {
@@ -379,13 +386,16 @@ func validateMigrations(c *Config, names map[string]string, add func(path, forma
 		}
 		routes[m.Route] = true
 		task := proxy.TaskOfRoute(m.Route)
-		if task == "" {
+		oip := task == ""
+		if oip {
 			task = names[r.Target]
 		}
 		if t, ok := names[m.To]; m.To != "" && !ok {
 			add(p+".to", "model %q is not in models", m.To)
 		} else if ok && t != task {
 			add(p+".to", "model %q has task %s, route %s needs a %s model", m.To, t, m.Route, task)
+		} else if ok && oip && legacy[m.To] {
+			add(p+".to", "model %q is a legacy service, which takes NovaCron calls, not the Open Inference Protocol's tensors", m.To)
 		}
 		if err := m.Spec(&c.Routes).Validate(); err != nil {
 			for _, e := range unjoin(err) {

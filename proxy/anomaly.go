@@ -28,7 +28,7 @@ func (s *Service) detectAnomaly(ctx context.Context, req *aipb.AnomalyRequest) (
 		return nil, err
 	}
 	d.count(1)
-	return routed(s, ctx, st, d, TaskAnomaly, req, detect, func(r *aipb.AnomalyResponse) proto.Message { return r })
+	return routed(s, ctx, st, d, TaskAnomaly, req, detect, func(r *aipb.AnomalyResponse) proto.Message { return r }, nil)
 }
 
 // detect calls a target's Detect.

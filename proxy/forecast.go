@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"slices"
 	"sync"
 
 	"errors"
@@ -33,7 +34,7 @@ func (s *Service) predictBandwidth(ctx context.Context, req *aipb.BandwidthReque
 		return nil, err
 	}
 	d.count(1)
-	out, err := routed(s, ctx, st, d, TaskForecast, &aipb.BandwidthBatchRequest{Vms: []*aipb.BandwidthRequest{req}}, forecastCall(nil), forecastMsg)
+	out, err := routed(s, ctx, st, d, TaskForecast, &aipb.BandwidthBatchRequest{Vms: []*aipb.BandwidthRequest{req}}, forecastCall(nil), forecastMsg, fillWindows)
 	if err != nil {
 		return nil, err
 	}
@@ -93,7 +94,7 @@ func (s *Service) predictBandwidthBatch(ctx context.Context, req *aipb.Bandwidth
 	}
 	if d.route == nil || len(d.route.bounds) == 0 {
 		d.count(len(vms))
-		out, err := routed(s, ctx, st, d, TaskForecast, req, forecastCall(identity(len(vms))), forecastMsg)
+		out, err := routed(s, ctx, st, d, TaskForecast, req, forecastCall(identity(len(vms))), forecastMsg, fillWindows)
 		if err != nil {
 			return nil, err
 		}
@@ -139,11 +140,17 @@ func (s *Service) splitForecast(ctx context.Context, st *snapshot, r *route, vms
 			sub[j] = vms[i]
 		}
 		p.d.count(len(sub))
-		p.out, p.err = routed(s, ctx, st, p.d, TaskForecast, &aipb.BandwidthBatchRequest{Vms: sub}, forecastCall(p.at), forecastMsg)
+		p.out, p.err = routed(s, ctx, st, p.d, TaskForecast, &aipb.BandwidthBatchRequest{Vms: sub}, forecastCall(p.at), forecastMsg, fillWindows)
 	}
 	var wg sync.WaitGroup
 	for _, p := range parts[1:] {
-		wg.Go(func() { run(p) })
+		wg.Go(func() {
+			// A panic here would take the process down: it becomes this part's error, as the
+			// handler's recovery does for the first part.
+			if _, err := recovered(func() (any, error) { run(p); return nil, p.err }); err != nil && p.err == nil {
+				p.err = err
+			}
+		})
 	}
 	run(parts[0])
 	wg.Wait()
@@ -157,6 +164,34 @@ func (s *Service) splitForecast(ctx context.Context, st *snapshot, r *route, vms
 		}
 	}
 	return out, nil
+}
+
+// fillWindows gives a shadowed forecast the pushed windows its primary read: each VM that sent no
+// historical_metrics gets the serving target's window at now, the time the call began (the
+// shadow runs later, after pushes that may have changed the window). Only when every shadow reads
+// the serving target's spec (a shadow of another spec reads its own window when it runs), and
+// only windows without gaps (a gap the spec fills is the shadow's to fill).
+func fillWindows(q *aipb.BandwidthBatchRequest, serve Target, shadows []Target, now time.Time) {
+	b := serve.common()
+	if b.windows == nil {
+		return
+	}
+	fp := b.Spec.Fingerprint()
+	for _, t := range shadows {
+		if t.Info().Spec.Fingerprint() != fp {
+			return
+		}
+	}
+	for _, vm := range q.GetVms() {
+		if len(vm.GetHistoricalMetrics()) > 0 {
+			continue
+		}
+		raw := make([]float64, b.Spec.Size())
+		if b.windows.Raw(raw, vm.GetVmId(), now) != nil || slices.ContainsFunc(raw, math.IsNaN) {
+			continue
+		}
+		vm.HistoricalMetrics = raw
+	}
 }
 
 // identity returns 0..n-1.

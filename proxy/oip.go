@@ -198,7 +198,7 @@ func (s *Service) inferRouted(ctx context.Context, st *snapshot, r *route, c *In
 	start := time.Now()
 	a, err := s.inferOn(ctx, m, c)
 	elapsed := time.Since(start)
-	if s.cfg.Routing != nil && !callersFault(ctx, err) {
+	if s.cfg.Routing != nil && !notTheTargets(err) {
 		s.cfg.Routing.Served(r.name, name, elapsed, err)
 	}
 	if err != nil {
@@ -213,7 +213,7 @@ func (s *Service) inferRouted(ctx context.Context, st *snapshot, r *route, c *In
 		}
 		o := ShadowOutcome{Route: r.name, Task: m.Task, Primary: name, Request: req, PrimaryAnswer: inferMsg(a), PrimaryLatency: elapsed}
 		s.shadows.enqueue(ctx, o, targets, func(ctx context.Context, t Target) (proto.Message, error) {
-			sm, ok := st.tensors[t.Info().Name]
+			sm, ok := s.state.Load().tensors[t.Info().Name]
 			if !ok {
 				return nil, fmt.Errorf("model %q takes no tensors: %w", t.Info().Name, ErrUnknownModel)
 			}

@@ -64,7 +64,7 @@ func (s *Service) optimizePlacement(ctx context.Context, req *aipb.PlacementRequ
 		seen[n.GetNodeId()] = i
 	}
 	d.count(1)
-	return routed(s, ctx, st, d, TaskPlacement, req, place, func(r *aipb.PlacementResponse) proto.Message { return r })
+	return routed(s, ctx, st, d, TaskPlacement, req, place, func(r *aipb.PlacementResponse) proto.Message { return r }, nil)
 }
 
 // place calls a target's Place.

@@ -163,7 +163,7 @@ func New(cfg Config, targets []Target, metrics *Metrics) (*Service, error) {
 	if metrics != nil {
 		metrics.setTargets(targets)
 	}
-	s.shadows = newShadower(s.cfg.ShadowQueue, s.cfg.ShadowWorkers, s.cfg.ShadowTimeout, cfg.Routing)
+	s.shadows = newShadower(s, s.cfg.ShadowQueue, s.cfg.ShadowWorkers, s.cfg.ShadowTimeout, cfg.Routing)
 	return s, nil
 }
 

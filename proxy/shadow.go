@@ -8,6 +8,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/novacron/sidecar/batcher"
 )
 
 // Shadows. A shadowed call is queued, after the caller has its answer, for a pool of shadow
@@ -59,17 +61,19 @@ type ShadowOutcome struct {
 	Err error
 }
 
-// shadowJob is one queued shadowed call.
+// shadowJob is one queued shadowed call. Its target is resolved by name when it runs, in the
+// snapshot of that time, so that a call queued before a reload runs on the target that replaced
+// its own (whose batcher the reload closed).
 type shadowJob struct {
 	ctx context.Context // detached from the caller
-	o   *ShadowOutcome  // Answer, Latency and Err are filled in by the worker
-	t   Target
+	o   *ShadowOutcome  // Answer, Latency and Err are filled in by the worker; o.Shadow names the target
 	run func(ctx context.Context, t Target) (proto.Message, error)
 }
 
 // shadower is the shadow queue and its workers. Its workers stop at close, leaving the calls
 // still queued unrun.
 type shadower struct {
+	svc     *Service
 	jobs    chan shadowJob
 	stop    chan struct{}
 	wg      sync.WaitGroup
@@ -78,8 +82,11 @@ type shadower struct {
 	once    sync.Once
 }
 
-func newShadower(queue, workers int, timeout time.Duration, obs RouteObserver) *shadower {
-	sh := &shadower{jobs: make(chan shadowJob, queue), stop: make(chan struct{}), timeout: timeout, obs: obs}
+// errGone: a shadowed call's target left in a reload before the call ran.
+var errGone = errors.New("the shadow target is not loaded any more")
+
+func newShadower(svc *Service, queue, workers int, timeout time.Duration, obs RouteObserver) *shadower {
+	sh := &shadower{svc: svc, jobs: make(chan shadowJob, queue), stop: make(chan struct{}), timeout: timeout, obs: obs}
 	for range workers {
 		sh.wg.Go(sh.work)
 	}
@@ -100,10 +107,25 @@ func (sh *shadower) work() {
 func (sh *shadower) runJob(j shadowJob) {
 	ctx, cancel := context.WithTimeout(j.ctx, sh.timeout)
 	start := time.Now()
-	ans, err := recoveredMsg(func() (proto.Message, error) { return j.run(ctx, j.t) })
+	ans, err := recoveredMsg(func() (proto.Message, error) {
+		return acrossSwap(sh.svc, func() (proto.Message, error) {
+			t, ok := sh.svc.state.Load().targets[j.o.Shadow]
+			if !ok {
+				return nil, errGone
+			}
+			return j.run(ctx, t)
+		})
+	})
 	j.o.Latency = time.Since(start)
+	timedOut := ctx.Err() != nil // before cancel, which ends ctx whatever happened
 	cancel()
-	if err != nil && ctx.Err() != nil && !errors.Is(err, context.DeadlineExceeded) {
+	if errors.Is(err, errGone) {
+		if sh.obs != nil { // no answer of the target's to compare: as if the queue had dropped it
+			sh.obs.ShadowDropped(j.o.Route, j.o.Primary, j.o.Shadow)
+		}
+		return
+	}
+	if err != nil && timedOut && !errors.Is(err, context.DeadlineExceeded) {
 		err = errors.Join(err, context.DeadlineExceeded)
 	}
 	j.o.Answer, j.o.Err = ans, err
@@ -127,10 +149,13 @@ func (sh *shadower) enqueue(ctx context.Context, o ShadowOutcome, targets []Targ
 		oc := o
 		oc.Shadow = t.Info().Name
 		select {
-		case <-sh.stop:
-		case sh.jobs <- shadowJob{ctx: detached, o: &oc, t: t, run: run}:
-			continue
+		case <-sh.stop: // closing: nothing runs it any more
 		default:
+			select {
+			case sh.jobs <- shadowJob{ctx: detached, o: &oc, run: run}:
+				continue
+			default:
+			}
 		}
 		if sh.obs != nil {
 			sh.obs.ShadowDropped(o.Route, o.Primary, oc.Shadow)
@@ -138,20 +163,34 @@ func (sh *shadower) enqueue(ctx context.Context, o ShadowOutcome, targets []Targ
 	}
 }
 
-// close stops the workers once their current calls end; queued calls are not run.
+// close stops the workers once their current calls end; the calls still queued are not run, and
+// are counted as dropped. (A call queued by a caller racing close may stay queued, uncounted.)
 func (sh *shadower) close() {
 	sh.once.Do(func() { close(sh.stop) })
 	sh.wg.Wait()
+	for {
+		select {
+		case j := <-sh.jobs:
+			if sh.obs != nil {
+				sh.obs.ShadowDropped(j.o.Route, j.o.Primary, j.o.Shadow)
+			}
+		default:
+			return
+		}
+	}
 }
 
-// callersFault reports whether a call's error is its caller's doing (its context ended, or its
-// request is bad): then the call says nothing of the target, and the RouteObserver does not see
-// it (a migration's error gate would otherwise count clients that give up against an arm).
-func callersFault(ctx context.Context, err error) bool {
+// notTheTargets reports whether a call's error says nothing of the target that had it: the
+// caller's doing (it cancelled; its request is bad, names nothing loaded, or reads a window its
+// pushes have not filled) or a reload's (the target's batcher closed under it: acrossSwap runs
+// the call again). The RouteObserver does not see such calls: a migration's error gate would
+// otherwise count clients that give up against an arm. A deadline that passed counts: the target
+// did not answer in time.
+func notTheTargets(err error) bool {
 	if err == nil {
 		return false
 	}
-	if ctx.Err() != nil {
+	if errors.Is(err, batcher.ErrClosed) {
 		return true
 	}
 	switch Code(err) {
@@ -164,16 +203,19 @@ func callersFault(ctx context.Context, err error) bool {
 // routed runs a call on the target d chose and, when a route chose it, reports the call to the
 // RouteObserver and queues it for the shadows the route draws. req is the call as a message (its
 // clone, not req, reaches the shadows); msg makes the answer a message.
+//
+// prepare, when set, completes the clone before it is queued (a forecast's pushed windows, read
+// at now, the time the call began, so that the shadow gets the window the primary read).
 func routed[Q proto.Message, R any](s *Service, ctx context.Context, st *snapshot, d decision, task string, req Q,
-	call func(context.Context, Target, Q) (R, error), msg func(R) proto.Message) (R, error) {
-	start := time.Now()
+	call func(context.Context, Target, Q) (R, error), msg func(R) proto.Message, prepare func(q Q, serve Target, shadows []Target, now time.Time)) (R, error) {
+	start, now := time.Now(), s.cfg.Now()
 	out, err := call(ctx, d.serve, req)
 	if d.route == nil {
 		return out, err
 	}
 	elapsed := time.Since(start)
 	name := d.serve.Info().Name
-	if s.cfg.Routing != nil && !callersFault(ctx, err) {
+	if s.cfg.Routing != nil && !notTheTargets(err) {
 		s.cfg.Routing.Served(d.route.name, name, elapsed, err)
 	}
 	if err != nil {
@@ -181,6 +223,9 @@ func routed[Q proto.Message, R any](s *Service, ctx context.Context, st *snapsho
 	}
 	if targets := d.route.shadows(st, name); len(targets) > 0 {
 		q := proto.Clone(req).(Q)
+		if prepare != nil {
+			prepare(q, d.serve, targets, now)
+		}
 		o := ShadowOutcome{Route: d.route.name, Task: task, Primary: name, Request: q, PrimaryAnswer: proto.Clone(msg(out)), PrimaryLatency: elapsed}
 		s.shadows.enqueue(ctx, o, targets, func(ctx context.Context, t Target) (proto.Message, error) {
 			r, err := call(ctx, t, q)

@@ -42,6 +42,13 @@ const DefaultEvalEvery = time.Second
 // deltaWindow bounds the latency deltas kept per stage for the p99 gate.
 const deltaWindow = 4096
 
+// A rate gate fails (and rolls back) only after rollbackMinCalls calls, on a lower bound at
+// confidence 1 - (1 - Gates.Confidence)/failStrictness (99.5% for 95%): see verdictLocked.
+const (
+	rollbackMinCalls = 10
+	failStrictness   = 10
+)
+
 // RouteSetter is what a Controller drives: proxy.Service.
 type RouteSetter interface {
 	SetRoute(name string, r proxy.Route) error
@@ -94,16 +101,21 @@ type migration struct {
 	// saved is what the state file keeps of the migration, set with each transition (read by
 	// persist without m.mu, so that two migrations' transitions never wait on each other).
 	saved atomic.Pointer[persisted]
+	// dropped counts the stage's shadowed calls the queue dropped: counted on the caller's
+	// goroutine, which must never wait for m.mu (held across a transition's SetRoute and fsync).
+	dropped atomic.Int64
 
 	// mu guards the fields below.
-	mu     sync.Mutex
-	state  string
-	stage  int // -1: before the first stage (rolled back from it); len(stages): done
-	since  time.Time
-	reason string // of the last transition
-	kind   string // of the last transition
-	at     time.Time
-	st     stageStats
+	mu sync.Mutex
+	// retired is set when a Reload replaced the migration: it moves its route no more.
+	retired bool
+	state   string
+	stage   int // -1: before the first stage (rolled back from it); len(stages): done
+	since   time.Time
+	reason  string // of the last transition
+	kind    string // of the last transition
+	at      time.Time
+	st      stageStats
 }
 
 // stageStats are the current stage's comparisons.
@@ -113,9 +125,9 @@ type stageStats struct {
 	examples            map[string]string
 	// candCalls and candErrs count the candidate's calls as a shadow (its served calls are in
 	// migration.calls); shadowed counts every shadowed call run, timeouts and dropped as named.
-	candCalls, candErrs         int64
-	shadowed, timeouts, dropped int64
-	deltas                      *Window
+	candCalls, candErrs int64
+	shadowed, timeouts  int64
+	deltas              *Window
 }
 
 func (s *stageStats) reset() {
@@ -185,22 +197,37 @@ func (c *Controller) Reload(specs []Spec) error {
 				}
 			}
 		}
-		m.saved.Store(&persisted{Fingerprint: fp, Stage: m.stage, State: m.state, Reason: m.reason, At: m.at})
 		set.byName[sp.Name], set.byRoute[sp.Route] = m, m
 		set.names = append(set.names, sp.Name)
 	}
 	slices.Sort(set.names)
+	// The migrations replaced move their routes no more (a transition of theirs in flight would
+	// otherwise set an old spec's route over the new one's).
+	retire := func(v bool) {
+		for name, m := range old.byName {
+			if set.byName[name] != m {
+				m.mu.Lock()
+				m.retired = v
+				m.mu.Unlock()
+			}
+		}
+	}
+	retire(true)
 	var errs []error
 	for _, name := range set.names {
 		m := set.byName[name]
 		m.mu.Lock()
 		err := c.applyLocked(m)
+		if err == nil && m.saved.Load() == nil { // a new migration: what the state file keeps of it
+			m.saved.Store(&persisted{Fingerprint: m.fingerprint, Stage: m.stage, State: m.state, Reason: m.reason, At: m.at})
+		}
 		m.mu.Unlock()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("migration %q: %w", name, err))
 		}
 	}
 	if len(errs) > 0 {
+		retire(false)
 		return errors.Join(errs...)
 	}
 	c.set.Store(set)
@@ -210,7 +237,7 @@ func (c *Controller) Reload(specs []Spec) error {
 		}
 	}
 	for _, name := range set.names {
-		c.stageGauge.WithLabelValues(name).Set(float64(set.byName[name].stage))
+		c.stageGauge.WithLabelValues(name).Set(float64(set.byName[name].saved.Load().Stage))
 	}
 	return c.persist()
 }
@@ -273,6 +300,9 @@ func (c *Controller) applyLocked(m *migration) error {
 // transitionLocked moves m to stage in state, starting the stage's statistics afresh, sets the
 // route and persists; on a route the Service refuses, nothing changes.
 func (c *Controller) transitionLocked(m *migration, stage int, state, kind, reason string) error {
+	if m.retired {
+		return fmt.Errorf("%s: replaced by a reload: %w", kind, ErrState)
+	}
 	prev, prevState := m.stage, m.state
 	m.stage, m.state = stage, state
 	if err := c.applyLocked(m); err != nil {
@@ -280,13 +310,15 @@ func (c *Controller) transitionLocked(m *migration, stage int, state, kind, reas
 		return err
 	}
 	now := c.cfg.Now()
-	if stage != prev {
+	if stage != prev || kind == KindResume {
+		// A new stage, or a resumed one (its counts are of what made it fail), starts afresh.
 		m.since = now
 		m.st.reset()
 		for i := range m.calls {
 			m.calls[i].Store(0)
 			m.errs[i].Store(0)
 		}
+		m.dropped.Store(0)
 	}
 	m.kind, m.reason, m.at = kind, reason, now
 	m.saved.Store(&persisted{Fingerprint: m.fingerprint, Stage: stage, State: state, Reason: reason, At: now})
@@ -334,15 +366,11 @@ func (c *Controller) served(route, target string, err error) {
 	}
 }
 
-// dropped counts a shadowed call the queue dropped.
+// dropped counts a shadowed call the queue dropped, without waiting (see migration.dropped).
 func (c *Controller) dropped(route string) {
-	m := c.set.Load().byRoute[route]
-	if m == nil {
-		return
+	if m := c.set.Load().byRoute[route]; m != nil {
+		m.dropped.Add(1)
 	}
-	m.mu.Lock()
-	m.st.dropped++
-	m.mu.Unlock()
 }
 
 // compared takes one shadowed call's outcome and, when it had both answers, their comparison
@@ -389,9 +417,11 @@ func (c *Controller) compared(o *proxy.ShadowOutcome, d Diff, timeout bool) {
 		}
 		s.deltas.Add(delta.Seconds())
 	}
-	if m.state != StateRunning && m.state != StatePaused {
+	if m.state == StateDone {
 		return
 	}
+	// A rolled-back migration still compares at its stage (the candidate may serve a share): a
+	// gate failing there rolls it back further, to the baseline alone at last.
 	if v := c.verdictLocked(m, false); v.fail {
 		if err := c.transitionLocked(m, m.stage-1, StateRolledBack, KindRollback, v.why); err != nil && c.cfg.Log != nil {
 			fmt.Fprintf(c.cfg.Log, "migration %s: rollback failed: %v\n", m.spec.Name, err)
@@ -413,18 +443,25 @@ func (c *Controller) verdictLocked(m *migration, latency bool) verdict {
 	}
 	g, st, s := m.spec.Gates, m.spec.Stages[m.stage], &m.st
 	z := Z(g.Confidence)
-	dLo, dHi := Bounds(s.disagreed, s.compared, z)
+	_, dHi := Bounds(s.disagreed, s.compared, z)
 	cand := s.candCalls + m.calls[1].Load()
 	candErrs := s.candErrs + m.errs[1].Load()
-	eLo, eHi := Bounds(candErrs, cand, z)
+	_, eHi := Bounds(candErrs, cand, z)
 	conf := pct(g.Confidence * 100)
+	// The rates are tested after every compared call: a sequential look, which at the gates'
+	// own confidence would roll good candidates back far more often than it says. A rollback
+	// needs the stricter failConfidence and at least rollbackMinCalls calls.
+	failConf := 1 - (1-g.Confidence)/failStrictness
+	zFail := Z(failConf)
+	dLo, _ := Bounds(s.disagreed, s.compared, zFail)
+	eLo, _ := Bounds(candErrs, cand, zFail)
 	switch {
-	case dLo > g.MaxDisagreement:
+	case s.compared >= rollbackMinCalls && dLo > g.MaxDisagreement:
 		return verdict{fail: true, why: fmt.Sprintf("disagreement: %d of %d compared calls disagree (at least %.2f%% at %s%% confidence; gate %.2f%%)%s",
-			s.disagreed, s.compared, 100*dLo, conf, 100*g.MaxDisagreement, topField(s))}
-	case eLo > g.MaxShadowErrors:
+			s.disagreed, s.compared, 100*dLo, pct(failConf*100), 100*g.MaxDisagreement, topField(s))}
+	case cand >= rollbackMinCalls && eLo > g.MaxShadowErrors:
 		return verdict{fail: true, why: fmt.Sprintf("errors: %d of %d calls of %s failed (at least %.2f%% at %s%% confidence; gate %.2f%%)",
-			candErrs, cand, m.spec.To, 100*eLo, conf, 100*g.MaxShadowErrors)}
+			candErrs, cand, m.spec.To, 100*eLo, pct(failConf*100), 100*g.MaxShadowErrors)}
 	}
 	if latency && s.compared >= st.MinCalls && s.deltas.Len() > 0 {
 		if p99 := c.p99Locked(m); p99 > g.MaxP99Delta {
@@ -481,7 +518,7 @@ func (c *Controller) Tick() {
 	for _, name := range set.names {
 		m := set.byName[name]
 		m.mu.Lock()
-		if m.state == StateRunning || m.state == StatePaused {
+		if m.state != StateDone {
 			v := c.verdictLocked(m, true)
 			var err error
 			switch {

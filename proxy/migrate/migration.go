@@ -138,8 +138,8 @@ func (s Spec) Validate() error {
 		if st.MinCalls < 0 {
 			add("stages[%d].min_calls: %d is negative", i, st.MinCalls)
 		}
-		if st.Shadow == 0 && st.Split > 0 && st.Split < 100 {
-			add("stages[%d]: split %v%% with shadow 0 compares nothing, so its gates cannot hold; give shadow a share", i, st.Split)
+		if st.Shadow == 0 {
+			add("stages[%d].shadow: 0 compares nothing, so the stage's gates could never hold; give it a share (such as 10)", i)
 		}
 	}
 	g := s.Gates

@@ -93,7 +93,7 @@ func (c *Controller) status(m *migration) Status {
 		StageName: sp.stageName(m.stage), Since: m.since, InStage: c.cfg.Now().Sub(m.since).Seconds(),
 		Calls:    map[string]int64{sp.From: m.calls[0].Load(), sp.To: m.calls[1].Load()},
 		Errors:   map[string]int64{sp.From: m.errs[0].Load(), sp.To: m.errs[1].Load()},
-		Compared: s.compared, Disagreed: s.disagreed, Shadowed: s.shadowed, Timeouts: s.timeouts, Dropped: s.dropped,
+		Compared: s.compared, Disagreed: s.disagreed, Shadowed: s.shadowed, Timeouts: s.timeouts, Dropped: m.dropped.Load(),
 		Last: Transition{Kind: m.kind, Reason: m.reason, At: m.at}}
 	z := Z(sp.Gates.Confidence)
 	lo, hi := Bounds(s.compared-s.disagreed, s.compared, z)
