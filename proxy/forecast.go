@@ -176,9 +176,8 @@ func fillWindows(q *aipb.BandwidthBatchRequest, serve Target, shadows []Target, 
 	if b.windows == nil {
 		return
 	}
-	fp := b.Spec.Fingerprint()
 	for _, t := range shadows {
-		if t.Info().Spec.Fingerprint() != fp {
+		if t.common().fingerprint != b.fingerprint {
 			return
 		}
 	}

@@ -242,7 +242,10 @@ func (s *Service) prepare(targets []Target, old map[string]Target) error {
 	for _, t := range targets {
 		b := t.common()
 		b.svc = s
-		if o, ok := old[b.Name]; ok && b.windows == nil && o.common().windows != nil && o.Info().Spec.Fingerprint() == b.Spec.Fingerprint() {
+		if b.fingerprint == "" {
+			b.fingerprint = b.Spec.Fingerprint()
+		}
+		if o, ok := old[b.Name]; ok && b.windows == nil && o.common().windows != nil && o.common().fingerprint == b.fingerprint {
 			b.windows = o.common().windows
 		}
 		if b.Task == TaskForecast && b.windows == nil {

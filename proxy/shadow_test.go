@@ -186,3 +186,62 @@ func TestSplitPartPanicIsAnError(t *testing.T) {
 		t.Errorf("a panic on the second part: %v; want INTERNAL", err)
 	}
 }
+
+// BenchmarkShadowOverhead measures what a shadow at 100% costs a PredictBandwidth in the process,
+// with fakes that cost nothing (a fake model, and a fake legacy service as the shadow): the
+// clone of the call and its answer, the queue, the worker, the shadow target's own request
+// checks and its answer's checks. (The network and the shadow target's work are not in it:
+// make bench's shadow rows measure them.) Each call sends its own VM and window.
+func BenchmarkShadowOverhead(b *testing.B) {
+	for _, shadow := range []bool{false, true} {
+		b.Run(fmt.Sprintf("shadow=%v", shadow), func(b *testing.B) {
+			sp, raw := bandwidthSpec(&testing.T{})
+			meta := backends.Metadata{Version: "a", Props: map[string]string{PropConfidenceScale: "1"},
+				Inputs: []backends.TensorInfo{{Name: "features", DType: backends.FP32, Shape: []int64{-1, int64(sp.Window), int64(sp.Width())}}},
+				Outputs: []backends.TensorInfo{{Name: "forecast", DType: backends.FP32, Shape: []int64{-1, 10}},
+					{Name: "sigma", DType: backends.FP32, Shape: []int64{-1, 10}}}}
+			a, err := NewModel("a", TaskForecast, sp, fakeForecaster{10}, meta, Thresholds{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			a.CacheTTL = -1
+			l, err := NewLegacy("l", TaskForecast, sp, fakeForwarder{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			route := Route{Target: "a"}
+			if shadow {
+				route.Shadow = []Arm{{Target: "l", Percent: 100}}
+			}
+			rec := &countingObserver{}
+			svc, err := New(Config{Routing: rec, ShadowQueue: 1 << 16, Routes: Routes{RouteBandwidth: route}}, []Target{a, l}, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer svc.Close()
+			reqs := make([]*aipb.BandwidthRequest, 1024)
+			for i := range reqs {
+				w := append([]float64(nil), raw...)
+				w[0] = float64(i)
+				reqs[i] = &aipb.BandwidthRequest{VmId: fmt.Sprintf("vm-%d", i), HistoricalMetrics: w}
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; b.Loop(); i++ {
+				if _, err := svc.PredictBandwidth(context.Background(), reqs[i%len(reqs)]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			svc.Close() // the shadowed calls run before the clock stops
+		})
+	}
+}
+
+// countingObserver is a RouteObserver that only counts.
+type countingObserver struct{ served, shadowed, dropped atomicCounter }
+
+type atomicCounter struct{ n int64 }
+
+func (c *countingObserver) Served(string, string, time.Duration, error) {}
+func (c *countingObserver) Shadowed(*ShadowOutcome)                     {}
+func (c *countingObserver) ShadowDropped(string, string, string)        {}

@@ -99,6 +99,9 @@ type base struct {
 	metrics *modelMetrics
 	// horizon is a forecast target's longest forecast, in steps (minutes).
 	horizon int
+	// fingerprint is Spec's, computed once when the Service takes the target (it hashes the
+	// spec's canonical form: not for every call).
+	fingerprint string
 	// Batching configures the target's batcher (a Legacy target batches forecasts only); nil
 	// sends each call on as one batch. Set it before giving the target to New.
 	Batching *batcher.Config

@@ -149,6 +149,9 @@ type scenario struct {
 	// rate, when above 0, drives this sidecar variant open loop at that many calls per second
 	// (the low and medium loads of the adaptive-versus-fixed sweep).
 	rate float64
+	// fraction, for HalfRate and ShadowRate rows, is the share of the best variant's rate they
+	// run at (zero: a half).
+	fraction float64
 	// repeats: each caller sends the same input on every call. Only the cache-hit scenario's
 	// inputs repeat; every other scenario's rows are distinct. (Whether the cache may answer is
 	// the kind's to say: only CacheHit's may; tests set repeats elsewhere to see the refusal.)
@@ -184,6 +187,10 @@ func scenarios() []scenario {
 			desc: "the no-op gRPC server at the rate of half: what the machine and the client add to that p99"},
 		{name: "shadow", kind: ShadowRate,
 			desc: "half's load with every call also shadowed (routes.predict_bandwidth.shadow at 100%) onto a legacy_grpc target served by the no-op server: what shadowing costs the primary (the shadow target's own work is elsewhere)"},
+		{name: "quarter", kind: HalfRate, fraction: 0.25,
+			desc: "the best batching variant, open loop at a quarter of its measured rate"},
+		{name: "shadow-quarter", kind: ShadowRate, fraction: 0.25,
+			desc: "quarter's load with every call also shadowed as in shadow: the same cost where the machine has room for the shadow's work"},
 		{name: "http-floor", kind: FloorHTTP, desc: "no-op net/http handler: reads the body, writes a constant JSON answer"},
 		{name: "http", kind: SidecarHTTP, desc: "sidecar, POST /api/v1/predict, best batching variant"},
 		{name: "batch", kind: BatchRPC, desc: "sidecar, PredictBandwidthBatch, best batching variant"},

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -61,7 +62,7 @@ func (r *runner) run(ctx context.Context, s scenario) (Row, error) {
 		if r.best == nil {
 			return row, errHalf
 		}
-		rate = r.bestRate / 2
+		rate = r.bestRate * cmp.Or(s.fraction, 0.5)
 	case BatchRPC:
 		workers, rate = c.BatchConcurrency, 0
 	}

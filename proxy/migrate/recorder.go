@@ -18,8 +18,12 @@ import (
 	"github.com/novacron/sidecar/proxy"
 )
 
-// DefaultSamples is how many recent disagreements a Recorder keeps per route.
-const DefaultSamples = 16
+// DefaultSamples is how many recent disagreements a Recorder keeps per route; once it has them, it
+// keeps at most one more every SampleEvery.
+const (
+	DefaultSamples = 16
+	SampleEvery    = time.Second
+)
 
 // maxSampleBytes bounds each message of a kept disagreement (its JSON); a longer one is cut and
 // marked.
@@ -137,8 +141,10 @@ func (r *Recorder) Shadowed(o *proxy.ShadowOutcome) {
 			for _, f := range d.Fields {
 				r.fields.WithLabelValues(o.Route, f).Inc()
 			}
-			r.keepSample(Sample{At: time.Now(), Route: o.Route, BaselineName: baseName, CandidateName: candName,
-				Fields: d.Fields, Detail: d.Detail, Request: sampleJSON(o.Request), BaselineAnswer: sampleJSON(base), CandidateAnswer: sampleJSON(cand)})
+			if now := time.Now(); r.wantSample(o.Route, now) {
+				r.keepSample(Sample{At: now, Route: o.Route, BaselineName: baseName, CandidateName: candName,
+					Fields: d.Fields, Detail: d.Detail, Request: sampleJSON(o.Request), BaselineAnswer: sampleJSON(base), CandidateAnswer: sampleJSON(cand)})
+			}
 		}
 	}
 	if c != nil {
@@ -164,6 +170,17 @@ func compare(base, cand proto.Message, t Tolerances) Diff {
 		return Tensors(b, c, t)
 	}
 	return Diff{Fields: []string{FieldMissing}, Detail: fmt.Sprintf("answers of type %T cannot be compared", base)}
+}
+
+// wantSample says whether to keep a disagreement of route seen at now: while the route keeps
+// fewer than keep, every one; then at most one every SampleEvery, so that a candidate that
+// disagrees on every call does not pay three JSON encodings per call, and the kept ones span
+// time.
+func (r *Recorder) wantSample(route string, now time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	list := r.samples[route]
+	return len(list) < r.keep || now.Sub(list[len(list)-1].At) >= SampleEvery
 }
 
 func (r *Recorder) keepSample(s Sample) {
