@@ -70,38 +70,37 @@ func sidecarConfig(base []byte, batching map[string]any, batchVMs int) ([]byte, 
 // bandwidth model's backend on the upstream's gRPC address (its local copy describes it), and
 // returns the command that serves it.
 func (r *runner) remoteCommand(s *scenario, upstream string) ([]string, error) {
-	b, err := sidecarConfig(r.base, s.batching, r.cfg.BatchVMs)
-	if err != nil {
-		return nil, err
-	}
-	var doc map[string]any
-	if err := yaml.Unmarshal(b, &doc); err != nil {
-		return nil, err
-	}
-	found := false
-	for _, m := range doc["models"].([]any) {
-		if mm, _ := m.(map[string]any); mm["name"] == "bandwidth" {
-			mm["backend"] = map[string]any{"kind": "kserve", "endpoints": []string{upstream}}
-			found = true
+	return r.derivedCommand(s, "remote", func(doc map[string]any) error {
+		for _, m := range doc["models"].([]any) {
+			if mm, _ := m.(map[string]any); mm["name"] == "bandwidth" {
+				mm["backend"] = map[string]any{"kind": "kserve", "endpoints": []string{upstream}}
+				return nil
+			}
 		}
-	}
-	if !found {
-		return nil, errors.New("default config has no model bandwidth")
-	}
-	if b, err = yaml.Marshal(doc); err != nil {
-		return nil, err
-	}
-	path := filepath.Join(r.dir, s.name+"-remote.yaml")
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		return nil, err
-	}
-	return append(slices.Clone(r.cfg.Command), "serve", "-config", path, "-grpc", "127.0.0.1:0", "-http", "127.0.0.1:0", "-onnxruntime", r.lib), nil
+		return errors.New("default config has no model bandwidth")
+	})
 }
 
-// shadowCommand writes the config of the sidecar under load in the shadow row: variant s, with
+// shadowCommand writes the config of the sidecar under load in the shadow rows: variant s, with
 // a model bandwidth-shadow served by the legacy service at target (the no-op server), and every
 // PredictBandwidth shadowed onto it; it returns the command that serves it.
 func (r *runner) shadowCommand(s *scenario, target string) ([]string, error) {
+	return r.derivedCommand(s, "shadow", func(doc map[string]any) error {
+		doc["models"] = append(doc["models"].([]any), map[string]any{"name": "bandwidth-shadow", "task": "forecast", "spec": "embedded:specs/bandwidth.yaml",
+			"backend": map[string]any{"kind": "legacy_grpc", "endpoints": []string{target}}})
+		routes, _ := doc["routes"].(map[string]any)
+		if routes == nil {
+			routes = map[string]any{}
+			doc["routes"] = routes
+		}
+		routes["predict_bandwidth"] = map[string]any{"target": "bandwidth", "shadow": []any{map[string]any{"target": "bandwidth-shadow", "percent": 100}}}
+		return nil
+	})
+}
+
+// derivedCommand writes variant s's config changed by edit (named after s and suffix), and
+// returns the command that serves it.
+func (r *runner) derivedCommand(s *scenario, suffix string, edit func(doc map[string]any) error) ([]string, error) {
 	b, err := sidecarConfig(r.base, s.batching, r.cfg.BatchVMs)
 	if err != nil {
 		return nil, err
@@ -110,18 +109,13 @@ func (r *runner) shadowCommand(s *scenario, target string) ([]string, error) {
 	if err := yaml.Unmarshal(b, &doc); err != nil {
 		return nil, err
 	}
-	doc["models"] = append(doc["models"].([]any), map[string]any{"name": "bandwidth-shadow", "task": "forecast", "spec": "embedded:specs/bandwidth.yaml",
-		"backend": map[string]any{"kind": "legacy_grpc", "endpoints": []string{target}}})
-	routes, _ := doc["routes"].(map[string]any)
-	if routes == nil {
-		routes = map[string]any{}
-		doc["routes"] = routes
+	if err := edit(doc); err != nil {
+		return nil, err
 	}
-	routes["predict_bandwidth"] = map[string]any{"target": "bandwidth", "shadow": []any{map[string]any{"target": "bandwidth-shadow", "percent": 100}}}
 	if b, err = yaml.Marshal(doc); err != nil {
 		return nil, err
 	}
-	path := filepath.Join(r.dir, s.name+"-shadow.yaml")
+	path := filepath.Join(r.dir, s.name+"-"+suffix+".yaml")
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		return nil, err
 	}
