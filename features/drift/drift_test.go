@@ -1,0 +1,355 @@
+package drift
+
+import (
+	"bytes"
+	"math"
+	"math/rand/v2"
+	"runtime"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/novacron/sidecar/features"
+)
+
+func anomalySpec(t testing.TB) *features.Spec {
+	t.Helper()
+	s, err := features.LoadFile("../../examples/specs/anomaly.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// rows draws n canonical rows of w features: feature j normal with mean j/2 and sd 1+j/4, and
+// feature shift (if >= 0) moved by delta of its sd.
+func rows(r *rand.Rand, n, w, shift int, delta float64) []float32 {
+	out := make([]float32, n*w)
+	for i := range n {
+		for j := range w {
+			sd := 1 + float64(j)/4
+			v := float64(j)/2 + sd*r.NormFloat64()
+			if j == shift {
+				v += delta * sd
+			}
+			out[i*w+j] = float32(v)
+		}
+	}
+	return out
+}
+
+func profileOf(t testing.TB, spec *features.Spec, n int) *Profile {
+	t.Helper()
+	b, err := NewBuilder(spec, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Add(rows(rand.New(rand.NewPCG(1, 1)), n, spec.Width(), -1, 0)); err != nil {
+		t.Fatal(err)
+	}
+	p, err := b.Profile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestProfile: deciles as edges, every bin about a tenth, the statistics right; it round-trips
+// through its JSON and is refused for another spec.
+func TestProfile(t *testing.T) {
+	spec := anomalySpec(t)
+	p := profileOf(t, spec, 20000)
+	if p.Rows != 20000 || len(p.Features) != spec.Width() || p.Fingerprint != spec.Fingerprint() {
+		t.Fatalf("profile of %d rows, %d features, fingerprint %.12s", p.Rows, len(p.Features), p.Fingerprint)
+	}
+	for j, r := range p.Features {
+		if len(r.Edges) != DefaultBins-1 || len(r.Counts) != DefaultBins {
+			t.Fatalf("%s: %d edges, %d counts", r.Name, len(r.Edges), len(r.Counts))
+		}
+		for _, c := range r.Counts {
+			if c < 1900 || c > 2100 {
+				t.Errorf("%s: bin counts %v; want about 2000 each", r.Name, r.Counts)
+				break
+			}
+		}
+		sd := 1 + float64(j)/4
+		if math.Abs(r.Mean-float64(j)/2) > 0.05*sd || math.Abs(r.Std-sd) > 0.05*sd {
+			t.Errorf("%s: mean %v std %v; want %v, %v", r.Name, r.Mean, r.Std, float64(j)/2, sd)
+		}
+	}
+	var buf bytes.Buffer
+	if err := p.Write(&buf); err != nil {
+		t.Fatal(err)
+	}
+	back, err := ReadProfile(bytes.NewReader(buf.Bytes()), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back.Features[3].Edges[4] != p.Features[3].Edges[4] || back.Rows != p.Rows {
+		t.Errorf("the profile did not round-trip")
+	}
+	other, err := features.LoadFile("../../examples/specs/placement.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadProfile(bytes.NewReader(buf.Bytes()), other); err == nil || !strings.Contains(err.Error(), "build the profile from this spec") {
+		t.Errorf("a profile of another spec: %v", err)
+	}
+	if _, err := ReadProfile(strings.NewReader(strings.Replace(buf.String(), `"rows"`, `"rowz"`, 1)), spec); err == nil {
+		t.Error("an unknown field was accepted")
+	}
+}
+
+// TestMergeIsExact: per-part sketches merged equal one sketch of every row, bin by bin and
+// quantile by quantile, and score the same.
+func TestMergeIsExact(t *testing.T) {
+	spec := anomalySpec(t)
+	p := profileOf(t, spec, 5000)
+	w := spec.Width()
+	all := rows(rand.New(rand.NewPCG(7, 7)), 9000, w, 2, 0.3)
+	one, parts := newTestMonitor(t, p), []*Monitor{newTestMonitor(t, p), newTestMonitor(t, p), newTestMonitor(t, p)}
+	one.Observe(all, w)
+	for i := range 3 { // three "nodes", unequal shares
+		lo, hi := []int{0, 1000, 5000}[i], []int{1000, 5000, 9000}[i]
+		parts[i].Observe(all[lo*w:hi*w], w)
+	}
+	want := one.Sketches()[0]
+	merged := parts[0].Sketches()[0]
+	for _, m := range parts[1:] {
+		ws := m.Sketches()[0]
+		for j := range merged.Features {
+			if err := merged.Features[j].Merge(&ws.Features[j]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for j := range want.Features {
+		a, b := &want.Features[j], &merged.Features[j]
+		if !equalInts(a.Counts, b.Counts) || a.Missing != b.Missing || a.DD.GetCount() != b.DD.GetCount() {
+			t.Fatalf("feature %d: counts %v vs %v", j, a.Counts, b.Counts)
+		}
+		qa, _ := a.DD.GetValuesAtQuantiles(quantileLevels)
+		qb, _ := b.DD.GetValuesAtQuantiles(quantileLevels)
+		for i := range qa {
+			if qa[i] != qb[i] {
+				t.Fatalf("feature %d quantile %v: %v vs %v", j, quantileLevels[i], qa[i], qb[i])
+			}
+		}
+	}
+	if sa, sb := one.Score(want), one.Score(merged); sa.Features[2].Wasserstein != sb.Features[2].Wasserstein || sa.Features[2].PSI != sb.Features[2].PSI {
+		t.Errorf("scores differ: %+v vs %+v", sa.Features[2], sb.Features[2])
+	}
+}
+
+func equalInts(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func newTestMonitor(t testing.TB, p *Profile) *Monitor {
+	t.Helper()
+	m, err := NewMonitor(p, Config{Now: func() time.Time { return time.Unix(0, 0) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestOrderDoesNotMatter: the same rows in another order, in other calls, give the same scores,
+// to the bit.
+func TestOrderDoesNotMatter(t *testing.T) {
+	spec := anomalySpec(t)
+	p := profileOf(t, spec, 5000)
+	w := spec.Width()
+	data := rows(rand.New(rand.NewPCG(3, 3)), 3000, w, 1, 0.4)
+	a, b := newTestMonitor(t, p), newTestMonitor(t, p)
+	a.Observe(data, w)
+	perm := rand.New(rand.NewPCG(4, 4)).Perm(3000)
+	for k := 0; k < len(perm); k += 7 {
+		var batch []float32
+		for _, i := range perm[k:min(k+7, len(perm))] {
+			batch = append(batch, data[i*w:(i+1)*w]...)
+		}
+		b.Observe(batch, w)
+	}
+	ra, rb := a.Report()[0], b.Report()[0]
+	for j := range ra.Features {
+		fa, fb := ra.Features[j], rb.Features[j]
+		if fa.PSI != fb.PSI || fa.JS != fb.JS || fa.Wasserstein != fb.Wasserstein || fa.Rows != fb.Rows {
+			t.Errorf("feature %s: %+v vs %+v", fa.Name, fa, fb)
+		}
+	}
+}
+
+// TestNoVerdictBelowMinSamples: a shifted window of too few rows is not called drifted.
+func TestNoVerdictBelowMinSamples(t *testing.T) {
+	spec := anomalySpec(t)
+	p := profileOf(t, spec, 5000)
+	m := newTestMonitor(t, p)
+	m.Observe(rows(rand.New(rand.NewPCG(5, 5)), DefaultMinSamples-1, spec.Width(), 0, 3), spec.Width())
+	r := m.Report()[0]
+	if r.Verdict || r.Drifted != 0 || r.Features[0].PSI < 1 {
+		t.Errorf("%d rows, 3-sigma shift: verdict %v, %d drifted, PSI %v; want a large PSI and no verdict", r.Rows, r.Verdict, r.Drifted, r.Features[0].PSI)
+	}
+	m.Observe(rows(rand.New(rand.NewPCG(5, 6)), 1, spec.Width(), 0, 3), spec.Width())
+	if r := m.Report()[0]; !r.Verdict || !r.Features[0].Drifted {
+		t.Errorf("at %d rows: verdict %v, feature 0 drifted %v", r.Rows, r.Verdict, r.Features[0].Drifted)
+	}
+}
+
+// TestMissingValues: non-finite values are counted per feature, not binned, and their share
+// reported against the reference's.
+func TestMissingValues(t *testing.T) {
+	spec := anomalySpec(t)
+	p := profileOf(t, spec, 5000)
+	w := spec.Width()
+	data := rows(rand.New(rand.NewPCG(6, 6)), 1000, w, -1, 0)
+	for i := 0; i < 1000; i += 4 {
+		data[i*w+5] = float32(math.NaN())
+	}
+	data[3*w+1] = float32(math.Inf(1))
+	m := newTestMonitor(t, p)
+	m.Observe(data, w)
+	r := m.Report()[0]
+	if f := r.Features[5]; f.Missing != 250 || f.Rows != 1000 || f.MissingRate != 0.25 || f.MissingChange != 0.25 {
+		t.Errorf("feature 5: %+v", f)
+	}
+	if f := r.Features[1]; f.Missing != 1 || math.IsNaN(f.PSI) {
+		t.Errorf("feature 1: %+v", f)
+	}
+}
+
+// TestNoFalseAlarm: 100 windows of 5000 rows from the reference's own distribution: no feature
+// drifts by any method.
+func TestNoFalseAlarm(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		spec := anomalySpec(t)
+		p := profileOf(t, spec, 50000)
+		w := spec.Width()
+		m, err := NewMonitor(p, Config{Keep: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := rand.New(rand.NewPCG(11, 12))
+		worst := map[string]float64{}
+		for range 100 {
+			m.Observe(rows(r, 5000, w, -1, 0), w)
+			rep := m.Report()[0]
+			for _, f := range rep.Features {
+				worst[MethodPSI] = max(worst[MethodPSI], f.PSI)
+				worst[MethodJS] = max(worst[MethodJS], f.JS)
+				worst[MethodWasserstein] = max(worst[MethodWasserstein], f.Wasserstein)
+			}
+			if rep.Drifted != 0 {
+				t.Fatalf("window %v: %d features drifted", rep.Start, rep.Drifted)
+			}
+			time.Sleep(DefaultWindow)
+		}
+		for _, method := range Methods {
+			if worst[method] > DefaultThreshold(method)/2 {
+				t.Errorf("%s reached %v over 100 unshifted windows (threshold %v)", method, worst[method], DefaultThreshold(method))
+			}
+		}
+		t.Logf("largest scores over 100 windows: %v", worst)
+	})
+}
+
+// TestDetectsHalfSigmaShift: one feature's mean moved by half its standard deviation is drifted
+// within one window of 5000 rows, by every method; the others are not.
+func TestDetectsHalfSigmaShift(t *testing.T) {
+	spec := anomalySpec(t)
+	p := profileOf(t, spec, 50000)
+	w := spec.Width()
+	for _, method := range Methods {
+		m, err := NewMonitor(p, Config{Methods: map[string]string{p.Features[3].Name: method}, Now: func() time.Time { return time.Unix(0, 0) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Observe(rows(rand.New(rand.NewPCG(21, 22)), 5000, w, 3, 0.5), w)
+		rep := m.Report()[0]
+		for j, f := range rep.Features {
+			if f.Drifted != (j == 3) {
+				t.Errorf("%s: feature %s drifted %v (score %v, threshold %v)", method, f.Name, f.Drifted, f.Score, f.Threshold)
+			}
+		}
+		t.Logf("%s: shifted feature scores %v (threshold %v)", method, rep.Features[3].Score, rep.Features[3].Threshold)
+	}
+}
+
+// TestWindowsRotate: rows fall in the window of their time; Keep bounds the windows kept.
+func TestWindowsRotate(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		spec := anomalySpec(t)
+		p := profileOf(t, spec, 5000)
+		m, err := NewMonitor(p, Config{Window: time.Minute, Keep: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 5 {
+			m.Observe(rows(rand.New(rand.NewPCG(uint64(i), 0)), 10*(i+1), spec.Width(), -1, 0), spec.Width())
+			time.Sleep(time.Minute)
+		}
+		reps := m.Report()
+		if len(reps) != 3 || reps[0].Rows != 50 || reps[2].Rows != 30 || !reps[0].Start.After(reps[1].Start) {
+			t.Errorf("%d windows; rows %v", len(reps), []int64{reps[0].Rows, reps[1].Rows, reps[2].Rows})
+		}
+	})
+}
+
+// TestSketchMemory: one feature's sketch in a window stays under 4 KiB.
+func TestSketchMemory(t *testing.T) {
+	const n = 1000
+	r := rand.New(rand.NewPCG(9, 9))
+	sketches := make([]Sketch, n)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := range sketches {
+		sketches[i] = newSketch(DefaultBins)
+		for range 5000 {
+			v := r.NormFloat64() * 3
+			sketches[i].Counts[int(math.Abs(v))%DefaultBins]++
+			sketches[i].DD.Add(v)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	per := float64(after.HeapAlloc-before.HeapAlloc) / n
+	t.Logf("a feature's sketch over 5000 values of N(0, 9): %.0f bytes", per)
+	if per > 4096 {
+		t.Errorf("%.0f bytes per feature per window, want under 4096", per)
+	}
+	runtime.KeepAlive(sketches)
+}
+
+// BenchmarkObserve measures the live sketches' cost per feature per row (the figure the issue
+// bounds at 100 ns): rows of the anomaly spec's 6 features, 16 rows per call, from 2 goroutines.
+func BenchmarkObserve(b *testing.B) {
+	spec := anomalySpec(b)
+	p := profileOf(b, spec, 5000)
+	m, err := NewMonitor(p, Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	w := spec.Width()
+	const per = 16
+	data := rows(rand.New(rand.NewPCG(2, 2)), 4096, w, -1, 0)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			off := (i * per) % (4096 - per)
+			m.Observe(data[off*w:(off+per)*w], w)
+			i++
+		}
+	})
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*per*w), "ns/feature-row")
+}

@@ -1,0 +1,363 @@
+package drift
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/DataDog/sketches-go/ddsketch"
+)
+
+// Defaults of a Monitor, applied by NewMonitor to zero Config fields.
+const (
+	DefaultWindow     = 5 * time.Minute
+	DefaultKeep       = 12
+	DefaultMinSamples = 500
+	DefaultShare      = 0.5
+	// SketchAccuracy is the DDSketch's relative accuracy, and SketchBins the most bins of each of
+	// its two stores (values of either sign): with 2% and 128 bins a store spans a ratio of 160
+	// between its smallest and largest magnitudes, and smaller ones fold into its lowest bin.
+	// This bounds a feature's sketch to about 2 KiB.
+	SketchAccuracy = 0.02
+	SketchBins     = 128
+)
+
+// Config is a Monitor's plain-data configuration.
+type Config struct {
+	// Window is the length of a window (aligned to multiples of it); Keep how many recent
+	// windows are kept, the current one included. Zero: DefaultWindow, DefaultKeep.
+	Window time.Duration
+	Keep   int
+	// MinSamples: below this many rows in a window, no verdict. Zero: DefaultMinSamples.
+	MinSamples int64
+	// Share: the model drifts when more than this share of its features drift. Zero:
+	// DefaultShare.
+	Share float64
+	// Methods gives a feature's method by its name (missing: MethodPSI); Thresholds a method's
+	// threshold (missing: DefaultThreshold).
+	Methods    map[string]string
+	Thresholds map[string]float64
+	// Now is the clock. Nil: time.Now.
+	Now func() time.Time
+}
+
+// Validate checks c against the profile's features.
+func (c Config) Validate(p *Profile) error {
+	switch {
+	case c.Window < 0, c.Keep < 0, c.MinSamples < 0:
+		return fmt.Errorf("drift: window %v, keep %d, min_samples %d: none may be negative", c.Window, c.Keep, c.MinSamples)
+	case !(c.Share >= 0 && c.Share <= 1):
+		return fmt.Errorf("drift: share %v is not in 0..1", c.Share)
+	}
+	for f, m := range c.Methods {
+		if err := CheckMethod(m); err != nil {
+			return fmt.Errorf("drift: methods[%s]: %w", f, err)
+		}
+		found := false
+		for _, r := range p.Features {
+			found = found || r.Name == f
+		}
+		if !found {
+			return fmt.Errorf("drift: methods names feature %q, which the spec does not have", f)
+		}
+	}
+	for m, t := range c.Thresholds {
+		if err := CheckMethod(m); err != nil {
+			return fmt.Errorf("drift: thresholds: %w", err)
+		}
+		if !(t > 0) {
+			return fmt.Errorf("drift: thresholds[%s]: %v is not positive", m, t)
+		}
+	}
+	return nil
+}
+
+// Monitor keeps live sketches of a model's canonical rows, per window, and scores them against
+// its Profile. Observe may be called concurrently with everything; it takes one shard's lock per
+// call (shards: GOMAXPROCS), never a global one.
+type Monitor struct {
+	p   *Profile
+	cfg Config
+	// mu guards ring and the creation of windows.
+	mu   sync.Mutex
+	ring []*window // oldest first, at most cfg.Keep
+	cur  atomic.Pointer[window]
+	pick atomic.Uint32
+	size int // values per row
+	w    int // features per row
+}
+
+// window is one window's accumulators, one set per shard.
+type window struct {
+	start, end time.Time
+	shards     []shard
+}
+
+type shard struct {
+	mu    sync.Mutex
+	feats []Sketch
+	_     [40]byte // keeps two shards' locks off one cache line
+}
+
+// Sketch is one feature's live distribution in a window: its counts over the reference bins, its
+// non-finite values, and a DDSketch of its finite values. Sketches merge exactly.
+type Sketch struct {
+	Counts  []int64
+	Missing int64
+	DD      *ddsketch.DDSketch
+}
+
+func newSketch(bins int) Sketch {
+	dd, err := ddsketch.LogCollapsingLowestDenseDDSketch(SketchAccuracy, SketchBins)
+	if err != nil {
+		panic(err) // the constants are valid
+	}
+	return Sketch{Counts: make([]int64, bins), DD: dd}
+}
+
+// Rows is the number of values the sketch took, finite or not.
+func (s *Sketch) Rows() int64 {
+	n := s.Missing
+	for _, c := range s.Counts {
+		n += c
+	}
+	return n
+}
+
+// Merge adds o into s (o's bins must be s's).
+func (s *Sketch) Merge(o *Sketch) error {
+	if len(o.Counts) != len(s.Counts) {
+		return fmt.Errorf("drift: merging a sketch of %d bins into one of %d", len(o.Counts), len(s.Counts))
+	}
+	for i, c := range o.Counts {
+		s.Counts[i] += c
+	}
+	s.Missing += o.Missing
+	return s.DD.MergeWith(o.DD)
+}
+
+// NewMonitor makes a Monitor of profile p.
+func NewMonitor(p *Profile, cfg Config) (*Monitor, error) {
+	if err := cfg.Validate(p); err != nil {
+		return nil, err
+	}
+	cfg.Window = cmp.Or(cfg.Window, DefaultWindow)
+	cfg.Keep = cmp.Or(cfg.Keep, DefaultKeep)
+	cfg.MinSamples = cmp.Or(cfg.MinSamples, DefaultMinSamples)
+	cfg.Share = cmp.Or(cfg.Share, DefaultShare)
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Monitor{p: p, cfg: cfg, w: len(p.Features)}, nil
+}
+
+// Profile is the monitor's reference.
+func (m *Monitor) Profile() *Profile { return m.p }
+
+func (m *Monitor) newWindow(start time.Time) *window {
+	w := &window{start: start, end: start.Add(m.cfg.Window), shards: make([]shard, max(runtime.GOMAXPROCS(0), 1))}
+	for i := range w.shards {
+		w.shards[i].feats = make([]Sketch, m.w)
+		for j, r := range m.p.Features {
+			w.shards[i].feats[j] = newSketch(len(r.Counts))
+		}
+	}
+	return w
+}
+
+// window returns the window of now, starting a new one (and dropping the oldest past Keep) when
+// now is past the current one.
+func (m *Monitor) window(now time.Time) *window {
+	if w := m.cur.Load(); w != nil && now.Before(w.end) && !now.Before(w.start) {
+		return w
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if w := m.cur.Load(); w != nil && now.Before(w.end) && !now.Before(w.start) {
+		return w
+	}
+	start := now.Truncate(m.cfg.Window)
+	for _, w := range m.ring { // the clock went back into a kept window
+		if !start.Before(w.start) && start.Before(w.end) {
+			return w
+		}
+	}
+	w := m.newWindow(start)
+	m.ring = append(m.ring, w)
+	if len(m.ring) > m.cfg.Keep {
+		m.ring = append(m.ring[:0:0], m.ring[len(m.ring)-m.cfg.Keep:]...)
+	}
+	m.cur.Store(w)
+	return w
+}
+
+// lock locks a shard of w, the first free one from start (all busy: start's, waiting).
+func (w *window) lock(start int) *shard {
+	n := len(w.shards)
+	for i := range n {
+		if sh := &w.shards[(start+i)%n]; sh.mu.TryLock() {
+			return sh
+		}
+	}
+	sh := &w.shards[start%n]
+	sh.mu.Lock()
+	return sh
+}
+
+// Observe takes canonical rows (size values each, the spec's Size): each feature's value at the
+// row's last step.
+func (m *Monitor) Observe(rows []float32, size int) {
+	if size < m.w || len(rows) < size {
+		return
+	}
+	w := m.window(m.cfg.Now())
+	sh := w.lock(int(m.pick.Add(1)))
+	defer sh.mu.Unlock()
+	for off := 0; off+size <= len(rows); off += size {
+		last := rows[off+size-m.w : off+size]
+		for j, v := range last {
+			s := &sh.feats[j]
+			f := float64(v)
+			if math.IsNaN(f) || math.IsInf(f, 0) {
+				s.Missing++
+				continue
+			}
+			s.Counts[bin(m.p.Features[j].Edges, f)]++
+			s.DD.Add(f)
+		}
+	}
+}
+
+// Sketches returns the windows' sketches, merged over shards: for each kept window (newest
+// first) its start, end and one Sketch per feature. The caller owns them.
+func (m *Monitor) Sketches() []WindowSketches {
+	m.mu.Lock()
+	ring := append([]*window(nil), m.ring...)
+	m.mu.Unlock()
+	out := make([]WindowSketches, 0, len(ring))
+	for i := len(ring) - 1; i >= 0; i-- {
+		w := ring[i]
+		ws := WindowSketches{Start: w.start, End: w.end, Features: make([]Sketch, m.w)}
+		for j, r := range m.p.Features {
+			ws.Features[j] = newSketch(len(r.Counts))
+		}
+		for k := range w.shards {
+			sh := &w.shards[k]
+			sh.mu.Lock()
+			for j := range sh.feats {
+				ws.Features[j].Merge(&sh.feats[j])
+			}
+			sh.mu.Unlock()
+		}
+		out = append(out, ws)
+	}
+	return out
+}
+
+// WindowSketches are one window's sketches, one per feature in the profile's order.
+type WindowSketches struct {
+	Start, End time.Time
+	Features   []Sketch
+}
+
+// FeatureScore is one feature's drift in a window.
+type FeatureScore struct {
+	Name string `json:"name"`
+	// Rows and Missing count the window's values, and those not finite.
+	Rows    int64 `json:"rows"`
+	Missing int64 `json:"missing"`
+	// MissingRate and RefMissingRate are the window's and the reference's shares of non-finite
+	// values; MissingChange the difference.
+	MissingRate    float64 `json:"missing_rate"`
+	RefMissingRate float64 `json:"reference_missing_rate"`
+	MissingChange  float64 `json:"missing_change"`
+	PSI            float64 `json:"psi"`
+	JS             float64 `json:"js"`
+	Wasserstein    float64 `json:"wasserstein"`
+	// Method and Threshold decide Drifted (no verdict: false, see WindowReport.Verdict).
+	Method    string  `json:"method"`
+	Threshold float64 `json:"threshold"`
+	Score     float64 `json:"score"`
+	Drifted   bool    `json:"drifted"`
+}
+
+// WindowReport is a window's drift.
+type WindowReport struct {
+	Start time.Time `json:"start"`
+	End   time.Time `json:"end"`
+	Rows  int64     `json:"rows"`
+	// Verdict is false below MinSamples rows: then nothing is said to drift.
+	Verdict bool `json:"verdict"`
+	// Drifted features, their Share of all, and whether that share exceeds Config.Share.
+	Drifted      int            `json:"drifted"`
+	Share        float64        `json:"share"`
+	ModelDrifted bool           `json:"model_drifted"`
+	Features     []FeatureScore `json:"features"`
+}
+
+// Score scores one window's sketches against the profile.
+func (m *Monitor) Score(ws WindowSketches) WindowReport {
+	rep := WindowReport{Start: ws.Start, End: ws.End}
+	for j, r := range m.p.Features {
+		s := &ws.Features[j]
+		rows := s.Rows()
+		rep.Rows = max(rep.Rows, rows)
+		fs := FeatureScore{Name: r.Name, Rows: rows, Missing: s.Missing, Method: MethodPSI}
+		if mm, ok := m.cfg.Methods[r.Name]; ok {
+			fs.Method = mm
+		}
+		fs.Threshold = DefaultThreshold(fs.Method)
+		if t, ok := m.cfg.Thresholds[fs.Method]; ok {
+			fs.Threshold = t
+		}
+		refRows := r.Total() + r.Missing
+		fs.RefMissingRate = float64(r.Missing) / float64(max(refRows, 1))
+		if rows > 0 {
+			fs.MissingRate = float64(s.Missing) / float64(rows)
+		}
+		fs.MissingChange = fs.MissingRate - fs.RefMissingRate
+		fs.PSI = PSI(r.Counts, s.Counts)
+		fs.JS = JSDistance(r.Counts, s.Counts)
+		fs.Wasserstein = math.NaN()
+		if !s.DD.IsEmpty() {
+			if live, err := s.DD.GetValuesAtQuantiles(quantileLevels); err == nil {
+				fs.Wasserstein = Wasserstein(r.Quantiles, live, r.Std)
+			}
+		}
+		switch fs.Method {
+		case MethodJS:
+			fs.Score = fs.JS
+		case MethodWasserstein:
+			fs.Score = fs.Wasserstein
+		default:
+			fs.Score = fs.PSI
+		}
+		rep.Features = append(rep.Features, fs)
+	}
+	rep.Verdict = rep.Rows >= m.cfg.MinSamples
+	if rep.Verdict {
+		for i := range rep.Features {
+			f := &rep.Features[i]
+			f.Drifted = f.Score > f.Threshold
+			if f.Drifted {
+				rep.Drifted++
+			}
+		}
+		rep.Share = float64(rep.Drifted) / float64(len(rep.Features))
+		rep.ModelDrifted = rep.Share > m.cfg.Share
+	}
+	return rep
+}
+
+// Report scores every kept window, newest first.
+func (m *Monitor) Report() []WindowReport {
+	var out []WindowReport
+	for _, ws := range m.Sketches() {
+		out = append(out, m.Score(ws))
+	}
+	return out
+}
