@@ -41,6 +41,8 @@ type Config struct {
 	StateFile string `yaml:"state_file"`
 	// Admin is the admin listener (migration status and actions).
 	Admin Admin `yaml:"admin"`
+	// Drift configures the drift monitors of the models that name a profile.
+	Drift Drift `yaml:"drift"`
 	// ShutdownTimeout bounds the drain of in-flight calls on SIGINT/SIGTERM. Zero: 10s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 
@@ -144,6 +146,8 @@ type Model struct {
 	Batching Batching `yaml:"batching"`
 	// Anomaly holds the verdict thresholds of an anomaly model.
 	Anomaly Anomaly `yaml:"anomaly"`
+	// Drift names the model's reference profile and how its features are scored.
+	Drift ModelDrift `yaml:"drift"`
 	// CacheTTL is how long the prediction cache serves this model's answers; a negative value
 	// (-1s) keeps them out of the cache. Zero: 1m.
 	CacheTTL time.Duration `yaml:"cache_ttl"`
@@ -411,6 +415,28 @@ type Gates struct {
 	MaxP99Delta time.Duration `yaml:"max_p99_delta"`
 	// Confidence of the rates' bounds, in (0, 1).
 	Confidence float64 `yaml:"confidence"`
+}
+
+// ModelDrift is a model's drift monitoring.
+type ModelDrift struct {
+	// Profile is the model's reference profile (sidecar profile build); empty: not monitored.
+	Profile string `yaml:"profile"`
+	// Methods gives a feature's method (psi, js or wasserstein) by its name; others: psi.
+	Methods map[string]string `yaml:"methods"`
+}
+
+// Drift configures the drift monitors (package features/drift). Zero values take its defaults.
+type Drift struct {
+	// Window is the length of a scored window (drift.DefaultWindow); Keep how many are kept
+	// (drift.DefaultKeep).
+	Window time.Duration `yaml:"window"`
+	Keep   int           `yaml:"keep"`
+	// MinSamples: below this many rows in a window, no verdict (drift.DefaultMinSamples).
+	MinSamples int64 `yaml:"min_samples"`
+	// Share: a model drifts when more than this share of its features drift (drift.DefaultShare).
+	Share float64 `yaml:"share"`
+	// Thresholds by method (psi, js, wasserstein); missing: drift.DefaultThreshold.
+	Thresholds map[string]float64 `yaml:"thresholds"`
 }
 
 // Admin is the admin listener: migration status and actions, over HTTP, apart from the data ports.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/novacron/sidecar/backends"
 	"github.com/novacron/sidecar/features"
+	"github.com/novacron/sidecar/features/drift"
 	"github.com/novacron/sidecar/proxy"
 	"github.com/novacron/sidecar/proxy/admin"
 	"github.com/novacron/sidecar/proxy/migrate"
@@ -131,6 +132,7 @@ func (c *Config) Validate() error {
 	}
 	validateRoutes(c, names, add)
 	validateMigrations(c, names, add)
+	validateDrift(c, add)
 	if c.Admin.Listen != "" {
 		for _, e := range unjoin(c.Admin.Options().Validate()) {
 			if e == nil {
@@ -406,4 +408,41 @@ func validateMigrations(c *Config, names map[string]string, add func(path, forma
 	if len(c.Migrations) > 0 && c.StateFile == "" {
 		add("state_file", "required with migrations: the file that keeps each migration's stage across restarts (such as /var/lib/novacron-sidecar/state.json)")
 	}
+}
+
+// validateDrift checks the drift section and each model's: durations and counts not negative,
+// shares in 0..1, methods and thresholds known. (A profile is checked against its model's spec
+// when the model loads.)
+func validateDrift(c *Config, add func(path, format string, args ...any)) {
+	d := c.Drift
+	if d.Window < 0 || d.Keep < 0 || d.MinSamples < 0 {
+		add("drift", "window %v, keep %d, min_samples %d: none may be negative (0: the default)", d.Window, d.Keep, d.MinSamples)
+	}
+	if !(d.Share >= 0 && d.Share <= 1) {
+		add("drift.share", "%v is not a share in 0..1", d.Share)
+	}
+	for _, m := range slices.Sorted(maps.Keys(d.Thresholds)) {
+		if err := drift.CheckMethod(m); err != nil {
+			add("drift.thresholds."+m, "%v", err)
+		} else if !(d.Thresholds[m] > 0) {
+			add("drift.thresholds."+m, "%v is not positive", d.Thresholds[m])
+		}
+	}
+	for i, m := range c.Models {
+		p := fmt.Sprintf("models[%d].drift", i)
+		if len(m.Drift.Methods) > 0 && m.Drift.Profile == "" {
+			add(p+".methods", "methods without a profile score nothing: name the model's profile (sidecar profile build)")
+		}
+		for _, f := range slices.Sorted(maps.Keys(m.Drift.Methods)) {
+			if err := drift.CheckMethod(m.Drift.Methods[f]); err != nil {
+				add(p+".methods."+f, "%v", err)
+			}
+		}
+	}
+}
+
+// DriftConfig is the drift monitor's configuration of model mc, as package drift takes it.
+func (c *Config) DriftConfig(mc Model) drift.Config {
+	return drift.Config{Window: c.Drift.Window, Keep: c.Drift.Keep, MinSamples: c.Drift.MinSamples, Share: c.Drift.Share,
+		Thresholds: c.Drift.Thresholds, Methods: mc.Drift.Methods}
 }

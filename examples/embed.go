@@ -7,5 +7,5 @@ import "embed"
 // FS holds configs/, specs/ and models/ as committed; the sidecar's embedded default reads them
 // as embedded:PATH.
 //
-//go:embed configs/*.yaml specs/*.yaml models/*.onnx
+//go:embed configs/*.yaml specs/*.yaml models/*.onnx models/*.profile
 var FS embed.FS

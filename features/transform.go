@@ -3,7 +3,6 @@ package features
 import (
 	"bufio"
 	"encoding/csv"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -77,7 +76,8 @@ type step struct {
 // may interleave), followed by the label columns. Values are the exact float32 values Canonicalize
 // produces online, printed in shortest round-trip form, so parsing them gives the same bits.
 // Empty cells are missing values; text that is not a number is an error naming line and column.
-// Transform streams: memory holds one window per entity, not the file.
+// Transform streams: memory holds one window per entity, not the file. Its rows are the ones Rows
+// yields of the same input.
 func (s *Spec) Transform(in io.Reader, out io.Writer, opt TransformOptions) (TransformStats, error) {
 	src, err := newCSVSource(in)
 	if err != nil {
@@ -136,69 +136,24 @@ type csvSink struct{ w *csv.Writer }
 func (c *csvSink) write(rec []string) error { return c.w.Write(rec) }
 func (c *csvSink) close() error             { c.w.Flush(); return c.w.Error() }
 
+// transform writes the header, then every row the spec's rowReader yields, formatted.
 func (s *Spec) transform(in recordSource, out recordSink, opt TransformOptions) (TransformStats, error) {
-	st := TransformStats{Skipped: map[string]int{}, Columns: s.Columns()}
-	if opt.ProgressEvery <= 0 {
-		opt.ProgressEvery = 1 << 16
+	rr, err := s.newRowReader(in, true)
+	if err != nil {
+		return s.newStats(), err
 	}
-	header := in.header()
-	var err error
-	col := map[string]int{}
-	for i, h := range header {
-		col[strings.TrimSpace(h)] = i
+	cols := s.Columns()
+	if err := out.write(cols); err != nil {
+		return s.newStats(), err
 	}
-	need := func(name, why string) (int, error) {
-		i, ok := col[name]
-		if !ok {
-			return 0, fmt.Errorf("header: no column %q (%s); the header has %s", name, why, strings.Join(header, ","))
-		}
-		return i, nil
-	}
-	src := make([]int, len(s.Features))
-	for i, f := range s.Features {
-		if src[i], err = need(f.Source, "source of feature "+f.Name); err != nil {
-			return st, err
-		}
-	}
-	lab := make([]int, len(s.Labels))
-	for i, l := range s.Labels {
-		if lab[i], err = need(l.Source, "source of label "+l.Name); err != nil {
-			return st, err
-		}
-	}
-	keyCol, timeCol := -1, -1
-	if s.Entity != "" {
-		if keyCol, err = need(s.Entity, "entity"); err != nil {
-			return st, err
-		}
-	}
-	if s.Time != "" {
-		if timeCol, err = need(s.Time, "time"); err != nil {
-			return st, err
-		}
-	}
-
-	w := out
-	if err := w.write(st.Columns); err != nil {
-		return st, err
-	}
-	horizon := 0
-	for _, l := range s.Labels {
-		horizon = max(horizon, l.Horizon)
-	}
-	width := len(s.Features)
-	row := make([]float32, s.Size())
-	raw := make([]float64, s.Size())
-	rec := make([]string, 0, len(st.Columns))
+	rec := make([]string, 0, len(cols))
 	buf := make([]byte, 0, 32)
-	entities := map[string][]step{}
-
-	emit := func(key, tm string, labels []string) error {
+	st, err := rr.run(opt, func(key, tm string, row []float32, labels []string) error {
 		rec = rec[:0]
-		if keyCol >= 0 {
+		if rr.key >= 0 {
 			rec = append(rec, key)
 		}
-		if timeCol >= 0 {
+		if rr.time >= 0 {
 			rec = append(rec, tm)
 		}
 		for _, v := range row {
@@ -206,97 +161,12 @@ func (s *Spec) transform(in recordSource, out recordSink, opt TransformOptions) 
 			rec = append(rec, string(buf))
 		}
 		rec = append(rec, labels...)
-		st.OutputRows++
-		return w.write(rec)
+		return out.write(rec)
+	})
+	if err != nil {
+		return st, err
 	}
-	skip := func(err error) error {
-		var ve *ValueError
-		if errors.As(err, &ve) {
-			st.Skipped[ve.Feature+": "+ve.Reason]++
-			return nil
-		}
-		return err
-	}
-
-	for {
-		fields, line, err := in.next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return st, err
-		}
-		st.InputRows++
-		if st.InputRows%opt.ProgressEvery == 0 && opt.Progress != nil {
-			opt.Progress(st.InputRows)
-		}
-		one := make([]float64, width)
-		for i, c := range src {
-			if one[i], err = parseCell(fields[c]); err != nil {
-				return st, fmt.Errorf("line %d column %s: %w", line, header[c], err)
-			}
-		}
-		var key, tm string
-		if keyCol >= 0 {
-			key = fields[keyCol]
-		}
-		if timeCol >= 0 {
-			tm = fields[timeCol]
-		}
-		if !s.Sequence() {
-			labels := make([]string, len(lab))
-			for i, c := range lab {
-				labels[i] = fields[c]
-			}
-			if err := s.Canonicalize(row, one); err != nil {
-				if err := skip(err); err != nil {
-					return st, err
-				}
-				continue
-			}
-			if err := emit(key, tm, labels); err != nil {
-				return st, err
-			}
-			continue
-		}
-		labels := make([]string, len(lab))
-		for i, c := range lab {
-			labels[i] = fields[c]
-		}
-		key = strings.Clone(key)
-		steps := append(entities[key], step{key: key, time: strings.Clone(tm), raw: one, labels: labels})
-		if len(steps) == s.Window+horizon {
-			for t := 0; t < s.Window; t++ {
-				copy(raw[t*width:], steps[t].raw)
-			}
-			if err := s.Canonicalize(row, raw); err != nil {
-				if err := skip(err); err != nil {
-					return st, err
-				}
-			} else {
-				var out []string
-				last := steps[s.Window-1]
-				for i, l := range s.Labels {
-					if l.Horizon == 0 {
-						out = append(out, last.labels[i])
-						continue
-					}
-					for h := 1; h <= l.Horizon; h++ {
-						out = append(out, steps[s.Window-1+h].labels[i])
-					}
-				}
-				if err := emit(last.key, last.time, out); err != nil {
-					return st, err
-				}
-			}
-			steps = steps[1:]
-		}
-		entities[key] = steps
-	}
-	if opt.Progress != nil {
-		opt.Progress(st.InputRows)
-	}
-	return st, w.close()
+	return st, out.close()
 }
 
 // parseCell reads one raw value: empty is missing (NaN); anything else must be a finite number.

@@ -75,7 +75,7 @@ func (m *Model) Detect(ctx context.Context, req *aipb.AnomalyRequest) (*aipb.Ano
 	if err != nil {
 		return nil, err
 	}
-	res, err := m.svc.rows(ctx, m, 1, buf, priority(ctx, PriorityHigh), true)
+	res, err := m.svc.rows(ctx, m, 1, buf, priority(ctx, PriorityHigh), true, 1)
 	if err != nil {
 		return nil, err
 	}

@@ -212,7 +212,7 @@ func (m *Model) Forecast(ctx context.Context, reqs []*aipb.BandwidthRequest, at 
 	if err != nil {
 		return nil, err
 	}
-	res, err := m.svc.rows(ctx, m, len(reqs), buf, forecastPriority(ctx, at != nil), true)
+	res, err := m.svc.rows(ctx, m, len(reqs), buf, forecastPriority(ctx, at != nil), true, 1)
 	if err != nil {
 		return nil, err
 	}

@@ -269,13 +269,13 @@ func (s *Service) inferOn(ctx context.Context, m *Model, c *InferCall) (*InferAn
 		if n, data, err = s.canonicalInput(m, c.Inputs[0]); err != nil {
 			return nil, err
 		}
-		rows, err = s.rows(ctx, m, n, data, priority(ctx, PriorityHigh), false)
+		rows, err = s.rows(ctx, m, n, data, priority(ctx, PriorityHigh), false, 1)
 	} else {
 		var data []float32
 		if n, data, err = s.rawFeatureInputs(m, c.Inputs); err != nil {
 			return nil, err
 		}
-		rows, err = s.rows(ctx, m, n, data, priority(ctx, PriorityHigh), true)
+		rows, err = s.rows(ctx, m, n, data, priority(ctx, PriorityHigh), true, 1)
 	}
 	if err != nil {
 		return nil, err

@@ -32,21 +32,23 @@ func (m *Model) out(r rowOut, name string) []float32 {
 // RowObserver sees every canonical row a target answered and its output row, whichever front end
 // the call came by (the NovaCron RPCs over gRPC or HTTP/JSON, the Open Inference Protocol with raw
 // features or canonical tensors), whether the answer came from the cache or a run, and whatever
-// runs the target (a tensor model or a legacy service): the drift sketches hang here.
+// runs the target (a tensor model or a legacy service): the drift sketches hang here. A placement
+// shows its nodes' rows, not the occluded copies its reasoning runs.
 // ObserveRows is called on the caller's goroutine, once per call that got its rows, before they
 // are shaped into its answer (a legacy service's: after its answer is checked), concurrently with
 // other calls; it must not block, and must copy what it keeps (inputs and outputs are the
 // pipeline's). inputs holds len(outputs) rows of the target's Spec.Size() values each; outputs[i]
-// holds row i's values of t.Info().Outputs, in order. A tensor placement call's rows include the
-// occluded copies its reasoning runs.
+// holds row i's values of t.Info().Outputs, in order.
 type RowObserver interface {
 	ObserveRows(t Target, inputs []float32, outputs [][]float32)
 }
 
 // rows is the one row pipeline: every front end's canonical rows reach the model through it. With
 // cached, the prediction cache answers the rows it holds (infer); without, the rows go to the
-// model's batcher as they are (compute). The observer, when set, sees the rows and their answers.
-func (s *Service) rows(ctx context.Context, m *Model, n int, data []float32, priority int, cached bool) ([]rowOut, error) {
+// model's batcher as they are (compute). The observer, when set, sees the rows and their answers:
+// every one, or with every > 1 rows 0, every, 2*every, ... (a placement's nodes, not the
+// occluded copies its reasoning runs).
+func (s *Service) rows(ctx context.Context, m *Model, n int, data []float32, priority int, cached bool, every int) ([]rowOut, error) {
 	var out []rowOut
 	var err error
 	if cached {
@@ -55,11 +57,19 @@ func (s *Service) rows(ctx context.Context, m *Model, n int, data []float32, pri
 		out, err = s.compute(ctx, m, n, data, priority)
 	}
 	if err == nil && s.cfg.Observer != nil {
-		views := make([][]float32, len(out))
-		for i, r := range out {
-			views[i] = r
+		in := data
+		if every > 1 {
+			size := m.Spec.Size()
+			in = make([]float32, 0, (n+every-1)/every*size)
+			for i := 0; i < n; i += every {
+				in = append(in, data[i*size:(i+1)*size]...)
+			}
 		}
-		s.cfg.Observer.ObserveRows(m, data, views)
+		views := make([][]float32, 0, (len(out)+max(every, 1)-1)/max(every, 1))
+		for i := 0; i < len(out); i += max(every, 1) {
+			views = append(views, out[i])
+		}
+		s.cfg.Observer.ObserveRows(m, in, views)
 	}
 	return out, err
 }

@@ -163,7 +163,7 @@ func (m *Model) Place(ctx context.Context, req *aipb.PlacementRequest) (*aipb.Pl
 		}
 	}
 	rows := len(nodes) * per
-	res, err := m.svc.rows(ctx, m, rows, buf, priority(ctx, PriorityHigh), true)
+	res, err := m.svc.rows(ctx, m, rows, buf, priority(ctx, PriorityHigh), true, per)
 	if err != nil {
 		return nil, err
 	}

@@ -16,6 +16,7 @@ commands:
   features transform     turn a raw CSV or Parquet file into a model's input matrix (the training matrix)
   features fingerprint   print a feature spec's SHA-256 fingerprint
   features golden        check (or -write) a spec's golden vectors file
+  profile build|show     build a model's drift reference profile from its training data, or show one
   bench                  the load harness: the sidecar against a no-op server and ONNX Runtime
   migration              status, pause, resume, advance or roll back a running sidecar's migrations
   help                   this text
@@ -39,6 +40,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return serve(ctx, args[1:], stdout, stderr)
 	case "features":
 		return featuresCmd(ctx, args[1:], stdout, stderr)
+	case "profile":
+		return profileCmd(ctx, args[1:], stdout, stderr)
 	case "bench":
 		return benchCmd(ctx, args[1:], stdout, stderr)
 	case "migration":

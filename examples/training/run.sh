@@ -2,7 +2,8 @@
 # Regenerates the example models from nothing:
 #   1. generate.py                      raw metrics.csv and placement.csv       -> out/
 #   2. sidecar features transform (x3)  model input matrices + .meta.json        -> out/
-#   3. train.py                         bandwidth/anomaly/placement.onnx, METRICS.md -> examples/models/
+#   3. sidecar profile build (x3)       drift reference profiles (.profile)      -> examples/models/
+#   4. train.py                         bandwidth/anomaly/placement.onnx, METRICS.md -> examples/models/
 #
 # Usage: examples/training/run.sh            (from anywhere; ~3-6 min on 2 cores)
 #        QUICK=1 examples/training/run.sh    (small data and short training: a smoke test, ~1 min;
@@ -50,11 +51,11 @@ command -v go >/dev/null || { echo "go not found on PATH" >&2; exit 1; }
 
 mkdir -p "$OUT" "$MODELS"
 
-step "1/3 generate raw data (seed $SEED) -> $OUT"
+step "1/4 generate raw data (seed $SEED) -> $OUT"
 # shellcheck disable=SC2086
 "$PY" "$HERE/generate.py" --out "$OUT" --seed "$SEED" $GEN_ARGS
 
-step "2/3 sidecar features transform (the sidecar's own Go canonicalizer)"
+step "2/4 sidecar features transform (the sidecar's own Go canonicalizer)"
 # Built once and run three times; the same as `go run ./cmd/sidecar features transform ...`.
 (cd "$ROOT" && go build -o "$OUT/sidecar" ./cmd/sidecar)
 # Golden vectors first: the canonicalizer that writes the matrices must give, bit for bit, the
@@ -70,7 +71,18 @@ for spec in bandwidth anomaly placement; do
 		--spec "examples/specs/$spec.yaml" --in "$in" --out "$OUT/$spec.features.csv")
 done
 
-step "3/3 train and export ONNX -> $MODELS"
+step "3/4 sidecar profile build (drift reference profiles, from the same raw data) -> $MODELS"
+# Each model's reference for drift: its spec's canonical rows of the training data, the rows the
+# matrices above hold, profiled per feature; bound to the spec by its fingerprint.
+for spec in bandwidth anomaly placement; do
+	in=$OUT/metrics.csv
+	[[ $spec == placement ]] && in=$OUT/placement.csv
+	echo "--- $spec: sidecar profile build --spec examples/specs/$spec.yaml --in ${in#"$ROOT"/} --out ${MODELS#"$ROOT"/}/$spec.profile"
+	(cd "$ROOT" && "$OUT/sidecar" profile build --quiet \
+		--spec "examples/specs/$spec.yaml" --in "$in" --out "$MODELS/$spec.profile")
+done
+
+step "4/4 train and export ONNX -> $MODELS"
 # shellcheck disable=SC2086
 "$PY" -W ignore::UserWarning "$HERE/train.py" --data "$OUT" --models "$MODELS" --seed "$SEED" --data-seed "$SEED" $TRAIN_ARGS
 

@@ -10,6 +10,9 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/novacron/sidecar/features"
 )
 
@@ -352,4 +355,58 @@ func BenchmarkObserve(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*per*w), "ns/feature-row")
+}
+
+// TestExporter: the scores of the newest window with a verdict, the drifted count, and each
+// feature's histogram over the reference edges with its totals since the start.
+func TestExporter(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		spec := anomalySpec(t)
+		p := profileOf(t, spec, 5000)
+		w := spec.Width()
+		m, err := NewMonitor(p, Config{Window: time.Minute, Keep: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 4 { // 4 windows, 2 kept: the totals hold all four
+			m.Observe(rows(rand.New(rand.NewPCG(uint64(i), 9)), 1000, w, 2, 1), w)
+			time.Sleep(time.Minute)
+		}
+		m.Observe(rows(rand.New(rand.NewPCG(5, 9)), 10, w, -1, 0), w) // a fresh window, no verdict
+		reg := prometheus.NewPedanticRegistry()
+		e := NewExporter()
+		e.Set(map[string]*Monitor{"anomaly": m})
+		reg.MustRegister(e)
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]*dto.MetricFamily{}
+		for _, mf := range mfs {
+			got[mf.GetName()] = mf
+		}
+		if v := got["model_features_drifted"].GetMetric()[0].GetGauge().GetValue(); v != 1 {
+			t.Errorf("model_features_drifted %v, want 1 (the shifted feature)", v)
+		}
+		if v := got["model_drift_window_rows"].GetMetric()[0].GetGauge().GetValue(); v != 1000 {
+			t.Errorf("model_drift_window_rows %v, want the newest window with a verdict's 1000", v)
+		}
+		var hist *dto.Histogram
+		for _, mm := range got["model_feature_values"].GetMetric() {
+			for _, l := range mm.GetLabel() {
+				if l.GetName() == "feature" && l.GetValue() == p.Features[0].Name {
+					hist = mm.GetHistogram()
+				}
+			}
+		}
+		if hist == nil || hist.GetSampleCount() != 4010 || len(hist.GetBucket()) != len(p.Features[0].Edges) {
+			t.Fatalf("histogram of %s: %v", p.Features[0].Name, hist)
+		}
+		if n := len(got["model_data_drift_score"].GetMetric()); n != 3*w {
+			t.Errorf("%d scores, want 3 methods x %d features", n, w)
+		}
+		if n := len(got["model_feature_reference_ratio"].GetMetric()); n != w*DefaultBins {
+			t.Errorf("%d reference ratios, want %d", n, w*DefaultBins)
+		}
+	})
 }

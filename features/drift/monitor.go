@@ -82,13 +82,16 @@ func (c Config) Validate(p *Profile) error {
 type Monitor struct {
 	p   *Profile
 	cfg Config
-	// mu guards ring and the creation of windows.
+	// mu guards ring, retired and the creation of windows.
 	mu   sync.Mutex
 	ring []*window // oldest first, at most cfg.Keep
-	cur  atomic.Pointer[window]
-	pick atomic.Uint32
-	size int // values per row
-	w    int // features per row
+	// retired holds, per feature, the counts, missing values and sums of the windows dropped
+	// from ring: with the ring's, the totals since the start (Totals).
+	retired []Total
+	cur     atomic.Pointer[window]
+	pick    atomic.Uint32
+	size    int // values per row
+	w       int // features per row
 }
 
 // window is one window's accumulators, one set per shard.
@@ -108,7 +111,9 @@ type shard struct {
 type Sketch struct {
 	Counts  []int64
 	Missing int64
-	DD      *ddsketch.DDSketch
+	// Sum is the sum of the finite values.
+	Sum float64
+	DD  *ddsketch.DDSketch
 }
 
 func newSketch(bins int) Sketch {
@@ -137,6 +142,7 @@ func (s *Sketch) Merge(o *Sketch) error {
 		s.Counts[i] += c
 	}
 	s.Missing += o.Missing
+	s.Sum += o.Sum
 	return s.DD.MergeWith(o.DD)
 }
 
@@ -188,8 +194,11 @@ func (m *Monitor) window(now time.Time) *window {
 	}
 	w := m.newWindow(start)
 	m.ring = append(m.ring, w)
-	if len(m.ring) > m.cfg.Keep {
-		m.ring = append(m.ring[:0:0], m.ring[len(m.ring)-m.cfg.Keep:]...)
+	if drop := len(m.ring) - m.cfg.Keep; drop > 0 {
+		for _, old := range m.ring[:drop] {
+			m.retireLocked(old)
+		}
+		m.ring = append(m.ring[:0:0], m.ring[drop:]...)
 	}
 	m.cur.Store(w)
 	return w
@@ -206,6 +215,66 @@ func (w *window) lock(start int) *shard {
 	sh := &w.shards[start%n]
 	sh.mu.Lock()
 	return sh
+}
+
+// Total is one feature's counts since the monitor started: over the reference bins, not
+// finite, and the sum of the finite values.
+type Total struct {
+	Counts  []int64
+	Missing int64
+	Sum     float64
+}
+
+func (t *Total) add(s *Sketch) {
+	if t.Counts == nil {
+		t.Counts = make([]int64, len(s.Counts))
+	}
+	for i, c := range s.Counts {
+		t.Counts[i] += c
+	}
+	t.Missing += s.Missing
+	t.Sum += s.Sum
+}
+
+// retireLocked folds a window leaving the ring into retired. (A call that took the window just
+// before it left may still add to it: those rows are in its sketches, not in the totals.)
+func (m *Monitor) retireLocked(w *window) {
+	if m.retired == nil {
+		m.retired = make([]Total, m.w)
+	}
+	for k := range w.shards {
+		sh := &w.shards[k]
+		sh.mu.Lock()
+		for j := range sh.feats {
+			m.retired[j].add(&sh.feats[j])
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// Totals returns each feature's counts since the monitor started (the windows dropped, and those
+// kept): what a Prometheus histogram of the feature exports, monotonic.
+func (m *Monitor) Totals() []Total {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]Total, m.w)
+	for j, r := range m.p.Features {
+		out[j].Counts = make([]int64, len(r.Counts))
+		if m.retired != nil {
+			out[j].add(&Sketch{Counts: m.retired[j].Counts, Missing: m.retired[j].Missing, Sum: m.retired[j].Sum})
+		}
+	}
+	for _, w := range m.ring {
+		for k := range w.shards {
+			sh := &w.shards[k]
+			sh.mu.Lock()
+			for j := range sh.feats {
+				out[j].add(&sh.feats[j])
+			}
+			sh.mu.Unlock()
+		}
+	}
+	return out
 }
 
 // Observe takes canonical rows (size values each, the spec's Size): each feature's value at the
@@ -227,6 +296,7 @@ func (m *Monitor) Observe(rows []float32, size int) {
 				continue
 			}
 			s.Counts[bin(m.p.Features[j].Edges, f)]++
+			s.Sum += f
 			s.DD.Add(f)
 		}
 	}

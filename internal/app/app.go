@@ -26,6 +26,7 @@ import (
 	"github.com/novacron/sidecar/cache"
 	"github.com/novacron/sidecar/config"
 	"github.com/novacron/sidecar/features"
+	"github.com/novacron/sidecar/features/drift"
 	"github.com/novacron/sidecar/proto/inference"
 	aipb "github.com/novacron/sidecar/proto/novacron/ai"
 	"github.com/novacron/sidecar/proxy"
@@ -58,6 +59,11 @@ type App struct {
 	models   []proxy.Target
 	cache    *cache.Cache[[]float32]
 	observer proxy.RowObserver // nil: none
+	// drift observes the models' rows into their drift monitors (monitored, guarded by
+	// reloadMu), which driftExport exports.
+	drift       *driftObserver
+	driftExport *drift.Exporter
+	monitored   map[string]monitored
 	// recorder compares the routes' shadowed answers; migrations runs the migrations (its Run
 	// goroutine is wg's, stopped by stopHealth).
 	recorder   *migrate.Recorder
@@ -126,6 +132,18 @@ func (a *App) start(ctx context.Context, embedded fs.FS) error {
 		}
 		metrics.WatchCache(a.cache.Stats)
 	}
+	targets := map[string]proxy.Target{}
+	for _, t := range a.models {
+		targets[t.Info().Name] = t
+	}
+	ms, err := l.monitors(targets, nil)
+	if err != nil {
+		return err
+	}
+	a.drift = &driftObserver{next: a.observer}
+	a.driftExport = drift.NewExporter()
+	a.Registry.MustRegister(a.driftExport)
+	a.setMonitors(ms)
 	a.recorder = migrate.NewRecorder(a.Registry)
 	a.recorder.SetTolerances(tolerances(cfg))
 	a.Service, err = proxy.New(proxy.Config{
@@ -143,7 +161,7 @@ func (a *App) start(ctx context.Context, embedded fs.FS) error {
 		MaxBatchVMs:        cfg.Limits.MaxBatchVMs,
 		MaxNodes:           cfg.Limits.MaxNodes,
 		MaxMessageBytes:    cfg.Limits.MaxMessageBytes,
-		Observer:           a.observer,
+		Observer:           a.drift,
 		MaxIDBytes:         cfg.Limits.MaxIDBytes,
 		MaxPushSamples:     cfg.Limits.MaxPushSamples,
 		MaxConcurrentCalls: cfg.Limits.MaxConcurrentCalls,

@@ -157,6 +157,25 @@ func TestObserverSeesWhatCallersGot(t *testing.T) {
 			}
 		}
 	}
+
+	// A NovaCron placement: the nodes' rows, in the request's order, not the occluded copies
+	// its reasoning runs.
+	pr := placementReq()
+	placed, err := s.client.OptimizePlacement(ctx, pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c = one("gRPC OptimizePlacement")
+	if len(c.outputs) != len(pr.AvailableNodes) || len(c.inputs) != len(pr.AvailableNodes)*pl.Spec.Size() {
+		t.Fatalf("placement: observed %d rows (%d values) for %d nodes", len(c.outputs), len(c.inputs), len(pr.AvailableNodes))
+	}
+	for i, n := range pr.AvailableNodes {
+		for _, cand := range placed.Candidates {
+			if cand.NodeId == n.NodeId && f32(c.outputs[i][0]) != cand.Score {
+				t.Errorf("node %s: answered %v, observed %v", n.NodeId, cand.Score, c.outputs[i][0])
+			}
+		}
+	}
 }
 
 // TestObserverSeesLegacyRows: a legacy AI service is a target like any other, and the observer

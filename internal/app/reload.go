@@ -136,10 +136,23 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) error {
 	if ctx.Err() != nil { // a remote check that the context ended may have let its model load
 		return fail(ctx.Err())
 	}
+	byName := map[string]proxy.Target{}
+	for _, t := range models {
+		byName[t.Info().Name] = t
+	}
+	ms, err := l.monitors(byName, a.monitored)
+	if err != nil {
+		return fail(err)
+	}
 	// The routes of migrations stay at their stages across the swap; then the migrations take
 	// the new specs (an edited one starts again at its first stage).
+	// The monitors first: a model's rows may reach the observer as soon as the swap is done (a
+	// model without a monitor yet only goes unobserved for that moment).
+	prevMonitors := a.monitored
+	a.setMonitors(ms)
 	oldModels, err := a.Service.Swap(models, a.migrations.Overlay(routes(cfg), cfg.Specs()))
 	if err != nil {
+		a.setMonitors(prevMonitors)
 		return fail(err)
 	}
 	a.recorder.SetTolerances(tolerances(cfg))

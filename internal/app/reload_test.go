@@ -147,7 +147,7 @@ func TestReloadRefusals(t *testing.T) {
 	}{
 		"limits":     {func(c *config.Config) { c.Limits.MaxNodes = 7 }, "limits changed; that takes a restart"},
 		"listen":     {func(c *config.Config) { c.Listen.HTTP = "127.0.0.1:1" }, "listen changed"},
-		"bad model":  {func(c *config.Config) { c.Models[1].Path = "/nonexistent.onnx" }, "embedded:configs/default.yaml:18: models[1] anomaly: path: "},
+		"bad model":  {func(c *config.Config) { c.Models[1].Path = "/nonexistent.onnx" }, "embedded:configs/default.yaml:19: models[1] anomaly: path: "},
 		"wrong spec": {func(c *config.Config) { c.Models[0].Spec = "embedded:specs/anomaly.yaml" }, "embedded:configs/default.yaml:12: models[0] bandwidth: "},
 	}
 	for name, c := range cases {

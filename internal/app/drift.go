@@ -1,0 +1,87 @@
+package app
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"reflect"
+	"sync/atomic"
+
+	"github.com/novacron/sidecar/config"
+	"github.com/novacron/sidecar/features/drift"
+	"github.com/novacron/sidecar/proxy"
+)
+
+// driftObserver is the row observer of the models with a drift profile: each call's canonical
+// rows go to its model's monitor; then to next (WithRowObserver's), when set.
+type driftObserver struct {
+	monitors atomic.Pointer[map[string]*drift.Monitor]
+	next     proxy.RowObserver
+}
+
+// ObserveRows implements proxy.RowObserver.
+func (d *driftObserver) ObserveRows(t proxy.Target, inputs []float32, outputs [][]float32) {
+	info := t.Info()
+	if m := (*d.monitors.Load())[info.Name]; m != nil {
+		m.Observe(inputs, info.Spec.Size())
+	}
+	if d.next != nil {
+		d.next.ObserveRows(t, inputs, outputs)
+	}
+}
+
+// monitored is a model's monitor with what it was built from, so that a reload that changes
+// none of it keeps the monitor (and its windows).
+type monitored struct {
+	m       *drift.Monitor
+	profile [32]byte // sha256 of the profile file
+	spec    string   // the spec's fingerprint
+	cfg     drift.Config
+}
+
+// monitors builds the drift monitors of cfg's models that name a profile, keeping those of old
+// whose profile, spec and settings are the same. targets are the loaded models by name.
+func (l *loader) monitors(targets map[string]proxy.Target, old map[string]monitored) (map[string]monitored, error) {
+	out := map[string]monitored{}
+	for i, mc := range l.cfg.Models {
+		if mc.Drift.Profile == "" {
+			continue
+		}
+		t, ok := targets[mc.Name]
+		if !ok {
+			continue
+		}
+		b, err := config.ReadFile(mc.Drift.Profile, l.cfg.Dir(), l.embedded)
+		if err != nil {
+			return nil, modelError(l.cfg, i, fmt.Errorf("drift.profile: %w", err))
+		}
+		spec := t.Info().Spec
+		dc := l.cfg.DriftConfig(mc)
+		dc.Now = nil
+		mo := monitored{profile: sha256.Sum256(b), spec: spec.Fingerprint(), cfg: dc}
+		if o, ok := old[mc.Name]; ok && o.profile == mo.profile && o.spec == mo.spec && reflect.DeepEqual(o.cfg, dc) {
+			out[mc.Name] = o
+			continue
+		}
+		p, err := drift.ReadProfile(bytes.NewReader(b), spec)
+		if err != nil {
+			return nil, modelError(l.cfg, i, fmt.Errorf("drift.profile %s: %w", mc.Drift.Profile, err))
+		}
+		if mo.m, err = drift.NewMonitor(p, dc); err != nil {
+			return nil, modelError(l.cfg, i, err)
+		}
+		out[mc.Name] = mo
+	}
+	return out, nil
+}
+
+// setMonitors hands the monitors to the row observer and the exporter.
+func (a *App) setMonitors(ms map[string]monitored) {
+	plain := make(map[string]*drift.Monitor, len(ms))
+	for k, v := range ms {
+		plain[k] = v.m
+	}
+	a.drift.monitors.Store(&plain)
+	a.driftExport.Set(plain)
+	a.monitored = ms
+}
