@@ -12,6 +12,7 @@ import (
 	"github.com/novacron/sidecar/batcher"
 	"github.com/novacron/sidecar/config"
 	"github.com/novacron/sidecar/features"
+	"github.com/novacron/sidecar/features/drift"
 	"github.com/novacron/sidecar/proxy"
 	"github.com/novacron/sidecar/proxy/admin"
 	"github.com/novacron/sidecar/proxy/migrate"
@@ -122,6 +123,8 @@ func TestDocumentedDefaults(t *testing.T) {
 		"`migrations[].gates.max_disagreement` / `max_shadow_errors` / `max_p99_delta` / `confidence`": {
 			num(migrate.DefaultMaxDisagreement), num(migrate.DefaultMaxShadowErrors), short(migrate.DefaultMaxP99Delta), num(migrate.DefaultConfidence)},
 		"`admin.listen`": {admin.DefaultListen},
+		"`drift.window` / `keep` / `min_samples` / `share`": {short(drift.DefaultWindow), num(drift.DefaultKeep), num(int64(drift.DefaultMinSamples)), num(drift.DefaultShare)},
+		"`drift.thresholds.psi` / `js` / `wasserstein`":     {num(drift.DefaultPSIThreshold), num(drift.DefaultJSThreshold), num(drift.DefaultWassersteinThreshold)},
 	}
 	rows := readmeDefaults(t)
 	for key, values := range want {

@@ -234,6 +234,20 @@ func (w *Windows) expireAll(now time.Time) {
 	}
 }
 
+// LastStep is the centre of the step of vm's newest sample on its grid: the time a forecast from
+// its window is made at (its step i forecasts the step LastStep + (i+1) x Step). False when the
+// VM has no window.
+func (w *Windows) LastStep(vm string) (time.Time, bool) {
+	sh := w.shard(vm)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	vw, ok := sh.vms[vm]
+	if !ok {
+		return time.Time{}, false
+	}
+	return time.Unix(0, vw.origin+w.stepLocked(vw, vw.last)*w.cfg.Step.Nanoseconds()), true
+}
+
 // Raw returns a VM's window at read time now, in the layout of Canonicalize: the Window steps of
 // its step grid ending at the step of its newest sample, oldest first, each the latest sample taken
 // in that step, NaN for a step with no sample (a gap), left to the spec's missing-value policy.

@@ -216,7 +216,25 @@ func (m *Model) Forecast(ctx context.Context, reqs []*aipb.BandwidthRequest, at 
 	if err != nil {
 		return nil, err
 	}
-	return forecastRows(m, res, reqs), nil
+	out := forecastRows(m, res, reqs)
+	m.track(reqs, out)
+	return out, nil
+}
+
+// track hands the forecasts made from pushed windows to the live accuracy tracker: the truth of
+// each arrives later, pushed.
+func (b *base) track(reqs []*aipb.BandwidthRequest, out []*aipb.BandwidthResponse) {
+	if b.accuracy == nil || b.windows == nil {
+		return
+	}
+	for i, r := range reqs {
+		if len(r.GetHistoricalMetrics()) > 0 || i >= len(out) {
+			continue // a window the caller sent has no time: its truth cannot be joined
+		}
+		if at, ok := b.windows.LastStep(r.GetVmId()); ok {
+			b.accuracy.Forecast(r.GetVmId(), at, out[i].GetPredictions())
+		}
+	}
 }
 
 // forecastPriority is a forecast call's priority: the caller's, else high for one VM and low for

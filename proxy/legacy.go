@@ -160,6 +160,7 @@ func (l *Legacy) Forecast(ctx context.Context, reqs []*aipb.BandwidthRequest, at
 		}
 		r.VmId = reqs[i].GetVmId()
 	}
+	l.track(reqs, out)
 	if o := l.svc.cfg.Observer; o != nil {
 		outs := make([][]float32, len(out))
 		for i, r := range out {

@@ -41,7 +41,11 @@ func (s *Service) PushMetrics(ctx context.Context, req *aipb.PushMetricsRequest)
 			t = time.UnixMilli(ms)
 		}
 		values := [6]float64{m.GetCpu(), m.GetMemory(), m.GetDiskIo(), m.GetNetworkIo(), m.GetLatency(), m.GetErrorRate()}
-		for _, w := range s.state.Load().windows {
+		st := s.state.Load()
+		for _, a := range st.accuracy {
+			a.Actual(smp.GetVmId(), t, values[3]) // network_io: the forecasts' truth
+		}
+		for _, w := range st.windows {
 			if err := w.Push(smp.GetVmId(), t, values, now); err != nil {
 				var fe *features.FieldError
 				if errors.As(err, &fe) {

@@ -154,3 +154,53 @@ func TestPushedWindowForecast(t *testing.T) {
 		})
 	}
 }
+
+// TestAccuracyJoin: a forecast served from a VM's pushed window is scored against the network_io
+// pushed later for its horizon; the live accuracy equals the offline 1 - WAPE and MAE of the same
+// forecast and truths. (A forecast from a window the caller sent is not tracked: it has no time.)
+func TestAccuracyJoin(t *testing.T) {
+	var now atomic.Int64
+	t0 := time.Date(2026, 12, 2, 3, 0, 0, 0, time.UTC)
+	svc := bandwidthService(t, &now)
+	ctx := context.Background()
+	push := func(i int, truth float64) {
+		at := t0.Add(time.Duration(i) * time.Minute)
+		now.Store(at.UnixNano())
+		m := metricsAt(i)
+		if truth >= 0 {
+			m.NetworkIo = truth
+		}
+		if _, err := svc.PushMetrics(ctx, &aipb.PushMetricsRequest{Samples: []*aipb.MetricsSample{{VmId: "vm-1", TimestampMs: at.UnixMilli(), Metrics: m}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 10 {
+		push(i, -1)
+	}
+	resp, err := svc.PredictBandwidth(ctx, &aipb.BandwidthRequest{VmId: "vm-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := make([]float64, 60)
+	for i := range raw {
+		raw[i] = 1
+	}
+	if _, err := svc.PredictBandwidth(ctx, &aipb.BandwidthRequest{VmId: "vm-1", HistoricalMetrics: raw}); err != nil {
+		t.Fatal(err)
+	}
+	var absErr, absTruth float64
+	for k, p := range resp.Predictions {
+		truth := 200 + 10*float64(k)
+		push(10+k, truth)
+		absErr += math.Abs(truth - p)
+		absTruth += math.Abs(truth)
+	}
+	r := svc.Accuracy()["bandwidth"].Report()
+	n := float64(len(resp.Predictions))
+	if r.Points != int64(n) || r.Forecasts != 1 || r.Evaluated != 1 {
+		t.Fatalf("report %+v; want %v points of the one forecast from the pushed window", r, n)
+	}
+	if want := 1 - absErr/absTruth; math.Abs(r.Accuracy-want) > 1e-12 || math.Abs(r.MAE-absErr/n) > 1e-9 {
+		t.Errorf("accuracy %v MAE %v; offline %v and %v", r.Accuracy, r.MAE, want, absErr/n)
+	}
+}

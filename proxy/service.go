@@ -16,6 +16,7 @@ import (
 	"github.com/novacron/sidecar/batcher"
 	"github.com/novacron/sidecar/cache"
 	"github.com/novacron/sidecar/features"
+	"github.com/novacron/sidecar/features/drift"
 )
 
 // The pipeline's code by concern: this file (Config, the Service and its snapshot of targets,
@@ -133,8 +134,10 @@ type snapshot struct {
 	// routes are the routes by name, as given (config) and as calls read them.
 	given  Routes
 	routes map[string]*route
-	// windows are the forecast targets' pushed windows, which PushMetrics fills.
-	windows []*features.Windows
+	// windows are the forecast targets' pushed windows, which PushMetrics fills, and accuracy
+	// their live accuracy trackers, which it feeds the truths.
+	windows  []*features.Windows
+	accuracy []*drift.Accuracy
 	// anyStale is set when some model has a stale fallback: then calls carry a note of it.
 	anyStale bool
 	// window is the largest Spec.Size of the forecast models: the most values a window may hold.
@@ -193,11 +196,15 @@ func (s *Service) snapshot(targets []Target, routes Routes, old *snapshot) (*sna
 
 // collectWindows lists the targets' pushed windows (a target has them once prepared).
 func (st *snapshot) collectWindows(targets []Target) {
-	st.windows, st.window = nil, 0
+	st.windows, st.window, st.accuracy = nil, 0, nil
 	for _, t := range targets {
-		if b := t.common(); b.windows != nil {
+		b := t.common()
+		if b.windows != nil {
 			st.windows = append(st.windows, b.windows)
 			st.window = max(st.window, b.Spec.Size())
+		}
+		if b.accuracy != nil {
+			st.accuracy = append(st.accuracy, b.accuracy)
 		}
 	}
 }
@@ -254,6 +261,16 @@ func (s *Service) prepare(targets []Target, old map[string]Target) error {
 				return fail(b, err)
 			}
 			b.windows = w
+		}
+		if o, ok := old[b.Name]; ok && b.accuracy == nil && o.common().accuracy != nil && o.common().fingerprint == b.fingerprint {
+			b.accuracy = o.common().accuracy
+		}
+		if b.Task == TaskForecast && b.accuracy == nil {
+			a, err := drift.NewAccuracy(drift.AccuracyConfig{Step: s.cfg.Windows.Step, MaxVMs: s.cfg.Windows.MaxVMs, Now: s.cfg.Now})
+			if err != nil {
+				return fail(b, err)
+			}
+			b.accuracy = a
 		}
 		if s.metrics != nil {
 			b.metrics = s.metrics.forModel(b.Name)
@@ -320,6 +337,17 @@ func (s *Service) Close() {
 			t.stop()
 		}
 	}
+}
+
+// Accuracy returns the live accuracy of each forecast target, by name (a snapshot).
+func (s *Service) Accuracy() map[string]*drift.Accuracy {
+	out := map[string]*drift.Accuracy{}
+	for name, t := range s.state.Load().targets {
+		if a := t.common().accuracy; a != nil {
+			out[name] = a
+		}
+	}
+	return out
 }
 
 // Targets returns the loaded targets by name (a snapshot; do not modify).

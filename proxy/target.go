@@ -8,6 +8,7 @@ import (
 
 	"github.com/novacron/sidecar/batcher"
 	"github.com/novacron/sidecar/features"
+	"github.com/novacron/sidecar/features/drift"
 	aipb "github.com/novacron/sidecar/proto/novacron/ai"
 )
 
@@ -96,7 +97,10 @@ type base struct {
 	TargetInfo
 	svc     *Service
 	windows *features.Windows
-	metrics *modelMetrics
+	// accuracy scores a forecast target's forecasts from pushed windows against the network_io
+	// pushed later (kept, like windows, across a reload that keeps the spec).
+	accuracy *drift.Accuracy
+	metrics  *modelMetrics
 	// horizon is a forecast target's longest forecast, in steps (minutes).
 	horizon int
 	// fingerprint is Spec's, computed once when the Service takes the target (it hashes the

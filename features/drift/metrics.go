@@ -1,6 +1,7 @@
 package drift
 
 import (
+	"math"
 	"strconv"
 	"sync/atomic"
 
@@ -22,8 +23,14 @@ import (
 //     (examples/prometheus).
 //
 // It is a prometheus.Collector; Set replaces the models (a reload).
+//
+// With SetAccuracy, also per forecast model: model_prediction_accuracy{model} (1 - WAPE over
+// the tracker's window; absent until a forecast is scored), model_prediction_mae{model},
+// model_prediction_evaluated_ratio{model} (the forecasts of the window with a point scored) and
+// model_prediction_points{model}.
 type Exporter struct {
 	set atomic.Pointer[map[string]*Monitor]
+	acc atomic.Pointer[map[string]*Accuracy]
 }
 
 var (
@@ -33,7 +40,20 @@ var (
 	descMissing  = prometheus.NewDesc("model_feature_missing_rate", "Share of a feature's values that were not finite, in the newest window with a verdict.", []string{"model", "feature"}, nil)
 	descValues   = prometheus.NewDesc("model_feature_values", "A feature's canonical values since the start, over the reference profile's bin edges.", []string{"model", "feature"}, nil)
 	descRefRatio = prometheus.NewDesc("model_feature_reference_ratio", "The reference profile's cumulative share of a feature's values at each bin edge.", []string{"model", "feature", "le"}, nil)
+	descAccuracy = prometheus.NewDesc("model_prediction_accuracy", "1 - WAPE of the forecasts made from pushed windows, against the network_io pushed later, over the tracker's window.", []string{"model"}, nil)
+	descMAE      = prometheus.NewDesc("model_prediction_mae", "Mean absolute error of the forecasts scored in the tracker's window.", []string{"model"}, nil)
+	descEvalRate = prometheus.NewDesc("model_prediction_evaluated_ratio", "Share of the window's forecasts with at least one step scored against its truth.", []string{"model"}, nil)
+	descPoints   = prometheus.NewDesc("model_prediction_points", "Forecast steps scored in the tracker's window.", []string{"model"}, nil)
 )
+
+// SetAccuracy replaces the live accuracy trackers exported, by model name.
+func (e *Exporter) SetAccuracy(acc map[string]*Accuracy) {
+	c := make(map[string]*Accuracy, len(acc))
+	for k, v := range acc {
+		c[k] = v
+	}
+	e.acc.Store(&c)
+}
 
 // NewExporter makes an Exporter of no models.
 func NewExporter() *Exporter {
@@ -54,13 +74,26 @@ func (e *Exporter) Set(monitors map[string]*Monitor) {
 
 // Describe implements prometheus.Collector.
 func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descScore, descDrifted, descRows, descMissing, descValues, descRefRatio} {
+	for _, d := range []*prometheus.Desc{descScore, descDrifted, descRows, descMissing, descValues, descRefRatio, descAccuracy, descMAE, descEvalRate, descPoints} {
 		ch <- d
 	}
 }
 
 // Collect implements prometheus.Collector.
 func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
+	if acc := e.acc.Load(); acc != nil {
+		for model, a := range *acc {
+			r := a.Report()
+			if r.Points > 0 && !math.IsNaN(r.Accuracy) && !math.IsInf(r.Accuracy, 0) {
+				ch <- prometheus.MustNewConstMetric(descAccuracy, prometheus.GaugeValue, r.Accuracy, model)
+				ch <- prometheus.MustNewConstMetric(descMAE, prometheus.GaugeValue, r.MAE, model)
+			}
+			if r.Forecasts > 0 {
+				ch <- prometheus.MustNewConstMetric(descEvalRate, prometheus.GaugeValue, min(1, float64(r.Evaluated)/float64(r.Forecasts)), model)
+			}
+			ch <- prometheus.MustNewConstMetric(descPoints, prometheus.GaugeValue, float64(r.Points), model)
+		}
+	}
 	for model, m := range *e.set.Load() {
 		var scored *WindowReport
 		for _, r := range m.Report() {

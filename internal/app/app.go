@@ -171,6 +171,7 @@ func (a *App) start(ctx context.Context, embedded fs.FS) error {
 	if err != nil {
 		return err
 	}
+	a.driftExport.SetAccuracy(a.Service.Accuracy())
 	// Migrations set their routes to the stages they are at (kept in state_file) before any call.
 	if a.migrations, err = migrate.NewController(migrate.Config{Migrations: cfg.Specs(), StateFile: cfg.File(cfg.StateFile), Log: log}, a.Service, a.Registry); err != nil {
 		return fmt.Errorf("%s: migrations: %w", cfg.Pos("migrations"), err)

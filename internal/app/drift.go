@@ -84,4 +84,7 @@ func (a *App) setMonitors(ms map[string]monitored) {
 	a.drift.monitors.Store(&plain)
 	a.driftExport.Set(plain)
 	a.monitored = ms
+	if a.Service != nil {
+		a.driftExport.SetAccuracy(a.Service.Accuracy())
+	}
 }

@@ -156,6 +156,7 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) error {
 		return fail(err)
 	}
 	a.recorder.SetTolerances(tolerances(cfg))
+	a.driftExport.SetAccuracy(a.Service.Accuracy()) // the new forecast models' trackers
 	// The pools of kept remote models take their new settings and endpoints now that the swap
 	// cannot fail any more. (Their settings were validated above; an Update that still fails
 	// closes the endpoints it brought and leaves that pool as it was.)
