@@ -15,7 +15,7 @@ SHELL := /bin/bash
 GO ?= go
 ORT = $(shell scripts/fetch-onnxruntime.sh | tail -n 1)
 
-.PHONY: run test bench chaos demo-migration vet fmt-check build proto models onnxruntime python-grpc grpcurl
+.PHONY: run test bench chaos demo-migration vet fmt-check build proto models onnxruntime python-grpc grpcurl promtool
 
 onnxruntime:
 	@scripts/fetch-onnxruntime.sh >/dev/null
@@ -30,6 +30,12 @@ GRPCURL_BIN = $(shell scripts/ensure-grpcurl.sh 2>/dev/null | tail -n 1)
 grpcurl:
 	@scripts/ensure-grpcurl.sh >/dev/null
 
+# promtool, with which e2e/prometheus_test.go checks and unit tests examples/prometheus/'s rules
+# (Debian's prometheus package, installed as root without starting its service).
+PROMTOOL_BIN = $(shell scripts/ensure-promtool.sh 2>/dev/null | tail -n 1)
+promtool:
+	@scripts/ensure-promtool.sh >/dev/null
+
 run: onnxruntime build
 	ONNXRUNTIME_LIB="$(ORT)" exec bin/sidecar serve $(ARGS)
 
@@ -43,8 +49,8 @@ fmt-check:
 	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
 	if [ -n "$$out" ]; then echo "not gofmt'ed (run gofmt -w):"; echo "$$out"; exit 1; fi
 
-test: onnxruntime python-grpc grpcurl vet fmt-check
-	ONNXRUNTIME_LIB="$(ORT)" GRPCURL="$(GRPCURL_BIN)" $(GO) test -race -count=1 ./...
+test: onnxruntime python-grpc grpcurl promtool vet fmt-check
+	ONNXRUNTIME_LIB="$(ORT)" GRPCURL="$(GRPCURL_BIN)" PROMTOOL="$(PROMTOOL_BIN)" $(GO) test -race -count=1 ./...
 
 CHAOS_DURATION ?= 30s
 chaos: onnxruntime python-grpc

@@ -437,6 +437,22 @@ type Drift struct {
 	Share float64 `yaml:"share"`
 	// Thresholds by method (psi, js, wasserstein); missing: drift.DefaultThreshold.
 	Thresholds map[string]float64 `yaml:"thresholds"`
+	// AccuracyFloor: a forecast model whose live accuracy is below it is alerted
+	// (drift.DefaultAccuracyFloor, the seed's 0.80); negative: never.
+	AccuracyFloor float64 `yaml:"accuracy_floor"`
+	// Webhook receives the alerts (drift.Alert as JSON): when a model drifts, or its accuracy is
+	// below the floor, at most once per model, kind and window.
+	Webhook Webhook `yaml:"webhook"`
+}
+
+// Webhook is where drift alerts go (drift.AlertConfig).
+type Webhook struct {
+	// URL: an http(s) URL; empty: no alerts.
+	URL string `yaml:"url"`
+	// Timeout bounds each attempt, Attempts the attempts of one alert. Zero:
+	// drift.DefaultAlertTimeout, drift.DefaultAlertAttempts.
+	Timeout  time.Duration `yaml:"timeout"`
+	Attempts int           `yaml:"attempts"`
 }
 
 // Admin is the admin listener: migration status and actions, over HTTP, apart from the data ports.

@@ -80,6 +80,12 @@ func TestErrorsNameFileAndLine(t *testing.T) {
 			"migrations[0].to: model \"b\" has task placement"},
 		"migration stage": {"models:\n  - {name: a, task: anomaly, path: a, spec: s}\n  - {name: b, task: anomaly, path: b, spec: s}\nroutes:\n  detect_anomaly: a\nmigrations:\n  - {name: m, route: detect_anomaly, to: b, stages: [{split: 150}]}\nstate_file: s.json\n",
 			"migrations[0]: stages[0].split: 150 is not a percent in 0..100"},
+		"drift method":          {"models:\n  - {name: a, task: anomaly, path: a, spec: s, drift: {profile: p, methods: {cpu: ks}}}\n", "bad.yaml:2: models[0].drift.methods.cpu: \"ks\" is not a drift method"},
+		"drift methods alone":   {"models:\n  - {name: a, task: anomaly, path: a, spec: s, drift: {methods: {cpu: js}}}\n", "models[0].drift.methods: methods without a profile"},
+		"drift threshold":       {"drift: {thresholds: {psi: 0}}\n", "drift.thresholds.psi: 0 is not positive"},
+		"drift share":           {"drift: {share: 2}\n", "drift.share: 2 is not a share"},
+		"webhook not a url":     {"drift: {webhook: {url: 'ftp://x'}}\n", "drift.webhook: url: \"ftp://x\" is not an http(s) URL"},
+		"webhook without a url": {"drift: {webhook: {attempts: 2}}\n", "drift.webhook.url: required"},
 		"admin off loopback":    {"admin: {listen: 0.0.0.0:9464, token_file: t}\n", "bad.yaml:1: admin.listen"},
 		"admin without a token": {"admin: {listen: 127.0.0.1:9464}\n", "admin.token_file: required"},
 	}

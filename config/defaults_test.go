@@ -125,6 +125,8 @@ func TestDocumentedDefaults(t *testing.T) {
 		"`admin.listen`": {admin.DefaultListen},
 		"`drift.window` / `keep` / `min_samples` / `share`": {short(drift.DefaultWindow), num(drift.DefaultKeep), num(int64(drift.DefaultMinSamples)), num(drift.DefaultShare)},
 		"`drift.thresholds.psi` / `js` / `wasserstein`":     {num(drift.DefaultPSIThreshold), num(drift.DefaultJSThreshold), num(drift.DefaultWassersteinThreshold)},
+		"`drift.accuracy_floor`":                            {num(drift.DefaultAccuracyFloor)},
+		"`drift.webhook.url` / `timeout` / `attempts`":      {short(drift.DefaultAlertTimeout), num(drift.DefaultAlertAttempts)},
 	}
 	rows := readmeDefaults(t)
 	for key, values := range want {

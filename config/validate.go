@@ -428,6 +428,13 @@ func validateDrift(c *Config, add func(path, format string, args ...any)) {
 			add("drift.thresholds."+m, "%v is not positive", d.Thresholds[m])
 		}
 	}
+	if c.Drift.Webhook.URL != "" {
+		if err := c.AlertConfig("").Validate(); err != nil {
+			add("drift.webhook", "%v", err)
+		}
+	} else if c.Drift.Webhook != (Webhook{}) {
+		add("drift.webhook.url", "required with the webhook's other settings")
+	}
 	for i, m := range c.Models {
 		p := fmt.Sprintf("models[%d].drift", i)
 		if len(m.Drift.Methods) > 0 && m.Drift.Profile == "" {
@@ -445,4 +452,11 @@ func validateDrift(c *Config, add func(path, format string, args ...any)) {
 func (c *Config) DriftConfig(mc Model) drift.Config {
 	return drift.Config{Window: c.Drift.Window, Keep: c.Drift.Keep, MinSamples: c.Drift.MinSamples, Share: c.Drift.Share,
 		Thresholds: c.Drift.Thresholds, Methods: mc.Drift.Methods}
+}
+
+// AlertConfig is the drift alerts' configuration as package drift takes it; node names the
+// sending node.
+func (c *Config) AlertConfig(node string) drift.AlertConfig {
+	w := c.Drift.Webhook
+	return drift.AlertConfig{URL: w.URL, Timeout: w.Timeout, Attempts: w.Attempts, AccuracyFloor: c.Drift.AccuracyFloor, Node: node}
 }

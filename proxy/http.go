@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/novacron/sidecar/features/drift"
 	aipb "github.com/novacron/sidecar/proto/novacron/ai"
 )
 
@@ -37,6 +38,10 @@ type HTTPOptions struct {
 	// web page that reaches the sidecar through a DNS name it controls (DNS rebinding) names its
 	// own host.
 	AllowedHosts []string
+	// DriftMonitors returns the models' drift monitors by name, as of the call (read, never
+	// changed), and serves GET /v1/drift/sketches?model=M (DriftSketchesPath) from them; nil
+	// serves no such route. It is called once per request, from concurrent requests.
+	DriftMonitors func() map[string]*drift.Monitor
 }
 
 // NewHTTPHandler builds the HTTP/JSON front end:
@@ -57,6 +62,7 @@ func NewHTTPHandler(svc *Service, opt HTTPOptions) http.Handler {
 	mux.Handle("POST /api/v1/metrics", jsonRoute(svc, "PushMetrics", svc.PushMetrics))
 	mux.Handle("POST /api/v1/placement", jsonRoute(svc, "OptimizePlacement", svc.OptimizePlacement))
 	registerOIP(mux, svc)
+	registerDrift(mux, opt.DriftMonitors)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, "ok\n")

@@ -17,6 +17,7 @@ commands:
   features fingerprint   print a feature spec's SHA-256 fingerprint
   features golden        check (or -write) a spec's golden vectors file
   profile build|show     build a model's drift reference profile from its training data, or show one
+  drift merge            merge the drift sketches of many nodes (URLs or files): the fleet's drift table
   bench                  the load harness: the sidecar against a no-op server and ONNX Runtime
   migration              status, pause, resume, advance or roll back a running sidecar's migrations
   help                   this text
@@ -42,6 +43,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return featuresCmd(ctx, args[1:], stdout, stderr)
 	case "profile":
 		return profileCmd(ctx, args[1:], stdout, stderr)
+	case "drift":
+		return driftCmd(ctx, args[1:], stdout, stderr)
 	case "bench":
 		return benchCmd(ctx, args[1:], stdout, stderr)
 	case "migration":

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -220,7 +221,8 @@ func (a *App) start(ctx context.Context, embedded fs.FS) error {
 	a.setHealth(ctx)
 	a.http = &http.Server{
 		Handler: proxy.NewHTTPHandler(a.Service, proxy.HTTPOptions{Gatherer: a.Registry, Ready: a.Ready,
-			AllowedHosts: cfg.Listen.AllowedHosts}),
+			AllowedHosts:  cfg.Listen.AllowedHosts,
+			DriftMonitors: func() map[string]*drift.Monitor { return *a.drift.monitors.Load() }}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       a.Service.ConnectionIdle(),
@@ -257,6 +259,15 @@ func (a *App) start(ctx context.Context, embedded fs.FS) error {
 		stopMigrations()
 	})
 	a.wg.Go(func() { a.migrations.Run(migrationsCtx) })
+	if cfg.Drift.Webhook.URL != "" {
+		host, _ := os.Hostname()
+		al, err := drift.NewAlerter(cfg.AlertConfig(host))
+		if err != nil { // validated with the config: not expected
+			fmt.Fprintf(log, "drift: alerts off: %v\n", err)
+		} else {
+			a.wg.Go(func() { a.runAlerts(al, a.stopHealth) })
+		}
+	}
 	a.wg.Go(func() {
 		t := time.NewTicker(healthRefresh)
 		defer t.Stop()

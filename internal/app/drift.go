@@ -2,10 +2,12 @@ package app
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"reflect"
 	"sync/atomic"
+	"time"
 
 	"github.com/novacron/sidecar/config"
 	"github.com/novacron/sidecar/features/drift"
@@ -86,5 +88,48 @@ func (a *App) setMonitors(ms map[string]monitored) {
 	a.monitored = ms
 	if a.Service != nil {
 		a.driftExport.SetAccuracy(a.Service.Accuracy())
+	}
+}
+
+// alertEvery is how often the drift alerter looks at the monitors and trackers.
+const alertEvery = 10 * time.Second
+
+// runAlerts calls the webhook for the models that drifted or fell below the accuracy floor,
+// every alertEvery until stop closes. Failures are logged (at most one line per model and kind
+// per window, as the alerts themselves).
+func (a *App) runAlerts(al *drift.Alerter, stop <-chan struct{}) {
+	t := time.NewTicker(alertEvery)
+	defer t.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { // owned by runAlerts: ends with it at the latest
+		select {
+		case <-stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		monitors := *a.drift.monitors.Load()
+		acc := a.Service.Accuracy()
+		for model, m := range monitors {
+			var rep *drift.AccuracyReport
+			if tr, ok := acc[model]; ok {
+				r := tr.Report()
+				rep = &r
+			}
+			sent, err := al.Check(ctx, model, m.Report(), rep)
+			for _, s := range sent {
+				fmt.Fprintf(a.log, "drift: %s alert of model %s sent to the webhook\n", s.Kind, s.Model)
+			}
+			if err != nil {
+				fmt.Fprintf(a.log, "drift: %v\n", err)
+			}
+		}
 	}
 }

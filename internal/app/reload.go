@@ -42,7 +42,7 @@ func configure(t proxy.Target, mc config.Model) {
 func restartOnly(c *config.Config) map[string]any {
 	return map[string]any{"listen": c.Listen, "limits": c.Limits, "onnxruntime": c.ONNXRuntime,
 		"cache": c.Cache, "windows": c.Windows, "shutdown_timeout": c.ShutdownTimeout, "shadow": c.Shadow,
-		"state_file": c.StateFile, "admin": c.Admin}
+		"state_file": c.StateFile, "admin": c.Admin, "drift.webhook": c.Drift.Webhook, "drift.accuracy_floor": c.Drift.AccuracyFloor}
 }
 
 // Reload applies cfg to the running sidecar (SIGHUP): models are added, removed or rebuilt and

@@ -1,0 +1,1113 @@
+package drift
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"math"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/DataDog/sketches-go/ddsketch"
+	"github.com/DataDog/sketches-go/ddsketch/pb/sketchpb"
+	"github.com/DataDog/sketches-go/ddsketch/store"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+)
+
+// Bounds of the wire form, checked by UnmarshalSnapshotJSON, UnmarshalSnapshotProto, Merge and
+// ScoreSnapshot.
+const (
+	// MaxSnapshotBytes bounds an encoded snapshot, JSON or protobuf. A feature's sketch in a
+	// window takes about 2.5 KiB in protobuf (a third more in JSON): 64 MiB holds 12 windows of
+	// about 2,000 features.
+	MaxSnapshotBytes = 64 << 20
+	// MaxSketchBytes bounds one feature's DDSketch in its protobuf encoding (the sidecar's own
+	// take at most about 2.3 KiB: two stores of SketchBins bins).
+	MaxSketchBytes = 64 << 10
+	// MaxWindows bounds the windows of a snapshot, and MaxFeatures the features of its profile
+	// (features.Spec's own bound).
+	MaxWindows  = 10000
+	MaxFeatures = 4096
+	// MaxRows bounds a feature's rows in a window (and a reference's): up to 2^53 a sketch's
+	// float64 counts stay exact.
+	MaxRows = 1 << 53
+)
+
+// maxWireBins is the most bins of a reference feature (the Builder's bound).
+const maxWireBins = 1000
+
+// Snapshot is the wire form of one model's drift sketches on one node: every kept window's
+// sketches, with the reference profile they are scored against and the node's scoring settings,
+// so that whoever merges snapshots of many nodes (Merge) can score the fleet's windows exactly as
+// one node with all their rows would (ScoreSnapshot).
+//
+// It has two encodings of the same fields:
+//   - JSON (encoding/json with the tags below, what GET /v1/drift/sketches?model=M serves by
+//     default): snake_case keys; times in RFC 3339; DDSketch in base64 (standard, padded). Read
+//     it with UnmarshalSnapshotJSON, which refuses unknown keys.
+//   - protobuf (MarshalProto, UnmarshalSnapshotProto, what the route serves for Accept:
+//     application/x-protobuf): the message Snapshot of SnapshotProto.
+//
+// A Snapshot is plain data; the methods that read it (MarshalProto, Merge, ScoreSnapshot) do not
+// change it and may run concurrently. One made by Monitor.Snapshot shares the monitor's Profile,
+// which nobody may change.
+type Snapshot struct {
+	// Model is the model's name in the node's config.
+	Model string `json:"model"`
+	// Spec and Fingerprint name the feature spec of the model's rows (the profile's).
+	Spec        string `json:"spec"`
+	Fingerprint string `json:"spec_fingerprint"`
+	// Profile is the reference the windows are scored against.
+	Profile *Profile `json:"profile"`
+	// Scoring is how the node scores a window.
+	Scoring Scoring `json:"scoring"`
+	// Windows are the kept windows, newest first (the current one, partly filled, first).
+	Windows []WireWindow `json:"windows"`
+
+	// Source names where the snapshot was read from (a URL, a file), for Merge's errors. It is
+	// not encoded.
+	Source string `json:"-"`
+}
+
+// Scoring is a node's scoring settings (its Config's, defaults applied): each feature's method
+// and each method's threshold are given, so that a merger scores as the node does whatever its
+// own defaults.
+type Scoring struct {
+	MinSamples int64              `json:"min_samples"`
+	Share      float64            `json:"share"`
+	Methods    map[string]string  `json:"methods"`
+	Thresholds map[string]float64 `json:"thresholds"`
+}
+
+// WireWindow is one window's sketches, one per feature in the profile's order.
+type WireWindow struct {
+	Start    time.Time    `json:"start"`
+	End      time.Time    `json:"end"`
+	Features []WireSketch `json:"features"`
+}
+
+// WireSketch is one feature's Sketch in a window.
+type WireSketch struct {
+	Name string `json:"name"`
+	// Counts are the finite values per reference bin (the profile's Edges); Missing counts the
+	// values that were not finite; Sum is the sum of the finite values (merged by float
+	// addition: exact up to rounding, and not used in scores).
+	Counts  []int64 `json:"counts"`
+	Missing int64   `json:"missing"`
+	Sum     float64 `json:"sum"`
+	// DDSketch is the DDSketch of the finite values in its protobuf encoding (sketches-go's
+	// datadog.sketches.DDSketch: a logarithmic mapping of relative accuracy SketchAccuracy, no
+	// interpolation, index offset 0; stores of at most SketchBins bins, collapsing the lowest).
+	DDSketch []byte `json:"ddsketch"`
+}
+
+// SnapshotProto is the protobuf schema (proto3) of MarshalProto's encoding, what a node serves
+// at GET /v1/drift/sketches?model=M with Accept: application/x-protobuf. Field numbers are
+// stable: fields are only ever added. UnmarshalSnapshotProto skips unknown fields and takes
+// repeated scalars packed or not, as proto3 parsers do.
+const SnapshotProto = `syntax = "proto3";
+
+package novacron.sidecar.drift.v1;
+
+import "google/protobuf/timestamp.proto";
+
+// Snapshot is one model's drift sketches on one node (drift.Snapshot).
+message Snapshot {
+  string model = 1;
+  string spec = 2;
+  string spec_fingerprint = 3;
+  Profile profile = 4;
+  Scoring scoring = 5;
+  repeated Window windows = 6;  // newest first
+}
+
+message Scoring {
+  int64 min_samples = 1;
+  double share = 2;
+  map<string, string> methods = 3;     // feature -> psi | js | wasserstein
+  map<string, double> thresholds = 4;  // method -> threshold
+}
+
+message Window {
+  google.protobuf.Timestamp start = 1;
+  google.protobuf.Timestamp end = 2;
+  repeated FeatureSketch features = 3;  // the profile's features, in order
+}
+
+message FeatureSketch {
+  string name = 1;
+  repeated int64 counts = 2;  // per reference bin
+  int64 missing = 3;          // values not finite
+  double sum = 4;             // sum of the finite values
+  // A datadog.sketches.DDSketch (sketches-go's ddsketch.proto), serialized: a reader may declare
+  // this field with that message type instead, the wire form is the same.
+  bytes ddsketch = 5;
+}
+
+// Profile is the reference profile (drift.Profile, as "sidecar profile build" writes it).
+message Profile {
+  int32 version = 1;
+  string spec = 2;
+  string spec_fingerprint = 3;
+  int64 rows = 4;
+  repeated Reference features = 5;
+}
+
+message Reference {
+  string name = 1;
+  repeated double edges = 2;
+  repeated int64 counts = 3;
+  int64 missing = 4;
+  double min = 5;
+  double max = 6;
+  double mean = 7;
+  double std = 8;
+  repeated double quantiles = 9;  // at 0.5%, 1.5%, ..., 99.5%
+}
+`
+
+// Snapshot returns the monitor's sketches as model's snapshot: every kept window, newest first.
+// It may be called concurrently with Observe.
+func (m *Monitor) Snapshot(model string) *Snapshot {
+	s := &Snapshot{Model: model, Spec: m.p.Spec, Fingerprint: m.p.Fingerprint, Profile: m.p, Scoring: m.scoring(),
+		Windows: []WireWindow{}}
+	for _, ws := range m.Sketches() {
+		s.Windows = append(s.Windows, wireWindow(m.p, ws))
+	}
+	return s
+}
+
+// scoring is the monitor's Scoring: every feature's method and every method's threshold.
+func (m *Monitor) scoring() Scoring {
+	sc := Scoring{MinSamples: m.cfg.MinSamples, Share: m.cfg.Share, Methods: map[string]string{}, Thresholds: map[string]float64{}}
+	for _, r := range m.p.Features {
+		sc.Methods[r.Name] = MethodPSI
+		if mm, ok := m.cfg.Methods[r.Name]; ok {
+			sc.Methods[r.Name] = mm
+		}
+	}
+	for _, method := range Methods {
+		sc.Thresholds[method] = DefaultThreshold(method)
+		if t, ok := m.cfg.Thresholds[method]; ok {
+			sc.Thresholds[method] = t
+		}
+	}
+	return sc
+}
+
+// config is the Config of the scoring settings.
+func (sc Scoring) config() Config {
+	return Config{MinSamples: sc.MinSamples, Share: sc.Share, Methods: sc.Methods, Thresholds: sc.Thresholds}
+}
+
+func (sc Scoring) equal(o Scoring) bool {
+	return sc.MinSamples == o.MinSamples && sc.Share == o.Share && maps.Equal(sc.Methods, o.Methods) && maps.Equal(sc.Thresholds, o.Thresholds)
+}
+
+// String is the settings on one line, as sidecar drift merge prints them: min_samples, share,
+// the thresholds, and the features whose method is not PSI.
+func (sc Scoring) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "min_samples %d, share %v, thresholds", sc.MinSamples, sc.Share)
+	for _, m := range slices.Sorted(maps.Keys(sc.Thresholds)) {
+		fmt.Fprintf(&b, " %s %v", m, sc.Thresholds[m])
+	}
+	var named []string
+	for _, f := range slices.Sorted(maps.Keys(sc.Methods)) {
+		if sc.Methods[f] != MethodPSI {
+			named = append(named, f+" "+sc.Methods[f])
+		}
+	}
+	if len(named) > 0 {
+		fmt.Fprintf(&b, ", methods %s (others psi)", strings.Join(named, ", "))
+	}
+	return b.String()
+}
+
+func wireWindow(p *Profile, ws WindowSketches) WireWindow {
+	w := WireWindow{Start: ws.Start, End: ws.End, Features: make([]WireSketch, len(ws.Features))}
+	for j := range ws.Features {
+		s := &ws.Features[j]
+		w.Features[j] = WireSketch{Name: p.Features[j].Name, Counts: s.Counts, Missing: s.Missing, Sum: s.Sum, DDSketch: encodeDD(s.DD)}
+	}
+	return w
+}
+
+func encodeDD(dd *ddsketch.DDSketch) []byte {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(dd.ToProto())
+	if err != nil {
+		// sketchpb's messages hold numbers only: marshalling them cannot fail.
+		panic(fmt.Sprintf("drift: encoding a DDSketch: %v", err))
+	}
+	return b
+}
+
+// decodeDD decodes a DDSketch in its protobuf encoding into one of the sidecar's own (its
+// mapping and collapsing stores), refusing another mapping, counts that are not whole and
+// non-negative, and bins beyond the mapping's range.
+func decodeDD(b []byte) (*ddsketch.DDSketch, error) {
+	if len(b) > MaxSketchBytes {
+		return nil, fmt.Errorf("its DDSketch is %d bytes, more than %d", len(b), MaxSketchBytes)
+	}
+	var pb sketchpb.DDSketch
+	if err := proto.Unmarshal(b, &pb); err != nil {
+		return nil, fmt.Errorf("its DDSketch does not decode: %v", err)
+	}
+	out := newSketch(0).DD
+	want := out.IndexMapping.ToProto()
+	switch got := pb.Mapping; {
+	case got == nil:
+		return nil, errors.New("its DDSketch has no index mapping")
+	case got.Gamma != want.Gamma || got.IndexOffset != want.IndexOffset || got.Interpolation != want.Interpolation:
+		return nil, fmt.Errorf("its DDSketch's mapping (gamma %v, offset %v, interpolation %v) is not this sidecar's (gamma %v: relative accuracy %v)",
+			got.Gamma, got.IndexOffset, got.Interpolation, want.Gamma, SketchAccuracy)
+	}
+	lo := out.IndexMapping.Index(out.IndexMapping.MinIndexableValue())
+	hi := out.IndexMapping.Index(out.IndexMapping.MaxIndexableValue())
+	count := func(c float64) error {
+		if !(c >= 0) || c > MaxRows || c != math.Trunc(c) {
+			return fmt.Errorf("its DDSketch holds a count of %v, not a whole number of values", c)
+		}
+		return nil
+	}
+	for _, st := range []*sketchpb.Store{pb.PositiveValues, pb.NegativeValues} {
+		if st == nil {
+			continue
+		}
+		for i, c := range st.BinCounts {
+			if int(i) < lo || int(i) > hi {
+				return nil, fmt.Errorf("its DDSketch has a bin at index %d, beyond the mapping's %d..%d", i, lo, hi)
+			}
+			if err := count(c); err != nil {
+				return nil, err
+			}
+		}
+		if n := len(st.ContiguousBinCounts); n > 0 && (int(st.ContiguousBinIndexOffset) < lo || int(st.ContiguousBinIndexOffset)+n-1 > hi) {
+			return nil, fmt.Errorf("its DDSketch has bins at indices %d..%d, beyond the mapping's %d..%d", st.ContiguousBinIndexOffset, int(st.ContiguousBinIndexOffset)+n-1, lo, hi)
+		}
+		for _, c := range st.ContiguousBinCounts {
+			if err := count(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := count(pb.ZeroCount); err != nil {
+		return nil, err
+	}
+	dd, err := ddsketch.FromProtoWithStoreProvider(&pb, func() store.Store { return store.NewCollapsingLowestDenseStore(SketchBins) })
+	if err != nil {
+		return nil, fmt.Errorf("its DDSketch: %v", err)
+	}
+	if err := out.MergeWith(dd); err != nil {
+		return nil, fmt.Errorf("its DDSketch: %v", err)
+	}
+	if c := out.GetCount(); c > MaxRows {
+		return nil, fmt.Errorf("its DDSketch holds %v values, more than %d", c, int64(MaxRows))
+	}
+	return out, nil
+}
+
+// sketch decodes w into a Sketch of bins bins, checking it.
+func (w *WireSketch) sketch(bins int) (Sketch, error) {
+	if len(w.Counts) != bins {
+		return Sketch{}, fmt.Errorf("%d bin counts, the reference has %d bins", len(w.Counts), bins)
+	}
+	total, err := sumCounts(w.Counts)
+	if err != nil {
+		return Sketch{}, err
+	}
+	switch {
+	case w.Missing < 0 || w.Missing > MaxRows-total:
+		return Sketch{}, fmt.Errorf("missing count %d is negative, or with the bins' %d more than %d", w.Missing, total, int64(MaxRows))
+	case math.IsNaN(w.Sum) || math.IsInf(w.Sum, 0):
+		return Sketch{}, fmt.Errorf("sum %v is not finite", w.Sum)
+	}
+	dd, err := decodeDD(w.DDSketch)
+	if err != nil {
+		return Sketch{}, err
+	}
+	// Every finite value is binned and sketched, except those beyond the sketch's range.
+	if c := dd.GetCount(); c > float64(total) {
+		return Sketch{}, fmt.Errorf("its DDSketch holds %v values, its bins %d: they disagree", c, total)
+	}
+	return Sketch{Counts: slices.Clone(w.Counts), Missing: w.Missing, Sum: w.Sum, DD: dd}, nil
+}
+
+// sumCounts sums counts, each and all within 0..MaxRows.
+func sumCounts(counts []int64) (int64, error) {
+	var n int64
+	for i, c := range counts {
+		if c < 0 || c > MaxRows-n {
+			return 0, fmt.Errorf("bin %d count %d is negative, or the counts add up to more than %d", i, c, int64(MaxRows))
+		}
+		n += c
+	}
+	return n, nil
+}
+
+// checkProfile checks a profile carried by a snapshot: well formed, finite, bounded. (A node
+// checked it against its spec when it loaded it; a merger has no spec.)
+func checkProfile(p *Profile) error {
+	switch {
+	case p == nil:
+		return errors.New("drift: the snapshot has no reference profile")
+	case p.Version != ProfileVersion:
+		return fmt.Errorf("drift: the snapshot's profile is of version %d, this sidecar reads %d", p.Version, ProfileVersion)
+	case p.Fingerprint == "" || !utf8.ValidString(p.Fingerprint) || !utf8.ValidString(p.Spec):
+		return errors.New("drift: the snapshot's profile names no spec fingerprint (or not in UTF-8)")
+	case len(p.Features) == 0 || len(p.Features) > MaxFeatures:
+		return fmt.Errorf("drift: the snapshot's profile has %d features, want 1 to %d", len(p.Features), MaxFeatures)
+	case p.Rows < 0:
+		return fmt.Errorf("drift: the snapshot's profile has %d rows", p.Rows)
+	}
+	seen := make(map[string]bool, len(p.Features))
+	for j := range p.Features {
+		r := &p.Features[j]
+		bad := func(format string, a ...any) error {
+			return fmt.Errorf("drift: the snapshot's profile, feature %d %q: %s", j, r.Name, fmt.Sprintf(format, a...))
+		}
+		switch {
+		case r.Name == "" || !utf8.ValidString(r.Name):
+			return bad("no name (or not in UTF-8)")
+		case seen[r.Name]:
+			return bad("named twice")
+		case len(r.Counts) != len(r.Edges)+1 || len(r.Counts) > maxWireBins:
+			return bad("%d counts for %d edges (at most %d bins)", len(r.Counts), len(r.Edges), maxWireBins)
+		case len(r.Quantiles) != len(quantileLevels):
+			return bad("%d quantiles, want %d", len(r.Quantiles), len(quantileLevels))
+		case !slices.IsSorted(r.Edges) || !finite(r.Edges...) || !finite(r.Quantiles...) || !finite(r.Min, r.Max, r.Mean, r.Std):
+			return bad("edges not ascending, or values not finite")
+		case r.Missing < 0 || r.Missing > MaxRows:
+			return bad("missing count %d", r.Missing)
+		}
+		seen[r.Name] = true
+		total, err := sumCounts(r.Counts)
+		if err != nil {
+			return bad("%v", err)
+		}
+		if total == 0 {
+			return bad("no values")
+		}
+	}
+	return nil
+}
+
+func finite(vs ...float64) bool {
+	for _, v := range vs {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// sameProfile reports whether two profiles are the same reference.
+func sameProfile(a, b *Profile) bool {
+	if a == b {
+		return true
+	}
+	if a.Version != b.Version || a.Spec != b.Spec || a.Fingerprint != b.Fingerprint || a.Rows != b.Rows || len(a.Features) != len(b.Features) {
+		return false
+	}
+	for j := range a.Features {
+		x, y := &a.Features[j], &b.Features[j]
+		if x.Name != y.Name || x.Missing != y.Missing || x.Min != y.Min || x.Max != y.Max || x.Mean != y.Mean || x.Std != y.Std ||
+			!slices.Equal(x.Edges, y.Edges) || !slices.Equal(x.Counts, y.Counts) || !slices.Equal(x.Quantiles, y.Quantiles) {
+			return false
+		}
+	}
+	return true
+}
+
+// name is how errors name the i-th of the snapshots merged.
+func (s *Snapshot) name(i int) string {
+	if s != nil && s.Source != "" {
+		return s.Source
+	}
+	return fmt.Sprintf("snapshot %d", i+1)
+}
+
+// sketches checks s and decodes its windows, newest first.
+func (s *Snapshot) sketches() ([]WindowSketches, error) {
+	if s == nil {
+		return nil, errors.New("drift: no snapshot")
+	}
+	if s.Model == "" || !utf8.ValidString(s.Model) {
+		return nil, errors.New("drift: the snapshot names no model (or not in UTF-8)")
+	}
+	if err := checkProfile(s.Profile); err != nil {
+		return nil, err
+	}
+	p := s.Profile
+	if s.Fingerprint != p.Fingerprint || s.Spec != p.Spec {
+		return nil, fmt.Errorf("drift: the snapshot is of spec %q %.12s, its profile of spec %q %.12s: it is damaged", s.Spec, s.Fingerprint, p.Spec, p.Fingerprint)
+	}
+	if err := s.Scoring.config().Validate(p); err != nil {
+		return nil, fmt.Errorf("drift: the snapshot's scoring settings: %w", err)
+	}
+	for m, t := range s.Scoring.Thresholds {
+		if math.IsInf(t, 0) {
+			return nil, fmt.Errorf("drift: the snapshot's scoring settings: thresholds[%s] is not finite", m)
+		}
+	}
+	if len(s.Windows) > MaxWindows {
+		return nil, fmt.Errorf("drift: the snapshot has %d windows, more than %d", len(s.Windows), MaxWindows)
+	}
+	out := make([]WindowSketches, 0, len(s.Windows))
+	for i := range s.Windows {
+		w := &s.Windows[i]
+		if !w.End.After(w.Start) {
+			return nil, fmt.Errorf("drift: window %d ends at %s, not after its start %s", i, stamp(w.End), stamp(w.Start))
+		}
+		if len(w.Features) != len(p.Features) {
+			return nil, fmt.Errorf("drift: window %s has %d feature sketches, the profile %d features", stamp(w.Start), len(w.Features), len(p.Features))
+		}
+		ws := WindowSketches{Start: w.Start, End: w.End, Features: make([]Sketch, len(p.Features))}
+		for j := range w.Features {
+			f := &w.Features[j]
+			if f.Name != p.Features[j].Name {
+				return nil, fmt.Errorf("drift: window %s: sketch %d is of feature %q, the profile's feature %d is %q", stamp(w.Start), j, f.Name, j, p.Features[j].Name)
+			}
+			var err error
+			if ws.Features[j], err = f.sketch(len(p.Features[j].Counts)); err != nil {
+				return nil, fmt.Errorf("drift: window %s, feature %s: %w", stamp(w.Start), f.Name, err)
+			}
+		}
+		out = append(out, ws)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Start.After(out[j].Start) })
+	for i := 1; i < len(out); i++ {
+		if newer, older := out[i-1], out[i]; older.End.After(newer.Start) {
+			if older.Start.Equal(newer.Start) {
+				return nil, fmt.Errorf("drift: the snapshot has two windows starting at %s", stamp(older.Start))
+			}
+			return nil, fmt.Errorf("drift: the snapshot's windows %s..%s and %s..%s overlap", stamp(older.Start), stamp(older.End), stamp(newer.Start), stamp(newer.End))
+		}
+	}
+	return out, nil
+}
+
+func stamp(t time.Time) string { return t.Format(time.RFC3339Nano) }
+
+// Merge merges snapshots of one model taken on many nodes: windows with the same start are
+// merged exactly (counts added, DDSketches merged), windows only some have are kept; the result
+// lists them newest first. It refuses snapshots of different models, of different specs or
+// reference profiles, with different scoring settings, or whose windows differ in length or
+// overlap without coinciding (nodes with different drift.window), naming the snapshots (by
+// Source) in its error. The result is a new Snapshot with the first one's profile.
+func Merge(snaps []*Snapshot) (*Snapshot, error) {
+	if len(snaps) == 0 {
+		return nil, errors.New("drift: no snapshots to merge")
+	}
+	type group struct {
+		ws   WindowSketches
+		from string
+	}
+	groups := map[[2]int64]*group{}
+	first := snaps[0]
+	for i, s := range snaps {
+		name := s.name(i)
+		wins, err := s.sketches()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		if i > 0 {
+			fname := first.name(0)
+			switch {
+			case s.Model != first.Model:
+				return nil, fmt.Errorf("drift: %s is a snapshot of model %q, %s of model %q: merge the snapshots of one model at a time", name, s.Model, fname, first.Model)
+			case s.Fingerprint != first.Fingerprint:
+				return nil, fmt.Errorf("drift: %s's model %s reads spec %q %.12s, %s's spec %q %.12s: the nodes run different versions of the model; merge those of one version",
+					name, s.Model, s.Spec, s.Fingerprint, fname, first.Spec, first.Fingerprint)
+			case !sameProfile(s.Profile, first.Profile):
+				return nil, fmt.Errorf("drift: %s and %s score model %s against different reference profiles (of %d and %d rows) of the same spec: give the nodes one profile file (drift.profile)",
+					name, fname, s.Model, s.Profile.Rows, first.Profile.Rows)
+			case !s.Scoring.equal(first.Scoring):
+				return nil, fmt.Errorf("drift: %s scores with %s; %s with %s: give the nodes one drift configuration",
+					name, s.Scoring, fname, first.Scoring)
+			}
+		}
+		for _, w := range wins {
+			k := [2]int64{w.Start.Unix(), int64(w.Start.Nanosecond())}
+			g := groups[k]
+			if g == nil {
+				groups[k] = &group{ws: w, from: name}
+				continue
+			}
+			if !g.ws.End.Equal(w.End) {
+				return nil, fmt.Errorf("drift: the window starting at %s ends at %s in %s, at %s in %s: the nodes' drift.window differ; give them one",
+					stamp(w.Start), stamp(g.ws.End), g.from, stamp(w.End), name)
+			}
+			for j := range w.Features {
+				a, b := &g.ws.Features[j], &w.Features[j]
+				if a.Rows() > MaxRows-b.Rows() {
+					return nil, fmt.Errorf("drift: the window starting at %s holds more than %d rows of feature %s", stamp(w.Start), int64(MaxRows), first.Profile.Features[j].Name)
+				}
+				if err := a.Merge(b); err != nil {
+					return nil, fmt.Errorf("drift: merging %s's window %s: %w", name, stamp(w.Start), err)
+				}
+			}
+		}
+	}
+	all := slices.Collect(maps.Values(groups))
+	sort.Slice(all, func(i, j int) bool { return all[i].ws.Start.After(all[j].ws.Start) })
+	for i := 1; i < len(all); i++ {
+		if newer, older := all[i-1], all[i]; older.ws.End.After(newer.ws.Start) {
+			return nil, fmt.Errorf("drift: window %s..%s of %s overlaps window %s..%s of %s: the nodes' drift.window differ; give them one",
+				stamp(older.ws.Start), stamp(older.ws.End), older.from, stamp(newer.ws.Start), stamp(newer.ws.End), newer.from)
+		}
+	}
+	out := &Snapshot{Model: first.Model, Spec: first.Spec, Fingerprint: first.Fingerprint, Profile: first.Profile,
+		Scoring: first.Scoring, Windows: make([]WireWindow, 0, len(all))}
+	for _, g := range all {
+		out.Windows = append(out.Windows, wireWindow(first.Profile, g.ws))
+	}
+	return out, nil
+}
+
+// ScoreSnapshot scores each of s's windows (newest first) against its profile, as
+// Monitor.Score does. cfg's zero scoring fields (MinSamples, Share, Methods, Thresholds) take
+// the snapshot's settings, the node's; its Window, Keep and Now are not used.
+func ScoreSnapshot(s *Snapshot, cfg Config) ([]WindowReport, error) {
+	wins, err := s.sketches()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.MinSamples == 0 {
+		cfg.MinSamples = s.Scoring.MinSamples
+	}
+	if cfg.Share == 0 {
+		cfg.Share = s.Scoring.Share
+	}
+	if cfg.Methods == nil {
+		cfg.Methods = s.Scoring.Methods
+	}
+	if cfg.Thresholds == nil {
+		cfg.Thresholds = s.Scoring.Thresholds
+	}
+	m, err := NewMonitor(s.Profile, cfg)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]WindowReport, len(wins))
+	for i, w := range wins {
+		out[i] = m.Score(w)
+	}
+	return out, nil
+}
+
+// UnmarshalSnapshotJSON decodes a snapshot's JSON form, strictly (unknown keys, trailing data
+// and more than MaxSnapshotBytes are errors), and checks it as Merge does.
+func UnmarshalSnapshotJSON(b []byte) (*Snapshot, error) {
+	if len(b) > MaxSnapshotBytes {
+		return nil, fmt.Errorf("drift: the snapshot is %d bytes, more than %d", len(b), MaxSnapshotBytes)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var s Snapshot
+	if err := dec.Decode(&s); err != nil {
+		return nil, fmt.Errorf("drift: the snapshot's JSON: %w", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("drift: the snapshot's JSON: data after the object")
+	}
+	if _, err := s.sketches(); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// The protobuf encoding, by hand with protowire (see SnapshotProto): the field numbers of each
+// message.
+const (
+	snapModel, snapSpec, snapFingerprint, snapProfile, snapScoring, snapWindows     protowire.Number = 1, 2, 3, 4, 5, 6
+	scMinSamples, scShare, scMethods, scThresholds                                  protowire.Number = 1, 2, 3, 4
+	winStart, winEnd, winFeatures                                                   protowire.Number = 1, 2, 3
+	skName, skCounts, skMissing, skSum, skDD                                        protowire.Number = 1, 2, 3, 4, 5
+	prVersion, prSpec, prFingerprint, prRows, prFeatures                            protowire.Number = 1, 2, 3, 4, 5
+	refName, refEdges, refCounts, refMissing, refMin, refMax, refMean, refStd, refQ protowire.Number = 1, 2, 3, 4, 5, 6, 7, 8, 9
+	// google.protobuf.Timestamp, and a map's entry
+	tsSeconds, tsNanos protowire.Number = 1, 2
+	mapKey, mapValue   protowire.Number = 1, 2
+)
+
+// MarshalProto encodes s as the protobuf message Snapshot of SnapshotProto. It fails only on a
+// string that is not UTF-8, which proto3 forbids.
+func (s *Snapshot) MarshalProto() ([]byte, error) {
+	var e encoder
+	e.str(snapModel, s.Model)
+	e.str(snapSpec, s.Spec)
+	e.str(snapFingerprint, s.Fingerprint)
+	if p := s.Profile; p != nil {
+		e.msg(snapProfile, func(e *encoder) {
+			e.varint(prVersion, uint64(int64(p.Version)))
+			e.str(prSpec, p.Spec)
+			e.str(prFingerprint, p.Fingerprint)
+			e.varint(prRows, uint64(p.Rows))
+			for j := range p.Features {
+				r := &p.Features[j]
+				e.msg(prFeatures, func(e *encoder) {
+					e.str(refName, r.Name)
+					e.doubles(refEdges, r.Edges)
+					e.int64s(refCounts, r.Counts)
+					e.varint(refMissing, uint64(r.Missing))
+					e.double(refMin, r.Min)
+					e.double(refMax, r.Max)
+					e.double(refMean, r.Mean)
+					e.double(refStd, r.Std)
+					e.doubles(refQ, r.Quantiles)
+				})
+			}
+		})
+	}
+	e.msg(snapScoring, func(e *encoder) {
+		sc := &s.Scoring
+		e.varint(scMinSamples, uint64(sc.MinSamples))
+		e.double(scShare, sc.Share)
+		for _, k := range slices.Sorted(maps.Keys(sc.Methods)) {
+			e.msg(scMethods, func(e *encoder) { e.str(mapKey, k); e.str(mapValue, sc.Methods[k]) })
+		}
+		for _, k := range slices.Sorted(maps.Keys(sc.Thresholds)) {
+			e.msg(scThresholds, func(e *encoder) { e.str(mapKey, k); e.double(mapValue, sc.Thresholds[k]) })
+		}
+	})
+	for i := range s.Windows {
+		w := &s.Windows[i]
+		e.msg(snapWindows, func(e *encoder) {
+			e.timestamp(winStart, w.Start)
+			e.timestamp(winEnd, w.End)
+			for j := range w.Features {
+				f := &w.Features[j]
+				e.msg(winFeatures, func(e *encoder) {
+					e.str(skName, f.Name)
+					e.int64s(skCounts, f.Counts)
+					e.varint(skMissing, uint64(f.Missing))
+					e.double(skSum, f.Sum)
+					if len(f.DDSketch) > 0 {
+						e.b = protowire.AppendTag(e.b, skDD, protowire.BytesType)
+						e.b = protowire.AppendBytes(e.b, f.DDSketch)
+					}
+				})
+			}
+		})
+	}
+	if e.err != nil {
+		return nil, e.err
+	}
+	return e.b, nil
+}
+
+// encoder appends fields in proto3's form: zero scalars omitted, repeated scalars packed.
+type encoder struct {
+	b   []byte
+	err error
+}
+
+func (e *encoder) str(n protowire.Number, v string) {
+	if !utf8.ValidString(v) && e.err == nil {
+		e.err = fmt.Errorf("drift: field %d: %q is not UTF-8", n, v)
+	}
+	if v != "" {
+		e.b = protowire.AppendTag(e.b, n, protowire.BytesType)
+		e.b = protowire.AppendString(e.b, v)
+	}
+}
+
+func (e *encoder) varint(n protowire.Number, v uint64) {
+	if v != 0 {
+		e.b = protowire.AppendTag(e.b, n, protowire.VarintType)
+		e.b = protowire.AppendVarint(e.b, v)
+	}
+}
+
+func (e *encoder) double(n protowire.Number, v float64) {
+	if bits := math.Float64bits(v); bits != 0 {
+		e.b = protowire.AppendTag(e.b, n, protowire.Fixed64Type)
+		e.b = protowire.AppendFixed64(e.b, bits)
+	}
+}
+
+func (e *encoder) int64s(n protowire.Number, vs []int64) {
+	if len(vs) == 0 {
+		return
+	}
+	size := 0
+	for _, v := range vs {
+		size += protowire.SizeVarint(uint64(v))
+	}
+	e.b = protowire.AppendTag(e.b, n, protowire.BytesType)
+	e.b = protowire.AppendVarint(e.b, uint64(size))
+	for _, v := range vs {
+		e.b = protowire.AppendVarint(e.b, uint64(v))
+	}
+}
+
+func (e *encoder) doubles(n protowire.Number, vs []float64) {
+	if len(vs) == 0 {
+		return
+	}
+	e.b = protowire.AppendTag(e.b, n, protowire.BytesType)
+	e.b = protowire.AppendVarint(e.b, uint64(8*len(vs)))
+	for _, v := range vs {
+		e.b = protowire.AppendFixed64(e.b, math.Float64bits(v))
+	}
+}
+
+// msg appends a message field whose fields body appends (even when it has none).
+func (e *encoder) msg(n protowire.Number, body func(*encoder)) {
+	sub := encoder{err: e.err}
+	body(&sub)
+	e.err = sub.err
+	e.b = protowire.AppendTag(e.b, n, protowire.BytesType)
+	e.b = protowire.AppendBytes(e.b, sub.b)
+}
+
+func (e *encoder) timestamp(n protowire.Number, t time.Time) {
+	e.msg(n, func(e *encoder) {
+		e.varint(tsSeconds, uint64(t.Unix()))
+		e.varint(tsNanos, uint64(int64(t.Nanosecond())))
+	})
+}
+
+// UnmarshalSnapshotProto decodes the protobuf form of a snapshot (MarshalProto's), bounded (at
+// most MaxSnapshotBytes, MaxWindows windows, MaxFeatures features), and checks it as Merge does.
+func UnmarshalSnapshotProto(b []byte) (*Snapshot, error) {
+	if len(b) > MaxSnapshotBytes {
+		return nil, fmt.Errorf("drift: the snapshot is %d bytes, more than %d", len(b), MaxSnapshotBytes)
+	}
+	var s Snapshot
+	err := fields(b, func(f field) error {
+		switch f.num {
+		case snapModel:
+			return f.str(&s.Model)
+		case snapSpec:
+			return f.str(&s.Spec)
+		case snapFingerprint:
+			return f.str(&s.Fingerprint)
+		case snapProfile:
+			if s.Profile != nil {
+				return errors.New("profile given twice")
+			}
+			s.Profile = &Profile{}
+			return f.msg(func(f field) error { return decodeProfileField(s.Profile, f) })
+		case snapScoring:
+			return f.msg(func(f field) error { return decodeScoringField(&s.Scoring, f) })
+		case snapWindows:
+			if len(s.Windows) >= MaxWindows {
+				return fmt.Errorf("more than %d windows", MaxWindows)
+			}
+			s.Windows = append(s.Windows, WireWindow{})
+			w := &s.Windows[len(s.Windows)-1]
+			return f.msg(func(f field) error { return decodeWindowField(w, f) })
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("drift: the snapshot's protobuf: %w", err)
+	}
+	if _, err := s.sketches(); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+func decodeProfileField(p *Profile, f field) error {
+	switch f.num {
+	case prVersion:
+		var v int64
+		err := f.int64(&v)
+		p.Version = int(int32(v))
+		return err
+	case prSpec:
+		return f.str(&p.Spec)
+	case prFingerprint:
+		return f.str(&p.Fingerprint)
+	case prRows:
+		return f.int64(&p.Rows)
+	case prFeatures:
+		if len(p.Features) >= MaxFeatures {
+			return fmt.Errorf("profile: more than %d features", MaxFeatures)
+		}
+		p.Features = append(p.Features, Reference{})
+		r := &p.Features[len(p.Features)-1]
+		return f.msg(func(f field) error {
+			switch f.num {
+			case refName:
+				return f.str(&r.Name)
+			case refEdges:
+				return f.doubles(&r.Edges, maxWireBins)
+			case refCounts:
+				return f.int64s(&r.Counts, maxWireBins)
+			case refMissing:
+				return f.int64(&r.Missing)
+			case refMin:
+				return f.double(&r.Min)
+			case refMax:
+				return f.double(&r.Max)
+			case refMean:
+				return f.double(&r.Mean)
+			case refStd:
+				return f.double(&r.Std)
+			case refQ:
+				return f.doubles(&r.Quantiles, len(quantileLevels))
+			}
+			return nil
+		})
+	}
+	return nil
+}
+
+func decodeScoringField(sc *Scoring, f field) error {
+	switch f.num {
+	case scMinSamples:
+		return f.int64(&sc.MinSamples)
+	case scShare:
+		return f.double(&sc.Share)
+	case scMethods:
+		var k, v string
+		if err := f.msg(func(f field) error {
+			switch f.num {
+			case mapKey:
+				return f.str(&k)
+			case mapValue:
+				return f.str(&v)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		if sc.Methods == nil {
+			sc.Methods = map[string]string{}
+		}
+		if len(sc.Methods) >= MaxFeatures {
+			return fmt.Errorf("scoring: more than %d methods", MaxFeatures)
+		}
+		sc.Methods[k] = v
+	case scThresholds:
+		var k string
+		var v float64
+		if err := f.msg(func(f field) error {
+			switch f.num {
+			case mapKey:
+				return f.str(&k)
+			case mapValue:
+				return f.double(&v)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		if sc.Thresholds == nil {
+			sc.Thresholds = map[string]float64{}
+		}
+		if len(sc.Thresholds) >= MaxFeatures {
+			return fmt.Errorf("scoring: more than %d thresholds", MaxFeatures)
+		}
+		sc.Thresholds[k] = v
+	}
+	return nil
+}
+
+func decodeWindowField(w *WireWindow, f field) error {
+	switch f.num {
+	case winStart:
+		return f.timestamp(&w.Start)
+	case winEnd:
+		return f.timestamp(&w.End)
+	case winFeatures:
+		if len(w.Features) >= MaxFeatures {
+			return fmt.Errorf("window: more than %d features", MaxFeatures)
+		}
+		w.Features = append(w.Features, WireSketch{})
+		s := &w.Features[len(w.Features)-1]
+		return f.msg(func(f field) error {
+			switch f.num {
+			case skName:
+				return f.str(&s.Name)
+			case skCounts:
+				return f.int64s(&s.Counts, maxWireBins)
+			case skMissing:
+				return f.int64(&s.Missing)
+			case skSum:
+				return f.double(&s.Sum)
+			case skDD:
+				if f.typ != protowire.BytesType {
+					return f.wrongType("bytes")
+				}
+				if len(f.b) > MaxSketchBytes {
+					return fmt.Errorf("field %d: a DDSketch of %d bytes, more than %d", f.num, len(f.b), MaxSketchBytes)
+				}
+				s.DDSketch = slices.Clone(f.b)
+			}
+			return nil
+		})
+	}
+	return nil
+}
+
+// field is one decoded field: its number and wire type, and its value (v for the numeric
+// types, b for the length-delimited).
+type field struct {
+	num protowire.Number
+	typ protowire.Type
+	v   uint64
+	b   []byte
+}
+
+// fields calls yield with each field of the message in b; groups are skipped.
+func fields(b []byte, yield func(field) error) error {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+		f := field{num: num, typ: typ}
+		switch typ {
+		case protowire.VarintType:
+			f.v, n = protowire.ConsumeVarint(b)
+		case protowire.Fixed64Type:
+			f.v, n = protowire.ConsumeFixed64(b)
+		case protowire.Fixed32Type:
+			var v uint32
+			v, n = protowire.ConsumeFixed32(b)
+			f.v = uint64(v)
+		case protowire.BytesType:
+			f.b, n = protowire.ConsumeBytes(b)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return fmt.Errorf("field %d: %w", num, protowire.ParseError(n))
+		}
+		b = b[n:]
+		if typ == protowire.StartGroupType {
+			continue
+		}
+		if err := yield(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (f field) wrongType(want string) error {
+	return fmt.Errorf("field %d: wire type %d, want %s", f.num, f.typ, want)
+}
+
+func (f field) msg(yield func(field) error) error {
+	if f.typ != protowire.BytesType {
+		return f.wrongType("a message")
+	}
+	return fields(f.b, yield)
+}
+
+func (f field) str(dst *string) error {
+	if f.typ != protowire.BytesType {
+		return f.wrongType("a string")
+	}
+	if !utf8.Valid(f.b) {
+		return fmt.Errorf("field %d: not UTF-8", f.num)
+	}
+	*dst = string(f.b)
+	return nil
+}
+
+func (f field) int64(dst *int64) error {
+	if f.typ != protowire.VarintType {
+		return f.wrongType("a varint")
+	}
+	*dst = int64(f.v)
+	return nil
+}
+
+func (f field) double(dst *float64) error {
+	if f.typ != protowire.Fixed64Type {
+		return f.wrongType("a double")
+	}
+	*dst = math.Float64frombits(f.v)
+	return nil
+}
+
+// int64s appends a repeated int64's values, packed or not, at most limit in all.
+func (f field) int64s(dst *[]int64, limit int) error {
+	switch f.typ {
+	case protowire.VarintType:
+		if len(*dst) >= limit {
+			return fmt.Errorf("field %d: more than %d values", f.num, limit)
+		}
+		*dst = append(*dst, int64(f.v))
+		return nil
+	case protowire.BytesType:
+		for b := f.b; len(b) > 0; {
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return fmt.Errorf("field %d: %w", f.num, protowire.ParseError(n))
+			}
+			if len(*dst) >= limit {
+				return fmt.Errorf("field %d: more than %d values", f.num, limit)
+			}
+			*dst = append(*dst, int64(v))
+			b = b[n:]
+		}
+		return nil
+	}
+	return f.wrongType("varints")
+}
+
+// doubles appends a repeated double's values, packed or not, at most limit in all.
+func (f field) doubles(dst *[]float64, limit int) error {
+	switch f.typ {
+	case protowire.Fixed64Type:
+		if len(*dst) >= limit {
+			return fmt.Errorf("field %d: more than %d values", f.num, limit)
+		}
+		*dst = append(*dst, math.Float64frombits(f.v))
+		return nil
+	case protowire.BytesType:
+		if len(f.b)%8 != 0 {
+			return fmt.Errorf("field %d: %d bytes of packed doubles", f.num, len(f.b))
+		}
+		if len(*dst)+len(f.b)/8 > limit {
+			return fmt.Errorf("field %d: more than %d values", f.num, limit)
+		}
+		for b := f.b; len(b) > 0; b = b[8:] {
+			v, _ := protowire.ConsumeFixed64(b)
+			*dst = append(*dst, math.Float64frombits(v))
+		}
+		return nil
+	}
+	return f.wrongType("doubles")
+}
+
+// timestamp decodes a google.protobuf.Timestamp (years 1 to 9999, as its definition bounds it).
+func (f field) timestamp(dst *time.Time) error {
+	var sec, nsec int64
+	if err := f.msg(func(f field) error {
+		switch f.num {
+		case tsSeconds:
+			return f.int64(&sec)
+		case tsNanos:
+			var v int64
+			err := f.int64(&v)
+			nsec = int64(int32(v))
+			return err
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	const minSec, maxSec = -62135596800, 253402300799
+	if sec < minSec || sec > maxSec || nsec < 0 || nsec >= 1e9 {
+		return fmt.Errorf("field %d: timestamp %d s %d ns is not a valid time", f.num, sec, nsec)
+	}
+	*dst = time.Unix(sec, nsec).UTC()
+	return nil
+}
