@@ -187,6 +187,8 @@ func scenarios() []scenario {
 			desc: "the no-op gRPC server at the rate of half: what the machine and the client add to that p99"},
 		{name: "shadow", kind: ShadowRate,
 			desc: "half's load with every call also shadowed (routes.predict_bandwidth.shadow at 100%) onto a legacy_grpc target served by the no-op server: what shadowing costs the primary (the shadow target's own work is elsewhere)"},
+		{name: "drift-off", kind: DriftOff,
+			desc: "the best batching variant with the models' drift profiles removed (every other sidecar row monitors drift, as the default config does): what drift monitoring costs"},
 		{name: "quarter", kind: HalfRate, fraction: 0.25,
 			desc: "the best batching variant, open loop at a quarter of its measured rate"},
 		{name: "shadow-quarter", kind: ShadowRate, fraction: 0.25,

@@ -90,6 +90,19 @@ func (r *runner) run(ctx context.Context, s scenario) (Row, error) {
 			return row, err
 		}
 	}
+	if s.kind == DriftOff {
+		var err error
+		if command, err = r.derivedCommand(cfgOf, "nodrift", func(doc map[string]any) error {
+			for _, m := range doc["models"].([]any) {
+				if mm, ok := m.(map[string]any); ok {
+					delete(mm, "drift")
+				}
+			}
+			return nil
+		}); err != nil {
+			return row, err
+		}
+	}
 	if s.kind == ShadowRate {
 		// The shadow target first: a no-op server the sidecar reaches as a legacy service.
 		noop, err := startServer(ctx, append(slices.Clone(c.Command), "bench-noop", "-grpc", "127.0.0.1:0", "-http", "127.0.0.1:0"), c.StartTimeout)

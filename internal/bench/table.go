@@ -65,6 +65,7 @@ const (
 	CacheHit                 // sidecar, unary gRPC, each caller repeating one input: prediction cache hits
 	RemoteKServe             // sidecar whose bandwidth model runs on a second sidecar over the Open Inference Protocol
 	ShadowRate               // HalfRate's load with every call also shadowed onto a no-op legacy service
+	DriftOff                 // the best variant, closed loop, with the models' drift profiles removed
 )
 
 func (k Kind) protocol() string {
@@ -280,6 +281,19 @@ func (r *Report) Targets() []Target {
 		}
 		judge("p99 at half of that rate: <= 2ms", measured,
 			h.P99 <= 2*time.Millisecond && h.Dropped == 0 && h.Errors == 0, fmt.Sprintf("by %s", fmtDur(h.P99-2*time.Millisecond)))
+	}
+	// Drift monitoring on (every sidecar row: the default config names the models' profiles)
+	// against off, at the same load.
+	if off, ok := r.row(DriftOff); ok {
+		for _, on := range r.Rows {
+			if on.Kind == SidecarGRPC && on.Failed == "" && on.Batching == off.Batching && on.Load == off.Load && on.Rate > 0 {
+				pct := 100 * (on.Rate - off.Rate) / off.Rate
+				judge("drift on: within 5% of drift off (req/s)",
+					fmt.Sprintf("%+.1f%% (%.0f req/s with drift, %.0f without, %s, %s%s)", pct, on.Rate, off.Rate, on.Batching, on.Load, cacheNote(on)),
+					pct >= -5, fmt.Sprintf("by %.1f points", -5-pct))
+				break
+			}
+		}
 	}
 	// Each shadow row against the row without a shadow at the same load.
 	for _, sh := range r.Rows {
