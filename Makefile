@@ -8,6 +8,9 @@
 #   make demo-migration  the seed's HTTP-versus-gRPC A/B end to end (examples/migration): the seed's
 #               Python service and the sidecar on loopback, a migration through every stage to done,
 #               then one rolled back by its disagreement gate; under 3 minutes; flags in ARGS (e.g. -quick)
+#   make demo-drift  drift seen in seconds (examples/drift): the sidecar on loopback with short drift
+#               windows, traffic drawn like the training data, then one feature shifted; its gauge
+#               crosses, the others stay below, the webhook gets the alert; about a minute; flags in ARGS (e.g. -quick)
 # Both fetch ONNX Runtime's library on first use (scripts/fetch-onnxruntime.sh, cached in the
 # git-ignored .onnxruntime/).
 
@@ -15,7 +18,7 @@ SHELL := /bin/bash
 GO ?= go
 ORT = $(shell scripts/fetch-onnxruntime.sh | tail -n 1)
 
-.PHONY: run test bench chaos demo-migration vet fmt-check build proto models onnxruntime python-grpc grpcurl promtool
+.PHONY: run test bench chaos demo-migration demo-drift vet fmt-check build proto models onnxruntime python-grpc grpcurl promtool
 
 onnxruntime:
 	@scripts/fetch-onnxruntime.sh >/dev/null
@@ -63,6 +66,9 @@ bench: onnxruntime
 
 demo-migration: onnxruntime python-grpc build
 	$(GO) run ./examples/migration -sidecar bin/sidecar -onnxruntime "$(ORT)" $(ARGS)
+
+demo-drift: onnxruntime build
+	$(GO) run ./examples/drift -sidecar bin/sidecar -onnxruntime "$(ORT)" $(ARGS)
 
 # Regenerate the committed protobuf code (needs Debian's protobuf-compiler).
 proto:

@@ -117,8 +117,8 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// Check sends the alerts due for one model: windows are its reports, newest first (the newest
-// with a verdict counts); acc its live accuracy (nil: none), counted in the newest window. It
+// Check sends the alerts due for one model: windows are its reports, newest first (each drifted
+// window with a verdict, once); acc its live accuracy (nil: none), counted in the newest window. It
 // returns what it sent and the errors of alerts it could not deliver (they are not tried again
 // in the same window).
 func (a *Alerter) Check(ctx context.Context, model string, windows []WindowReport, acc *AccuracyReport) (sent []Alert, errs error) {
@@ -126,13 +126,12 @@ func (a *Alerter) Check(ctx context.Context, model string, windows []WindowRepor
 		return nil, nil
 	}
 	now := time.Now()
-	for _, w := range windows {
-		if w.Verdict {
-			if w.ModelDrifted && a.due(model, AlertDrift, w.Start) {
-				al := Alert{Model: model, Kind: AlertDrift, Node: a.cfg.Node, At: now, Window: w}
-				sent, errs = a.deliver(ctx, al, sent, errs)
-			}
-			break
+	// Every drifted window not alerted yet, oldest first: a window that crossed in its last
+	// moments is alerted although a newer one has begun since.
+	for i := len(windows) - 1; i >= 0; i-- {
+		if w := windows[i]; w.Verdict && w.ModelDrifted && a.due(model, AlertDrift, w.Start) {
+			al := Alert{Model: model, Kind: AlertDrift, Node: a.cfg.Node, At: now, Window: w}
+			sent, errs = a.deliver(ctx, al, sent, errs)
 		}
 	}
 	if acc != nil && a.cfg.AccuracyFloor >= 0 && acc.Points >= a.cfg.MinPoints && acc.Accuracy < a.cfg.AccuracyFloor {

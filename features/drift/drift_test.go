@@ -257,7 +257,7 @@ func TestNoFalseAlarm(t *testing.T) {
 			time.Sleep(DefaultWindow)
 		}
 		for _, method := range Methods {
-			if worst[method] > DefaultThreshold(method)/2 {
+			if worst[method] > DefaultThreshold(method)*3/4 {
 				t.Errorf("%s reached %v over 100 unshifted windows (threshold %v)", method, worst[method], DefaultThreshold(method))
 			}
 		}
