@@ -99,19 +99,16 @@ func TestReloadWhileTransitioning(t *testing.T) {
 	}
 }
 
-// blockingRoutes is a fake proxy.Service whose next SetRoute waits for gate (as the real one
-// waits for a reload's Swap).
+// blockingRoutes is a fake proxy.Service whose SetRoute announces itself on in and then waits for
+// gate (as the real one waits for a reload's Swap).
 type blockingRoutes struct {
 	fakeRoutes
 	gate, in chan struct{}
 }
 
 func (b *blockingRoutes) SetRoute(name string, r proxy.Route) error {
-	select {
-	case b.in <- struct{}{}:
-		<-b.gate
-	default:
-	}
+	b.in <- struct{}{} // the test takes it: the transition now holds the migration's lock
+	<-b.gate
 	return b.fakeRoutes.SetRoute(name, r)
 }
 
