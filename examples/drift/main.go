@@ -38,6 +38,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/novacron/sidecar/examples/internal/demoproc"
 	"github.com/novacron/sidecar/features"
 	"github.com/novacron/sidecar/features/drift"
 	aipb "github.com/novacron/sidecar/proto/novacron/ai"
@@ -112,7 +113,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "  -", p)
 	}
 	if d.side != nil {
-		fmt.Fprintf(stderr, "\n%s's log, last lines:\n%s", d.side.name, d.side.stderr.tail(40))
+		fmt.Fprintf(stderr, "\n%s's log, last lines:\n%s", d.side.Label, d.side.Stderr.Tail(40))
 	}
 	return 1
 }
@@ -126,7 +127,7 @@ type demo struct {
 
 	dir     string // temp dir: the config
 	hook    *receiver
-	side    *proc
+	side    *demoproc.Proc
 	conn    *grpc.ClientConn
 	sc      *sidecarClient
 	traffic *traffic
@@ -307,7 +308,7 @@ func (d *demo) firstWindow(ctx context.Context) (drift.WireWindow, error) {
 			}
 			return w, nil
 		}
-		if how := d.side.exited(); how != "" {
+		if how := d.side.Exited(); how != "" {
 			return drift.WireWindow{}, fmt.Errorf("the sidecar %s", how)
 		}
 		if c := d.traffic.failed[before].Load(); c > 0 && c == d.traffic.calls[before].Load() {
@@ -344,7 +345,7 @@ func (d *demo) watchUntil(ctx context.Context, until time.Time, w *watch, done f
 			}
 			return nil
 		}
-		if how := d.side.exited(); how != "" {
+		if how := d.side.Exited(); how != "" {
 			return fmt.Errorf("the sidecar %s", how)
 		}
 		select {
@@ -577,7 +578,7 @@ func (d *demo) close() {
 		d.conn.Close()
 	}
 	if d.side != nil {
-		d.side.stop()
+		d.side.Stop()
 	}
 	if d.hook != nil {
 		d.hook.close()

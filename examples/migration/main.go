@@ -39,6 +39,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/novacron/sidecar/examples/internal/demoproc"
 	aipb "github.com/novacron/sidecar/proto/novacron/ai"
 	"github.com/novacron/sidecar/proxy/migrate"
 )
@@ -102,9 +103,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	for _, p := range problems {
 		fmt.Fprintln(stdout, "  -", p)
 	}
-	for _, p := range []*proc{d.side, d.seed} {
+	for _, p := range []*demoproc.Proc{d.side, d.seed} {
 		if p != nil {
-			fmt.Fprintf(stderr, "\n%s's log, last lines:\n%s", p.name, p.stderr.tail(40))
+			fmt.Fprintf(stderr, "\n%s's log, last lines:\n%s", p.Label, p.Stderr.Tail(40))
 		}
 	}
 	return 1
@@ -119,7 +120,7 @@ type demo struct {
 	dir        string // temp dir: token, config, state file
 	cfg        string // the config's path
 	params     params
-	seed, side *proc
+	seed, side *demoproc.Proc
 	conn       *grpc.ClientConn
 	admin      *adminClient
 	phases     []*phaseReport
@@ -244,7 +245,7 @@ func (d *demo) phase(ctx context.Context, client aipb.AIServiceClient, name stri
 		if st.State == migrate.StateDone || st.State == migrate.StateRolledBack {
 			return nil
 		}
-		if how := d.side.exited(); how != "" {
+		if how := d.side.Exited(); how != "" {
 			return fmt.Errorf("the sidecar %s during %s", how, name)
 		}
 		select {
@@ -258,8 +259,8 @@ func (d *demo) phase(ctx context.Context, client aipb.AIServiceClient, name stri
 // reload sends SIGHUP and waits until the sidecar lists migration name, or reports the reload's
 // failure.
 func (d *demo) reload(ctx context.Context, name string) error {
-	logged := len(d.side.stderr.snapshot())
-	if err := d.side.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	logged := len(d.side.Stderr.Snapshot())
+	if err := d.side.Signal(syscall.SIGHUP); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -268,9 +269,9 @@ func (d *demo) reload(ctx context.Context, name string) error {
 		if _, ok, err := d.admin.migration(ctx, name); err == nil && ok {
 			return nil
 		}
-		for _, ln := range d.side.stderr.snapshot()[logged:] {
-			if strings.HasPrefix(ln.text, "sidecar: reload:") {
-				return fmt.Errorf("the reload failed: %s", ln.text)
+		for _, ln := range d.side.Stderr.Snapshot()[logged:] {
+			if strings.HasPrefix(ln.Text, "sidecar: reload:") {
+				return fmt.Errorf("the reload failed: %s", ln.Text)
 			}
 		}
 		select {
@@ -301,19 +302,19 @@ type stageRecord struct {
 func (d *demo) stages(rep *phaseReport) []stageRecord {
 	var out []stageRecord
 	from, since := rep.first.StageName, rep.first.Since
-	for _, ln := range d.side.stderr.snapshot() {
-		m := transitionRE.FindStringSubmatch(ln.text)
+	for _, ln := range d.side.Stderr.Snapshot() {
+		m := transitionRE.FindStringSubmatch(ln.Text)
 		if m == nil || m[1] != rep.name {
 			continue
 		}
-		r := stageRecord{name: from, took: ln.at.Sub(since), kind: m[2], reason: m[5]}
+		r := stageRecord{name: from, took: ln.At.Sub(since), kind: m[2], reason: m[5]}
 		if c := comparedRE.FindStringSubmatch(r.reason); c != nil {
 			r.disagreed, _ = strconv.ParseInt(c[1], 10, 64)
 			r.compared, _ = strconv.ParseInt(c[2], 10, 64)
 			r.ok = true
 		}
 		out = append(out, r)
-		from, since = m[3], ln.at
+		from, since = m[3], ln.At
 	}
 	return out
 }
@@ -403,9 +404,9 @@ func (d *demo) close() {
 	if d.conn != nil {
 		d.conn.Close()
 	}
-	for _, p := range []*proc{d.side, d.seed} {
+	for _, p := range []*demoproc.Proc{d.side, d.seed} {
 		if p != nil {
-			p.stop()
+			p.Stop()
 		}
 	}
 	if d.dir != "" {

@@ -1,180 +1,22 @@
 package main
 
+// The demo's two children, the seed service and the sidecar (demoproc runs them).
+
 import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"regexp"
-	"strings"
-	"sync"
 	"syscall"
 	"time"
+
+	"github.com/novacron/sidecar/examples/internal/demoproc"
 )
 
-// line is one line a child process wrote, with when the demo read it.
-type line struct {
-	at   time.Time
-	text string
-}
-
-// lines collects a child's output, line by line. Its methods may be called concurrently.
-type lines struct {
-	// mu guards all and partial.
-	mu      sync.Mutex
-	all     []line
-	partial []byte
-	// added gets a value (without blocking) after each line is added.
-	added chan struct{}
-}
-
-func newLines() *lines { return &lines{added: make(chan struct{}, 1)} }
-
-// Write splits b into lines (what exec.Cmd's Stdout and Stderr take).
-func (l *lines) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	l.partial = append(l.partial, b...)
-	for {
-		i := bytes.IndexByte(l.partial, '\n')
-		if i < 0 {
-			break
-		}
-		l.all = append(l.all, line{time.Now(), string(l.partial[:i])})
-		l.partial = l.partial[i+1:]
-	}
-	l.mu.Unlock()
-	select {
-	case l.added <- struct{}{}:
-	default:
-	}
-	return len(b), nil
-}
-
-// snapshot returns the lines so far.
-func (l *lines) snapshot() []line {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]line(nil), l.all...)
-}
-
-// tail returns the last n lines, as text.
-func (l *lines) tail(n int) string {
-	all := l.snapshot()
-	if len(all) > n {
-		all = all[len(all)-n:]
-	}
-	var b strings.Builder
-	for _, ln := range all {
-		b.WriteString(ln.text)
-		b.WriteByte('\n')
-	}
-	return b.String()
-}
-
-// proc is a child process of the demo. stop ends it whatever happens and waits for it.
-type proc struct {
-	name           string
-	cmd            *exec.Cmd
-	stdout, stderr *lines
-	// stdin, when not nil, is the child's stdin: the seed service stops when it closes.
-	stdin io.Closer
-	// done is closed once the child has exited; err is its exit then.
-	done chan struct{}
-	err  error
-	stop func()
-}
-
-// start runs name with args; stdin gives it a pipe for stdin (closed by stop). The child gets
-// SIGKILL if the demo dies first (Linux), and stop ends it: on stopSig (or the stdin's end) with
-// grace to exit, then by SIGKILL.
-func start(label string, withStdin bool, stopSig os.Signal, grace time.Duration, name string, args ...string) (*proc, error) {
-	cmd := exec.Command(name, args...)
-	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1") // no __pycache__ in the source tree
-	dieWithParent(cmd)
-	p := &proc{name: label, cmd: cmd, stdout: newLines(), stderr: newLines(), done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
-	cmd.WaitDelay = 2 * time.Second // a grandchild holding the pipes does not hold Wait
-	if withStdin {
-		w, err := cmd.StdinPipe()
-		if err != nil {
-			return nil, err
-		}
-		p.stdin = w
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", label, err)
-	}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	var once sync.Once
-	p.stop = func() {
-		once.Do(func() {
-			if p.stdin != nil {
-				p.stdin.Close()
-			}
-			if stopSig != nil {
-				cmd.Process.Signal(stopSig)
-			}
-			select {
-			case <-p.done:
-			case <-time.After(grace):
-				cmd.Process.Kill()
-				<-p.done
-			}
-		})
-	}
-	return p, nil
-}
-
-// exited says how the child ended, or "" while it runs.
-func (p *proc) exited() string {
-	select {
-	case <-p.done:
-		if p.err == nil {
-			return "exited"
-		}
-		return p.err.Error()
-	default:
-		return ""
-	}
-}
-
-// await waits, at most bound, until each pattern matches a line of src (stdout or stderr), and
-// returns each one's first submatch. It fails at once if the child exits first.
-func (p *proc) await(ctx context.Context, bound time.Duration, src *lines, patterns ...*regexp.Regexp) ([]string, error) {
-	timer := time.NewTimer(bound)
-	defer timer.Stop()
-	for {
-		got, missing := make([]string, len(patterns)), ""
-		for i, re := range patterns {
-			for _, ln := range src.snapshot() {
-				if m := re.FindStringSubmatch(ln.text); m != nil {
-					got[i] = m[1]
-					break
-				}
-			}
-			if got[i] == "" && missing == "" {
-				missing = re.String()
-			}
-		}
-		if missing == "" {
-			return got, nil
-		}
-		select {
-		case <-src.added:
-		case <-p.done:
-			return nil, fmt.Errorf("%s %s before printing %q; its stderr:\n%s", p.name, p.exited(), missing, p.stderr.tail(30))
-		case <-timer.C:
-			return nil, fmt.Errorf("%s did not print %q within %v; its stderr:\n%s", p.name, missing, bound, p.stderr.tail(30))
-		case <-ctx.Done():
-			return nil, fmt.Errorf("waiting for %s to print %q: %w", p.name, missing, context.Cause(ctx))
-		}
-	}
-}
+// childEnv is added to the environment of both children: no __pycache__ in the source tree.
+var childEnv = []string{"PYTHONDONTWRITEBYTECODE=1"}
 
 var (
 	seedGRPCRE = regexp.MustCompile(`^listening on (\S+)$`)
@@ -185,28 +27,29 @@ var (
 )
 
 // startSeed runs the seed's Python service on free loopback ports, both protocols; it stops when
-// its stdin closes (stop, or the demo's death).
-func startSeed(ctx context.Context, python, script string) (p *proc, grpcAddr, httpAddr string, err error) {
+// its stdin closes (Stop, or the demo's death).
+func startSeed(ctx context.Context, python, script string) (p *demoproc.Proc, grpcAddr, httpAddr string, err error) {
 	if _, err := os.Stat(script); err != nil {
 		return nil, "", "", fmt.Errorf("the seed service: %w (run the demo from the repository's root, or pass -seed)", err)
 	}
 	if out, err := exec.CommandContext(ctx, python, "-c", "import grpc, google.protobuf").CombinedOutput(); err != nil {
 		return nil, "", "", fmt.Errorf("%s cannot import grpc and google.protobuf (%v: %s): run scripts/ensure-python-grpc.sh", python, err, bytes.TrimSpace(out))
 	}
-	p, err = start("the seed service", true, nil, 5*time.Second, python, script, "--port", "0", "--http-port", "0")
+	p, err = demoproc.Start("the seed service", demoproc.Options{Stdin: true, Grace: 5 * time.Second, Env: childEnv},
+		python, script, "--port", "0", "--http-port", "0")
 	if err != nil {
 		return nil, "", "", err
 	}
-	addrs, err := p.await(ctx, 30*time.Second, p.stdout, seedGRPCRE, seedHTTPRE)
+	m, err := p.Await(ctx, 30*time.Second, p.Stdout, seedGRPCRE, seedHTTPRE)
 	if err != nil {
-		p.stop()
+		p.Stop()
 		return nil, "", "", err
 	}
-	return p, addrs[0], addrs[1], nil
+	return p, m[0][1], m[1][1], nil
 }
 
 // startSidecar runs bin serve -config cfg and returns its gRPC and admin addresses.
-func startSidecar(ctx context.Context, bin, cfg, lib string) (p *proc, grpcAddr, adminAddr string, err error) {
+func startSidecar(ctx context.Context, bin, cfg, lib string) (p *demoproc.Proc, grpcAddr, adminAddr string, err error) {
 	if _, err := os.Stat(bin); err != nil {
 		return nil, "", "", fmt.Errorf("the sidecar binary: %w (go build -o bin/sidecar ./cmd/sidecar, or pass -sidecar)", err)
 	}
@@ -215,18 +58,18 @@ func startSidecar(ctx context.Context, bin, cfg, lib string) (p *proc, grpcAddr,
 		args = append(args, "-onnxruntime", lib)
 	}
 	// SIGTERM drains in-flight calls (shutdown_timeout, 10s by default).
-	p, err = start("the sidecar", false, syscall.SIGTERM, 15*time.Second, bin, args...)
+	p, err = demoproc.Start("the sidecar", demoproc.Options{StopSignal: syscall.SIGTERM, Grace: 15 * time.Second, Env: childEnv}, bin, args...)
 	if err != nil {
 		return nil, "", "", err
 	}
 	// The admin address is logged (stderr) before serve's line on stdout.
-	a, err := p.await(ctx, 60*time.Second, p.stderr, adminRE)
+	a, err := p.Await(ctx, 60*time.Second, p.Stderr, adminRE)
 	if err == nil {
-		var g []string
-		if g, err = p.await(ctx, 60*time.Second, p.stdout, servingRE); err == nil {
-			return p, g[0], a[0], nil
+		var g [][]string
+		if g, err = p.Await(ctx, 60*time.Second, p.Stdout, servingRE); err == nil {
+			return p, g[0][1], a[0][1], nil
 		}
 	}
-	p.stop()
+	p.Stop()
 	return nil, "", "", err
 }

@@ -1,4 +1,4 @@
-package main
+package demoproc
 
 import (
 	"os/exec"
