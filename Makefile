@@ -89,4 +89,5 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzProtoLists$$' -fuzztime $(FUZZTIME) ./proxy/
 	$(GO) test -run '^$$' -fuzz '^FuzzInputs$$' -fuzztime $(FUZZTIME) ./backends/oip/
 	$(GO) test -run '^$$' -fuzz '^FuzzHTTPBatchResponse$$' -fuzztime $(FUZZTIME) ./backends/legacy/
+	$(GO) test -run '^$$' -fuzz '^FuzzUnmarshalSnapshotProto$$' -fuzztime $(FUZZTIME) ./features/drift/
 	$(GO) test -run '^$$' -fuzz '^FuzzUpstreamMessage$$' -fuzztime $(FUZZTIME) ./backends/legacy/

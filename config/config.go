@@ -421,7 +421,8 @@ type Gates struct {
 type ModelDrift struct {
 	// Profile is the model's reference profile (sidecar profile build); empty: not monitored.
 	Profile string `yaml:"profile"`
-	// Methods gives a feature's method (psi, js or wasserstein) by its name; others: psi.
+	// Methods gives a feature's (or an output value's, "forecast[0]") method (psi, js or
+	// wasserstein) by its name; others: psi.
 	Methods map[string]string `yaml:"methods"`
 }
 

@@ -101,5 +101,24 @@ func (m *Model) Detect(ctx context.Context, req *aipb.AnomalyRequest) (*aipb.Ano
 	if resp.IsAnomaly {
 		resp.AnomalyType = m.labels[best]
 	}
+	m.detected(req, resp)
 	return resp, nil
+}
+
+// The classes an anomaly target's verdicts and the anomaly labels pushed are scored as.
+const (
+	classAnomaly = "anomaly"
+	classNormal  = "normal"
+)
+
+func anomalyClass(isAnomaly bool) string {
+	if isAnomaly {
+		return classAnomaly
+	}
+	return classNormal
+}
+
+// detected records a verdict answered for the VM, for the labels pushed later to score.
+func (b *base) detected(req *aipb.AnomalyRequest, resp *aipb.AnomalyResponse) {
+	b.answered(req.GetVmId(), anomalyClass(resp.GetIsAnomaly()))
 }

@@ -47,7 +47,7 @@ func driftMonitor(t *testing.T, n int) (*drift.Monitor, *features.Spec) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.Observe(data(n), w)
+	m.Observe(data(n), w, nil)
 	return m, spec
 }
 
@@ -215,7 +215,7 @@ func TestDriftSketchesWhileObserving(t *testing.T) {
 			default:
 			}
 			row[i%len(row)] = float32(i % 17)
-			m.Observe(row, spec.Width())
+			m.Observe(row, spec.Width(), nil)
 		}
 	})
 	for range 20 {

@@ -50,7 +50,10 @@ type HTTPOptions struct {
 //	POST /api/v1/predict/batch  {"vms": [BandwidthRequest...]} -> {"results": [...]}
 //	POST /api/v1/anomaly        AnomalyRequest    -> AnomalyResponse
 //	POST /api/v1/placement      PlacementRequest  -> PlacementResponse
+//	POST /api/v1/metrics        PushMetricsRequest -> PushMetricsResponse
+//	POST /api/v1/labels         PushLabelsRequest  -> PushLabelsResponse
 //	GET  /healthz, /readyz, /metrics
+//	GET  /v1/drift/sketches?model=M  drift.Snapshot, when HTTPOptions.DriftMonitors is set
 //
 // Bodies are the proto messages in JSON under their proto field names; unknown fields are errors.
 func NewHTTPHandler(svc *Service, opt HTTPOptions) http.Handler {
@@ -60,6 +63,7 @@ func NewHTTPHandler(svc *Service, opt HTTPOptions) http.Handler {
 	mux.Handle("POST /api/v1/predict/batch", jsonRoute(svc, "PredictBandwidthBatch", svc.PredictBandwidthBatch))
 	mux.Handle("POST /api/v1/anomaly", jsonRoute(svc, "DetectAnomaly", svc.DetectAnomaly))
 	mux.Handle("POST /api/v1/metrics", jsonRoute(svc, "PushMetrics", svc.PushMetrics))
+	mux.Handle("POST /api/v1/labels", jsonRoute(svc, "PushLabels", svc.PushLabels))
 	mux.Handle("POST /api/v1/placement", jsonRoute(svc, "OptimizePlacement", svc.OptimizePlacement))
 	registerOIP(mux, svc)
 	registerDrift(mux, opt.DriftMonitors)
@@ -115,7 +119,7 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if code == http.StatusMethodNotAllowed {
 			err = fmt.Errorf("method %s: %s takes %s: %w", clip(r.Method), clip(r.URL.Path), cmp.Or(allow(rec), "none"), ErrMethodNotAllowed)
 		} else {
-			err = fmt.Errorf("path %s: no such route (routes: /api/v1/..., /v2/..., /healthz, /readyz, /metrics): %w", clip(r.URL.Path), ErrNotFound)
+			err = fmt.Errorf("path %s: no such route (routes: /api/v1/..., /v2/..., /v1/drift/sketches, /healthz, /readyz, /metrics): %w", clip(r.URL.Path), ErrNotFound)
 		}
 		writeError(w, err)
 		return

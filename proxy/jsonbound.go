@@ -20,7 +20,7 @@ func (s *Service) arrayBound(method string) int {
 		return s.cfg.MaxNodes
 	case "DetectAnomaly":
 		return 1
-	case "PushMetrics":
+	case "PushMetrics", "PushLabels":
 		return s.cfg.MaxPushSamples
 	}
 	return 0
@@ -37,7 +37,7 @@ func (s *Service) arrayWhy(method string) string {
 		return "limits.max_nodes"
 	case "DetectAnomaly":
 		return "DetectAnomaly takes no list"
-	case "PushMetrics":
+	case "PushMetrics", "PushLabels":
 		return "limits.max_push_samples"
 	}
 	return ""

@@ -184,6 +184,7 @@ func (l *Legacy) Detect(ctx context.Context, req *aipb.AnomalyRequest) (*aipb.An
 	if err != nil {
 		return nil, fmt.Errorf("model %q: %w", l.Name, err)
 	}
+	l.detected(req, out)
 	if o := l.svc.cfg.Observer; o != nil {
 		o.ObserveRows(l, row, [][]float32{{float32(out.GetScore())}})
 	}
@@ -203,6 +204,7 @@ func (l *Legacy) Place(ctx context.Context, req *aipb.PlacementRequest) (*aipb.P
 	if err != nil {
 		return nil, fmt.Errorf("model %q: %w", l.Name, err)
 	}
+	l.placed(req, out)
 	if o := l.svc.cfg.Observer; o != nil {
 		// The rows of the nodes the answer scored, in the request's order.
 		score := make(map[string]float64, len(out.GetCandidates()))

@@ -201,7 +201,17 @@ func (m *Model) Place(ctx context.Context, req *aipb.PlacementRequest) (*aipb.Pl
 		margin = best - cands[1].Score
 	}
 	overall := best * (0.5 + 0.5*math.Min(1, margin/0.1))
-	return &aipb.PlacementResponse{Candidates: cands, OverallConfidence: overall, ModelVersion: m.Version}, nil
+	resp := &aipb.PlacementResponse{Candidates: cands, OverallConfidence: overall, ModelVersion: m.Version}
+	m.placed(req, resp)
+	return resp, nil
+}
+
+// placed records the node a placement ranked best (its first candidate, as the answer ranks
+// them) for the workload, for the labels pushed later to score.
+func (b *base) placed(req *aipb.PlacementRequest, resp *aipb.PlacementResponse) {
+	if c := resp.GetCandidates(); len(c) > 0 {
+		b.answered(req.GetWorkloadId(), c[0].GetNodeId())
+	}
 }
 
 // checkCapacity refuses a node capacity that is not a finite, non-negative number.

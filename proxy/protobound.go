@@ -72,6 +72,8 @@ func rpcOf(m proto.Message) string {
 		return "DetectAnomaly"
 	case *aipb.PushMetricsRequest:
 		return "PushMetrics"
+	case *aipb.PushLabelsRequest:
+		return "PushLabels"
 	}
 	return ""
 }

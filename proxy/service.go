@@ -235,9 +235,10 @@ func (s *Service) SetRoute(name string, r Route) error {
 // Routes returns the routes calls follow now.
 func (s *Service) Routes() Routes { return s.state.Load().given }
 
-// prepare binds each target to the Service and gives it its windows (those of the old target of
-// its name when the spec is the same, so pushed metrics survive a reload), its metrics and its
-// started batcher. On error no batcher it started is left running.
+// prepare binds each target to the Service and gives it its windows and live accuracy tracker
+// (those of the old target of its name when the spec is the same, so pushed metrics, and answers
+// awaiting their truth, survive a reload), its metrics and its started batcher. On error no
+// batcher it started is left running.
 func (s *Service) prepare(targets []Target, old map[string]Target) error {
 	var started []Target
 	fail := func(b *base, err error) error {
@@ -272,6 +273,16 @@ func (s *Service) prepare(targets []Target, old map[string]Target) error {
 			}
 			b.accuracy = a
 		}
+		if o, ok := old[b.Name]; ok && b.labelAccuracy == nil && o.common().labelAccuracy != nil && o.common().fingerprint == b.fingerprint {
+			b.labelAccuracy = o.common().labelAccuracy
+		}
+		if (b.Task == TaskAnomaly || b.Task == TaskPlacement) && b.labelAccuracy == nil {
+			l, err := drift.NewLabels(drift.LabelsConfig{MaxKeys: s.cfg.Windows.MaxVMs, Now: s.cfg.Now})
+			if err != nil {
+				return fail(b, err)
+			}
+			b.labelAccuracy = l
+		}
 		if s.metrics != nil {
 			b.metrics = s.metrics.forModel(b.Name)
 		}
@@ -288,10 +299,11 @@ func (s *Service) prepare(targets []Target, old map[string]Target) error {
 }
 
 // Swap replaces the loaded targets and routes (a config reload): the new targets' batchers start
-// (a forecast target keeps the pushed windows of the old target of its name when their specs are
-// the same), calls that start afterwards see only the new targets, and the old targets' batchers
-// close once the calls they hold have run. Swap returns the old targets; their Runners are the
-// caller's to close (those not reused by the new targets). On error nothing changes.
+// (a target keeps the pushed windows and the live accuracy of the old target of its name when
+// their specs are the same), calls that start afterwards see only the new targets, and the old
+// targets' batchers close once the calls they hold have run. Swap returns the old targets; their
+// Runners are the caller's to close (those not reused by the new targets). On error nothing
+// changes.
 func (s *Service) Swap(targets []Target, routes Routes) ([]Target, error) {
 	s.swapMu.Lock()
 	defer s.swapMu.Unlock()
@@ -339,12 +351,17 @@ func (s *Service) Close() {
 	}
 }
 
-// Accuracy returns the live accuracy of each forecast target, by name (a snapshot).
-func (s *Service) Accuracy() map[string]*drift.Accuracy {
-	out := map[string]*drift.Accuracy{}
+// Accuracy returns the live accuracy of each target that has one, by name (a snapshot): a
+// forecast target's forecasts against the metrics pushed, an anomaly or placement target's
+// answers against the labels pushed (PushLabels).
+func (s *Service) Accuracy() map[string]drift.AccuracySource {
+	out := map[string]drift.AccuracySource{}
 	for name, t := range s.state.Load().targets {
-		if a := t.common().accuracy; a != nil {
-			out[name] = a
+		switch b := t.common(); {
+		case b.accuracy != nil:
+			out[name] = b.accuracy
+		case b.labelAccuracy != nil:
+			out[name] = b.labelAccuracy
 		}
 	}
 	return out

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/novacron/sidecar/batcher"
 	"github.com/novacron/sidecar/features"
@@ -100,7 +101,11 @@ type base struct {
 	// accuracy scores a forecast target's forecasts from pushed windows against the network_io
 	// pushed later (kept, like windows, across a reload that keeps the spec).
 	accuracy *drift.Accuracy
-	metrics  *modelMetrics
+	// labelAccuracy scores an anomaly or placement target's answers against the labels pushed
+	// later (PushLabels; kept, like accuracy, across a reload that keeps the spec). Not named
+	// labels: a Model's labels are its anomaly classes.
+	labelAccuracy *drift.Labels
+	metrics       *modelMetrics
 	// horizon is a forecast target's longest forecast, in steps (minutes).
 	horizon int
 	// fingerprint is Spec's, computed once when the Service takes the target (it hashes the
@@ -112,6 +117,15 @@ type base struct {
 }
 
 func (b *base) common() *base { return b }
+
+// answered records the class a target answered for key (an anomaly verdict for a VM, the best
+// node for a workload) with its label tracker, for PushLabels to score; a target without one
+// records nothing.
+func (b *base) answered(key, class string) {
+	if b.labelAccuracy != nil && key != "" && class != "" {
+		b.labelAccuracy.Predict(key, time.Time{}, class) // at the tracker's clock: the Service's
+	}
+}
 
 // wrongTask is the error of a target asked for another task's answer (a route resolves only
 // targets of its task, so this is a bug, reported rather than answered with another task's rows).

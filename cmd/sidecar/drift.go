@@ -301,6 +301,9 @@ func writeDriftTable(w io.Writer, s *drift.Snapshot, sources int, reports []drif
 	for _, r := range s.Profile.Features {
 		nameW = max(nameW, len(r.Name))
 	}
+	for _, r := range s.Profile.Outputs {
+		nameW = max(nameW, len(r.Name))
+	}
 	for _, r := range reports {
 		span := r.End.Sub(r.Start).String()
 		if strings.HasSuffix(span, "m0s") {
@@ -311,8 +314,10 @@ func writeDriftTable(w io.Writer, s *drift.Snapshot, sources int, reports []drif
 			current = " (current, still filling)"
 		}
 		fmt.Fprintf(&b, "\nwindow %s +%s%s: %d rows, %s\n", r.Start.UTC().Format(time.RFC3339), span, current, r.Rows, verdict(r, s.Scoring))
-		fmt.Fprintf(&b, "  %-*s  %8s  %8s  %8s  %8s  %11s  %-11s  %9s  %s\n", nameW, "feature", "rows", "missing", "psi", "js", "wasserstein", "method", "threshold", "drifted")
-		for _, f := range r.Features {
+		head := func(what string) {
+			fmt.Fprintf(&b, "  %-*s  %8s  %8s  %8s  %8s  %11s  %-11s  %9s  %s\n", nameW, what, "rows", "missing", "psi", "js", "wasserstein", "method", "threshold", "drifted")
+		}
+		line := func(f drift.FeatureScore) {
 			drifted := "no"
 			switch {
 			case !r.Verdict:
@@ -326,6 +331,16 @@ func writeDriftTable(w io.Writer, s *drift.Snapshot, sources int, reports []drif
 			}
 			fmt.Fprintf(&b, "  %-*s  %8d  %8s  %8s  %8s  %11s  %-11s  %9s  %s\n", nameW, f.Name, f.Rows, missing, score(f.PSI), score(f.JS), score(f.Wasserstein),
 				f.Method, strconv.FormatFloat(f.Threshold, 'g', -1, 64), drifted)
+		}
+		head("feature")
+		for _, f := range r.Features {
+			line(f)
+		}
+		if len(r.Outputs) > 0 { // prediction drift: reported, not counted in the verdict
+			head("output")
+			for _, f := range r.Outputs {
+				line(f)
+			}
 		}
 	}
 	_, err := io.WriteString(w, b.String())
@@ -361,43 +376,19 @@ func score(v float64) string {
 	return strconv.FormatFloat(v, 'f', 4, 64)
 }
 
-// jsonFeature is a FeatureScore whose scores are null when not numbers (a feature without
-// finite values in the window), which JSON cannot carry.
-type jsonFeature struct {
-	drift.FeatureScore
-	PSI         *float64 `json:"psi"`
-	JS          *float64 `json:"js"`
-	Wasserstein *float64 `json:"wasserstein"`
-	Score       *float64 `json:"score"`
-}
-
-type jsonWindow struct {
-	drift.WindowReport
-	Features []jsonFeature `json:"features"`
-}
-
 // writeDriftJSON prints the merged reports, newest first, with what they are of.
 func writeDriftJSON(w io.Writer, s *drift.Snapshot, sources []string, reports []drift.WindowReport) error {
-	num := func(v float64) *float64 {
-		if math.IsNaN(v) || math.IsInf(v, 0) {
-			return nil
-		}
-		return &v
-	}
+	// A score that is not a number (a column with no finite value in a window) is null.
 	out := struct {
-		Model       string        `json:"model"`
-		Spec        string        `json:"spec"`
-		Fingerprint string        `json:"spec_fingerprint"`
-		Sources     []string      `json:"sources"`
-		Scoring     drift.Scoring `json:"scoring"`
-		Windows     []jsonWindow  `json:"windows"`
-	}{Model: s.Model, Spec: s.Spec, Fingerprint: s.Fingerprint, Sources: sources, Scoring: s.Scoring, Windows: []jsonWindow{}}
-	for _, r := range reports {
-		jw := jsonWindow{WindowReport: r}
-		for _, f := range r.Features {
-			jw.Features = append(jw.Features, jsonFeature{FeatureScore: f, PSI: num(f.PSI), JS: num(f.JS), Wasserstein: num(f.Wasserstein), Score: num(f.Score)})
-		}
-		out.Windows = append(out.Windows, jw)
+		Model       string               `json:"model"`
+		Spec        string               `json:"spec"`
+		Fingerprint string               `json:"spec_fingerprint"`
+		Sources     []string             `json:"sources"`
+		Scoring     drift.Scoring        `json:"scoring"`
+		Windows     []drift.WindowReport `json:"windows"`
+	}{Model: s.Model, Spec: s.Spec, Fingerprint: s.Fingerprint, Sources: sources, Scoring: s.Scoring, Windows: reports}
+	if out.Windows == nil {
+		out.Windows = []drift.WindowReport{}
 	}
 	b, err := json.MarshalIndent(out, "", "  ")
 	if err != nil {

@@ -75,8 +75,8 @@ func driftFleet(t *testing.T) (spec *features.Spec, p *drift.Profile, nodes []*d
 		nodes = append(nodes, monitor(&now))
 	}
 	old := driftRows(r, 300, w, -1, 0)
-	nodes[0].Observe(old, w)
-	all.Observe(old, w)
+	nodes[0].Observe(old, w, nil)
+	all.Observe(old, w, nil)
 	now = driftStart.Add(time.Minute)
 	for i, n := range []int{1200, 800, 500} {
 		rows := driftRows(r, n, w, 1, 1)
@@ -85,8 +85,8 @@ func driftFleet(t *testing.T) (spec *features.Spec, p *drift.Profile, nodes []*d
 				rows[k] = float32(math.NaN())
 			}
 		}
-		nodes[i].Observe(rows, w)
-		all.Observe(rows, w)
+		nodes[i].Observe(rows, w, nil)
+		all.Observe(rows, w, nil)
 	}
 	return spec, p, nodes, all
 }

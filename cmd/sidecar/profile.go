@@ -23,10 +23,11 @@ const profileUsage = `usage: sidecar profile <command> [flags]
 
 commands:
   build    profile a model's training data: canonicalize every row as serving does and write the
-           drift reference profile (per feature: bin edges, counts, missing, min/max, quantiles)
+           drift reference profile (per feature: bin edges, counts, missing, min/max, quantiles);
+           with -model, also run the model on the rows and profile each of its output values
   show     print a profile's table, checked against its spec
 
-  sidecar profile build -spec SPEC.yaml -in DATA.csv|DATA.parquet -out MODEL.profile [-bins N] [-quiet]
+  sidecar profile build -spec SPEC.yaml -in DATA.csv|DATA.parquet -out MODEL.profile [-model MODEL.onnx] [-bins N] [-quiet]
   sidecar profile show -spec SPEC.yaml MODEL.profile
 
 Run "sidecar profile <command> -h" for a command's flags.
@@ -73,6 +74,7 @@ func profileBuildCmd(ctx context.Context, args []string, stdout, stderr io.Write
 	inPath := fs.String("in", "", "raw training data, CSV or .parquet, as sidecar features transform reads it (required)")
 	outPath := fs.String("out", "", "profile to write, e.g. examples/models/MODEL.profile (required; written atomically)")
 	bins := fs.Int("bins", drift.DefaultBins, "reference bins per feature, from the training quantiles (2..1000)")
+	modelPath := fs.String("model", "", "the ONNX model of the spec: run it on the rows and profile its outputs too (prediction drift); needs ONNX Runtime, as serving does")
 	quiet := fs.Bool("quiet", false, "no progress bar")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
@@ -116,6 +118,27 @@ func profileBuildCmd(ctx context.Context, args []string, stdout, stderr io.Write
 	if err != nil {
 		return fail(err)
 	}
+	add := builder.Add
+	if *modelPath != "" {
+		pm, err := openProfileModel(*modelPath, spec)
+		if err != nil {
+			return fail(err)
+		}
+		defer pm.close()
+		if err := builder.SetOutputs(pm.columns); err != nil {
+			return fail(err)
+		}
+		add = func(rows []float32) error {
+			if err := builder.Add(rows); err != nil {
+				return err
+			}
+			out, err := pm.answer(ctx, rows)
+			if err != nil {
+				return err
+			}
+			return builder.AddOutputs(out)
+		}
+	}
 
 	cr := &countingReader{}
 	var bar *progressBar
@@ -146,7 +169,7 @@ func profileBuildCmd(ctx context.Context, args []string, stdout, stderr io.Write
 		}
 	}
 	stats, err := transformGuarded(func() (features.TransformStats, error) {
-		return spec.RowsFile(*inPath, opt, builder.Add)
+		return spec.RowsFile(*inPath, opt, add)
 	})
 	if bar != nil && stats.InputRows > 0 {
 		bar.done(progress(stats.InputRows), stats.InputRows)
@@ -180,6 +203,9 @@ func profileBuildCmd(ctx context.Context, args []string, stdout, stderr io.Write
 	row("profiled", rowsNote(spec, p.Rows))
 	printSkipped(stdout, stats.Skipped)
 	row("bins", fmt.Sprintf("%d per feature (quantiles of the training rows; equal edges merged)", *bins))
+	if *modelPath != "" {
+		row("outputs", fmt.Sprintf("%d values per row of %s (its answers to the same rows)", len(p.Outputs), *modelPath))
+	}
 	row("wrote", *outPath)
 	fmt.Fprintln(stdout)
 	writeProfileTable(stdout, p)
@@ -321,14 +347,23 @@ func writeProfileTable(w io.Writer, p *drift.Profile) {
 	for _, r := range p.Features {
 		nameW = max(nameW, len(r.Name))
 	}
+	for _, r := range p.Outputs {
+		nameW = max(nameW, len("output ")+len(r.Name))
+	}
 	num := func(v float64) string { return strconv.FormatFloat(v, 'f', 4, 64) }
 	fmt.Fprintf(w, "%-*s  %4s  %10s  %10s  %10s  %10s  %s\n", nameW, "feature", "bins", "min", "mean", "std", "max", "missing")
-	for _, r := range p.Features {
+	line := func(name string, r *drift.Reference) {
 		missing := "0"
 		if r.Missing > 0 {
 			missing = fmt.Sprintf("%d (%.3f%%)", r.Missing, 100*float64(r.Missing)/float64(max(p.Rows, 1)))
 		}
-		fmt.Fprintf(w, "%-*s  %4d  %10s  %10s  %10s  %10s  %s\n", nameW, r.Name, len(r.Counts), num(r.Min), num(r.Mean), num(r.Std), num(r.Max), missing)
+		fmt.Fprintf(w, "%-*s  %4d  %10s  %10s  %10s  %10s  %s\n", nameW, name, len(r.Counts), num(r.Min), num(r.Mean), num(r.Std), num(r.Max), missing)
+	}
+	for i := range p.Features {
+		line(p.Features[i].Name, &p.Features[i])
+	}
+	for i := range p.Outputs { // the model's answers, in their own units
+		line("output "+p.Outputs[i].Name, &p.Outputs[i])
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -149,6 +150,32 @@ memory         2      0.0000      0.0000      0.0000      0.0000  0
 		}
 	}
 
+	// -model: the model's answers to the same rows, per output value; the features as without.
+	modelOut := filepath.Join(dir, "with-model.profile")
+	code, stdout, errs = runArgs("profile", "build", "-quiet", "-spec", anomalySpec, "-in", csvIn, "-model", "../../examples/models/anomaly.onnx", "-out", modelOut)
+	if code != 0 || !strings.Contains(stdout, "outputs       7 values per row") || !strings.Contains(stdout, "\noutput probs[6] ") {
+		t.Fatalf("build -model: exit %d\n%s%s", code, stdout, errs)
+	}
+	pm := loadProfile(t, modelOut, anomalySpec)
+	var sumMeans float64
+	for k, r := range pm.Outputs {
+		if r.Name != fmt.Sprintf("probs[%d]", k) || r.Total() != 100 || r.Min < 0 || r.Max > 1 {
+			t.Errorf("output %d: %s, %d values in %v..%v", k, r.Name, r.Total(), r.Min, r.Max)
+		}
+		sumMeans += r.Mean
+	}
+	if len(pm.Outputs) != 7 || sumMeans < 0.999 || sumMeans > 1.001 {
+		t.Errorf("%d outputs whose means add up to %v; want the 7 class probabilities, adding up to 1", len(pm.Outputs), sumMeans)
+	}
+	if !slices.EqualFunc(pm.Features, p.Features, func(a, b drift.Reference) bool { return slices.Equal(a.Counts, b.Counts) && a.Mean == b.Mean }) {
+		t.Error("-model changed the features' profile")
+	}
+	// A model of another spec is refused by its fingerprint.
+	code, _, errs = runArgs("profile", "build", "-quiet", "-spec", anomalySpec, "-in", csvIn, "-model", "../../examples/models/placement.onnx", "-out", modelOut)
+	if code != 1 || !strings.Contains(errs, "-model ../../examples/models/placement.onnx") || !strings.Contains(errs, "fingerprint") {
+		t.Errorf("a model of another spec: exit %d: %s", code, errs)
+	}
+
 	// A sequence spec: windows, each at its last step.
 	bwOut := filepath.Join(dir, "bandwidth.profile")
 	code, stdout, errs = runArgs("profile", "build", "-spec", bandwidthSpec, "-in", pqIn, "-out", bwOut)
@@ -261,8 +288,18 @@ func TestExampleProfiles(t *testing.T) {
 				t.Errorf("%s: feature %s: %d bins, std %v, %d missing", path, r.Name, len(r.Counts), r.Std, r.Missing)
 			}
 		}
+		// The model's outputs, as the sidecar names the values of its answers.
+		want := map[string]int{"bandwidth": 20, "anomaly": 7, "placement": 1}[name]
+		if len(p.Outputs) != want {
+			t.Errorf("%s: %d outputs profiled, want %d (sidecar profile build -model)", path, len(p.Outputs), want)
+		}
+		for _, r := range p.Outputs {
+			if r.Missing != 0 || r.Total() != p.Rows {
+				t.Errorf("%s: output %s: %d values of %d rows, %d missing", path, r.Name, r.Total(), p.Rows, r.Missing)
+			}
+		}
 		code, stdout, errs := runArgs("profile", "show", "-spec", "../../examples/specs/"+name+".yaml", path)
-		if code != 0 || strings.Count(tableOf(stdout), "\n") != len(p.Features)+1 {
+		if code != 0 || strings.Count(tableOf(stdout), "\n") != len(p.Features)+len(p.Outputs)+1 {
 			t.Errorf("show %s: %d\n%s%s", path, code, stdout, errs)
 		}
 		for _, other := range names {

@@ -2,8 +2,8 @@
 # Regenerates the example models from nothing:
 #   1. generate.py                      raw metrics.csv and placement.csv       -> out/
 #   2. sidecar features transform (x3)  model input matrices + .meta.json        -> out/
-#   3. sidecar profile build (x3)       drift reference profiles (.profile)      -> examples/models/
-#   4. train.py                         bandwidth/anomaly/placement.onnx, METRICS.md -> examples/models/
+#   3. train.py                         bandwidth/anomaly/placement.onnx, METRICS.md -> examples/models/
+#   4. sidecar profile build (x3)       drift reference profiles (.profile)      -> examples/models/
 #
 # Usage: examples/training/run.sh            (from anywhere; ~3-6 min on 2 cores)
 #        QUICK=1 examples/training/run.sh    (small data and short training: a smoke test, ~1 min;
@@ -71,20 +71,21 @@ for spec in bandwidth anomaly placement; do
 		--spec "examples/specs/$spec.yaml" --in "$in" --out "$OUT/$spec.features.csv")
 done
 
-step "3/4 sidecar profile build (drift reference profiles, from the same raw data) -> $MODELS"
+step "3/4 train and export ONNX -> $MODELS"
+# shellcheck disable=SC2086
+"$PY" -W ignore::UserWarning "$HERE/train.py" --data "$OUT" --models "$MODELS" --seed "$SEED" --data-seed "$SEED" $TRAIN_ARGS
+
+step "4/4 sidecar profile build (drift reference profiles, from the same raw data and the models) -> $MODELS"
 # Each model's reference for drift: its spec's canonical rows of the training data, the rows the
-# matrices above hold, profiled per feature; bound to the spec by its fingerprint.
+# matrices above hold, profiled per feature; and the model's answers to them, per output value
+# (-model runs it with ONNX Runtime, as serving does); bound to the spec by its fingerprint.
 for spec in bandwidth anomaly placement; do
 	in=$OUT/metrics.csv
 	[[ $spec == placement ]] && in=$OUT/placement.csv
-	echo "--- $spec: sidecar profile build --spec examples/specs/$spec.yaml --in ${in#"$ROOT"/} --out ${MODELS#"$ROOT"/}/$spec.profile"
+	echo "--- $spec: sidecar profile build --spec examples/specs/$spec.yaml --in ${in#"$ROOT"/} --model ${MODELS#"$ROOT"/}/$spec.onnx --out ${MODELS#"$ROOT"/}/$spec.profile"
 	(cd "$ROOT" && "$OUT/sidecar" profile build --quiet \
-		--spec "examples/specs/$spec.yaml" --in "$in" --out "$MODELS/$spec.profile")
+		--spec "examples/specs/$spec.yaml" --in "$in" --model "$MODELS/$spec.onnx" --out "$MODELS/$spec.profile")
 done
-
-step "4/4 train and export ONNX -> $MODELS"
-# shellcheck disable=SC2086
-"$PY" -W ignore::UserWarning "$HERE/train.py" --data "$OUT" --models "$MODELS" --seed "$SEED" --data-seed "$SEED" $TRAIN_ARGS
 
 step "done in $(($(date +%s) - start))s"
 ls -l "$MODELS"

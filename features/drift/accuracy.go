@@ -1,6 +1,7 @@
 package drift
 
 import (
+	"encoding/json"
 	"fmt"
 	"hash/maphash"
 	"math"
@@ -109,18 +110,36 @@ type AccuracyReport struct {
 	// network_io pushed, ŷ the forecast, both Mbit/s): the metric the example bandwidth model was
 	// trained and reported on (examples/training/train.py, "PBA accuracy"). NaN when no point was
 	// evaluated; −Inf when every truth was 0 and some error was not (NaN if none was).
-	Accuracy float64
+	Accuracy float64 `json:"accuracy"`
 	// MAE is the mean |y − ŷ| over the points in the window, in the unit of the values (Mbit/s).
 	// NaN when no point was evaluated.
-	MAE float64
+	MAE float64 `json:"mae"`
 	// Points is the number of points evaluated in the window.
-	Points int64
+	Points int64 `json:"points"`
 	// Forecasts is the number of forecasts kept (those later pushed out included); Evaluated the
 	// number with at least one point evaluated.
-	Forecasts, Evaluated int64
+	Forecasts int64 `json:"forecasts"`
+	Evaluated int64 `json:"evaluated"`
 	// Dropped is the number of forecasts not kept: refused because MaxVMs VMs were tracked, or
 	// pushed out by MaxPerVM before all their points were resolved.
-	Dropped int64
+	Dropped int64 `json:"dropped"`
+}
+
+// MarshalJSON writes Accuracy and MAE as null when they are not numbers (nothing scored; a
+// labelled classifier's MAE), which JSON cannot carry.
+func (r AccuracyReport) MarshalJSON() ([]byte, error) {
+	type plain AccuracyReport
+	return json.Marshal(struct {
+		plain
+		Accuracy *float64 `json:"accuracy"`
+		MAE      *float64 `json:"mae"`
+	}{plain(r), finiteOrNil(r.Accuracy), finiteOrNil(r.MAE)})
+}
+
+// AccuracySource is a live accuracy tracker of one model: a forecast model's Accuracy, or an
+// anomaly or placement model's Labels.
+type AccuracySource interface {
+	Report() AccuracyReport
 }
 
 const accuracyShards = 16

@@ -2,9 +2,11 @@ package drift
 
 import (
 	"bytes"
+	"encoding/json"
 	"math"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -112,10 +114,10 @@ func TestMergeIsExact(t *testing.T) {
 	w := spec.Width()
 	all := rows(rand.New(rand.NewPCG(7, 7)), 9000, w, 2, 0.3)
 	one, parts := newTestMonitor(t, p), []*Monitor{newTestMonitor(t, p), newTestMonitor(t, p), newTestMonitor(t, p)}
-	one.Observe(all, w)
+	one.Observe(all, w, nil)
 	for i := range 3 { // three "nodes", unequal shares
 		lo, hi := []int{0, 1000, 5000}[i], []int{1000, 5000, 9000}[i]
-		parts[i].Observe(all[lo*w:hi*w], w)
+		parts[i].Observe(all[lo*w:hi*w], w, nil)
 	}
 	want := one.Sketches()[0]
 	merged := parts[0].Sketches()[0]
@@ -174,14 +176,14 @@ func TestOrderDoesNotMatter(t *testing.T) {
 	w := spec.Width()
 	data := rows(rand.New(rand.NewPCG(3, 3)), 3000, w, 1, 0.4)
 	a, b := newTestMonitor(t, p), newTestMonitor(t, p)
-	a.Observe(data, w)
+	a.Observe(data, w, nil)
 	perm := rand.New(rand.NewPCG(4, 4)).Perm(3000)
 	for k := 0; k < len(perm); k += 7 {
 		var batch []float32
 		for _, i := range perm[k:min(k+7, len(perm))] {
 			batch = append(batch, data[i*w:(i+1)*w]...)
 		}
-		b.Observe(batch, w)
+		b.Observe(batch, w, nil)
 	}
 	ra, rb := a.Report()[0], b.Report()[0]
 	for j := range ra.Features {
@@ -197,12 +199,12 @@ func TestNoVerdictBelowMinSamples(t *testing.T) {
 	spec := anomalySpec(t)
 	p := profileOf(t, spec, 5000)
 	m := newTestMonitor(t, p)
-	m.Observe(rows(rand.New(rand.NewPCG(5, 5)), DefaultMinSamples-1, spec.Width(), 0, 3), spec.Width())
+	m.Observe(rows(rand.New(rand.NewPCG(5, 5)), DefaultMinSamples-1, spec.Width(), 0, 3), spec.Width(), nil)
 	r := m.Report()[0]
 	if r.Verdict || r.Drifted != 0 || r.Features[0].PSI < 1 {
 		t.Errorf("%d rows, 3-sigma shift: verdict %v, %d drifted, PSI %v; want a large PSI and no verdict", r.Rows, r.Verdict, r.Drifted, r.Features[0].PSI)
 	}
-	m.Observe(rows(rand.New(rand.NewPCG(5, 6)), 1, spec.Width(), 0, 3), spec.Width())
+	m.Observe(rows(rand.New(rand.NewPCG(5, 6)), 1, spec.Width(), 0, 3), spec.Width(), nil)
 	if r := m.Report()[0]; !r.Verdict || !r.Features[0].Drifted {
 		t.Errorf("at %d rows: verdict %v, feature 0 drifted %v", r.Rows, r.Verdict, r.Features[0].Drifted)
 	}
@@ -220,7 +222,7 @@ func TestMissingValues(t *testing.T) {
 	}
 	data[3*w+1] = float32(math.Inf(1))
 	m := newTestMonitor(t, p)
-	m.Observe(data, w)
+	m.Observe(data, w, nil)
 	r := m.Report()[0]
 	if f := r.Features[5]; f.Missing != 250 || f.Rows != 1000 || f.MissingRate != 0.25 || f.MissingChange != 0.25 {
 		t.Errorf("feature 5: %+v", f)
@@ -244,7 +246,7 @@ func TestNoFalseAlarm(t *testing.T) {
 		r := rand.New(rand.NewPCG(11, 12))
 		worst := map[string]float64{}
 		for range 100 {
-			m.Observe(rows(r, 5000, w, -1, 0), w)
+			m.Observe(rows(r, 5000, w, -1, 0), w, nil)
 			rep := m.Report()[0]
 			for _, f := range rep.Features {
 				worst[MethodPSI] = max(worst[MethodPSI], f.PSI)
@@ -276,7 +278,7 @@ func TestDetectsHalfSigmaShift(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		m.Observe(rows(rand.New(rand.NewPCG(21, 22)), 5000, w, 3, 0.5), w)
+		m.Observe(rows(rand.New(rand.NewPCG(21, 22)), 5000, w, 3, 0.5), w, nil)
 		rep := m.Report()[0]
 		for j, f := range rep.Features {
 			if f.Drifted != (j == 3) {
@@ -297,7 +299,7 @@ func TestWindowsRotate(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i := range 5 {
-			m.Observe(rows(rand.New(rand.NewPCG(uint64(i), 0)), 10*(i+1), spec.Width(), -1, 0), spec.Width())
+			m.Observe(rows(rand.New(rand.NewPCG(uint64(i), 0)), 10*(i+1), spec.Width(), -1, 0), spec.Width(), nil)
 			time.Sleep(time.Minute)
 		}
 		reps := m.Report()
@@ -333,28 +335,42 @@ func TestSketchMemory(t *testing.T) {
 	runtime.KeepAlive(sketches)
 }
 
-// BenchmarkObserve measures the live sketches' cost per feature per row (the figure the issue
-// bounds at 100 ns): rows of the anomaly spec's 6 features, 16 rows per call, from 2 goroutines.
+// BenchmarkObserve measures the live sketches' cost per value per row (the figure the issue
+// bounds at 100 ns per feature): rows of the anomaly spec's 6 features, 16 rows per call, from 2
+// goroutines; with-outputs adds the model's answers (2 output values of the profile, in a layout
+// of 3), each a column like a feature.
 func BenchmarkObserve(b *testing.B) {
 	spec := anomalySpec(b)
-	p := profileOf(b, spec, 5000)
-	m, err := NewMonitor(p, Config{})
-	if err != nil {
-		b.Fatal(err)
-	}
 	w := spec.Width()
 	const per = 16
 	data := rows(rand.New(rand.NewPCG(2, 2)), 4096, w, -1, 0)
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		i := 0
-		for pb.Next() {
-			off := (i * per) % (4096 - per)
-			m.Observe(data[off*w:(off+per)*w], w)
-			i++
-		}
-	})
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*per*w), "ns/feature-row")
+	outs := rowOutputs(data, w)
+	for _, c := range []struct {
+		name    string
+		p       *Profile
+		layout  []string
+		columns int
+	}{
+		{"features", profileOf(b, spec, 5000), nil, w},
+		{"with-outputs", profileWithOutputs(b, spec, 5000), testLayout, w + len(testOutputs)},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			m, err := NewMonitor(c.p, Config{Outputs: c.layout})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				i := 0
+				for pb.Next() {
+					off := (i * per) % (4096 - per)
+					m.Observe(data[off*w:(off+per)*w], w, outs[off:off+per])
+					i++
+				}
+			})
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*per*c.columns), "ns/value-row")
+		})
+	}
 }
 
 // TestExporter: the scores of the newest window with a verdict, the drifted count, and each
@@ -362,17 +378,18 @@ func BenchmarkObserve(b *testing.B) {
 func TestExporter(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		spec := anomalySpec(t)
-		p := profileOf(t, spec, 5000)
+		p := profileWithOutputs(t, spec, 5000)
 		w := spec.Width()
-		m, err := NewMonitor(p, Config{Window: time.Minute, Keep: 2})
+		m, err := NewMonitor(p, Config{Window: time.Minute, Keep: 2, Outputs: testLayout})
 		if err != nil {
 			t.Fatal(err)
 		}
 		for i := range 4 { // 4 windows, 2 kept: the totals hold all four
-			m.Observe(rows(rand.New(rand.NewPCG(uint64(i), 9)), 1000, w, 2, 1), w)
-			time.Sleep(time.Minute)
+			data := rows(rand.New(rand.NewPCG(uint64(i), 9)), 1000, w, 2, 1)
+			m.Observe(data, w, rowOutputs(data, w))
+			time.Sleep(time.Minute) // synctest's clock
 		}
-		m.Observe(rows(rand.New(rand.NewPCG(5, 9)), 10, w, -1, 0), w) // a fresh window, no verdict
+		m.Observe(rows(rand.New(rand.NewPCG(5, 9)), 10, w, -1, 0), w, nil) // a fresh window, no verdict
 		reg := prometheus.NewPedanticRegistry()
 		e := NewExporter()
 		e.Set(map[string]*Monitor{"anomaly": m})
@@ -408,5 +425,95 @@ func TestExporter(t *testing.T) {
 		if n := len(got["model_feature_reference_ratio"].GetMetric()); n != w*DefaultBins {
 			t.Errorf("%d reference ratios, want %d", n, w*DefaultBins)
 		}
+		// Prediction drift: out[0] answers the shifted feature 2, out[1] feature 0.
+		pred := map[string]float64{}
+		for _, mm := range got["model_prediction_drift_score"].GetMetric() {
+			for _, l := range mm.GetLabel() {
+				if l.GetName() == "output" {
+					pred[l.GetValue()] = mm.GetGauge().GetValue()
+				}
+			}
+		}
+		if len(pred) != 2 || !(pred["out[0]"] > DefaultPSIThreshold) || !(pred["out[1]"] < DefaultPSIThreshold) {
+			t.Errorf("model_prediction_drift_score: %v; want out[0] above %v, out[1] below", pred, DefaultPSIThreshold)
+		}
 	})
+}
+
+// TestProfileOutputs: a profile with the model's outputs round-trips, binds to a model answering
+// them by name in any layout, and is refused for one that does not answer them all, or whose
+// answers have no fixed layout; the builder refuses outputs that do not match the rows.
+func TestProfileOutputs(t *testing.T) {
+	spec := anomalySpec(t)
+	p := profileWithOutputs(t, spec, 3000)
+	if len(p.Outputs) != 2 || p.Outputs[0].Name != "out[0]" || p.Outputs[0].Mean != p.Features[2].Mean || p.Outputs[1].Std != p.Features[0].Std {
+		t.Fatalf("outputs %+v", p.Outputs)
+	}
+	var buf bytes.Buffer
+	if err := p.Write(&buf); err != nil {
+		t.Fatal(err)
+	}
+	back, err := ReadProfile(bytes.NewReader(buf.Bytes()), spec)
+	if err != nil || len(back.Outputs) != 2 || !slices.Equal(back.Outputs[1].Edges, p.Outputs[1].Edges) {
+		t.Fatalf("round trip: %v", err)
+	}
+	if _, err := NewMonitor(p, Config{Outputs: testLayout}); err != nil {
+		t.Errorf("a layout with both outputs: %v", err)
+	}
+	for name, layout := range map[string][]string{"one missing": {"out[0]", "other"}, "no fixed layout": nil} {
+		err := p.CheckOutputs(layout)
+		if err == nil || !strings.Contains(err.Error(), "out[") {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if _, err := NewMonitor(p, Config{Outputs: []string{"out[1]"}}); err == nil || !strings.Contains(err.Error(), "out[0]") {
+		t.Errorf("a monitor of a model not answering out[0]: %v", err)
+	}
+	if err := profileOf(t, spec, 100).CheckOutputs(nil); err != nil {
+		t.Errorf("a profile without outputs binds to any model: %v", err)
+	}
+
+	b, err := NewBuilder(spec, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.SetOutputs([]string{"a", "a"}); err == nil {
+		t.Error("an output named twice was taken")
+	}
+	if err := b.SetOutputs([]string{"a", "b"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AddOutputs(make([]float32, 3)); err == nil {
+		t.Error("half an output row was taken")
+	}
+	if err := b.Add(rows(rand.New(rand.NewPCG(3, 3)), 10, spec.Width(), -1, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AddOutputs(make([]float32, 2*9)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Profile(); err == nil || !strings.Contains(err.Error(), "9 rows of outputs for 10 rows") {
+		t.Errorf("outputs of 9 rows for 10: %v", err)
+	}
+}
+
+// TestReportsMarshalNotANumber: a score or accuracy that is not a number (a column with no finite
+// value in a window; a classifier's MAE) is null in JSON, so that the webhook's alert and the
+// reports still encode.
+func TestReportsMarshalNotANumber(t *testing.T) {
+	al := Alert{Model: "m", Kind: AlertAccuracy,
+		Window:   WindowReport{Features: []FeatureScore{{Name: "cpu", PSI: 0.5, JS: 0.1, Wasserstein: math.NaN(), Score: 0.5}}},
+		Accuracy: &AccuracyReport{Accuracy: 0.75, MAE: math.NaN(), Points: 4}}
+	b, err := json.Marshal(al)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"psi":0.5`, `"wasserstein":null`, `"score":0.5`, `"accuracy":0.75`, `"mae":null`, `"points":4`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("%s lacks %s", b, want)
+		}
+	}
+	if strings.Count(string(b), `"psi"`) != 1 {
+		t.Errorf("psi encoded twice: %s", b)
+	}
 }

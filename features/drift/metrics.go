@@ -15,6 +15,9 @@ import (
 //   - model_features_drifted{model}: the features drifted in that window, and
 //     model_drift_window_rows{model} its rows;
 //   - model_feature_missing_rate{model,feature} in that window;
+//   - model_prediction_drift_score{model,output}: each output value's score by its method (PSI
+//     unless configured) in that window, when the profile holds the model's outputs (sidecar
+//     profile build -model), and model_prediction_drift_window_rows{model,output} its values;
 //   - model_feature_values{model,feature}: a classic histogram of the feature's canonical
 //     values since the start, whose buckets are the reference's bin edges (so summed over nodes,
 //     increase() over a range gives the fleet's bin counts);
@@ -24,31 +27,34 @@ import (
 //
 // It is a prometheus.Collector; Set replaces the models (a reload).
 //
-// With SetAccuracy, also per forecast model: model_prediction_accuracy{model} (1 - WAPE over
-// the tracker's window; absent until a forecast is scored), model_prediction_mae{model},
-// model_prediction_evaluated_ratio{model} (the forecasts of the window with a point scored) and
+// With SetAccuracy, also per model with a tracker: model_prediction_accuracy{model} (a forecast
+// model's 1 - WAPE, an anomaly or placement model's share of labelled answers that were right,
+// over the tracker's window; absent until one is scored), model_prediction_mae{model} (forecasts
+// only), model_prediction_evaluated_ratio{model} (the predictions of the window scored) and
 // model_prediction_points{model}.
 type Exporter struct {
 	set atomic.Pointer[map[string]*Monitor]
-	acc atomic.Pointer[map[string]*Accuracy]
+	acc atomic.Pointer[map[string]AccuracySource]
 }
 
 var (
-	descScore    = prometheus.NewDesc("model_data_drift_score", "Drift score of a feature in the newest window with a verdict, by method (psi, js, wasserstein).", []string{"model", "feature", "method"}, nil)
-	descDrifted  = prometheus.NewDesc("model_features_drifted", "Features whose score passed their method's threshold in the newest window with a verdict.", []string{"model"}, nil)
-	descRows     = prometheus.NewDesc("model_drift_window_rows", "Rows in the newest window with a verdict (0: no window has min_samples rows yet).", []string{"model"}, nil)
-	descMissing  = prometheus.NewDesc("model_feature_missing_rate", "Share of a feature's values that were not finite, in the newest window with a verdict.", []string{"model", "feature"}, nil)
-	descValues   = prometheus.NewDesc("model_feature_values", "A feature's canonical values since the start, over the reference profile's bin edges.", []string{"model", "feature"}, nil)
-	descRefRatio = prometheus.NewDesc("model_feature_reference_ratio", "The reference profile's cumulative share of a feature's values at each bin edge.", []string{"model", "feature", "le"}, nil)
-	descAccuracy = prometheus.NewDesc("model_prediction_accuracy", "1 - WAPE of the forecasts made from pushed windows, against the network_io pushed later, over the tracker's window.", []string{"model"}, nil)
-	descMAE      = prometheus.NewDesc("model_prediction_mae", "Mean absolute error of the forecasts scored in the tracker's window.", []string{"model"}, nil)
-	descEvalRate = prometheus.NewDesc("model_prediction_evaluated_ratio", "Share of the window's forecasts with at least one step scored against its truth.", []string{"model"}, nil)
-	descPoints   = prometheus.NewDesc("model_prediction_points", "Forecast steps scored in the tracker's window.", []string{"model"}, nil)
+	descScore     = prometheus.NewDesc("model_data_drift_score", "Drift score of a feature in the newest window with a verdict, by method (psi, js, wasserstein).", []string{"model", "feature", "method"}, nil)
+	descDrifted   = prometheus.NewDesc("model_features_drifted", "Features whose score passed their method's threshold in the newest window with a verdict.", []string{"model"}, nil)
+	descRows      = prometheus.NewDesc("model_drift_window_rows", "Rows in the newest window with a verdict (0: no window has min_samples rows yet).", []string{"model"}, nil)
+	descMissing   = prometheus.NewDesc("model_feature_missing_rate", "Share of a feature's values that were not finite, in the newest window with a verdict.", []string{"model", "feature"}, nil)
+	descValues    = prometheus.NewDesc("model_feature_values", "A feature's canonical values since the start, over the reference profile's bin edges.", []string{"model", "feature"}, nil)
+	descRefRatio  = prometheus.NewDesc("model_feature_reference_ratio", "The reference profile's cumulative share of a feature's values at each bin edge.", []string{"model", "feature", "le"}, nil)
+	descPredDrift = prometheus.NewDesc("model_prediction_drift_score", "Drift score of a model output value in the newest window with a verdict, by its method (psi unless configured).", []string{"model", "output"}, nil)
+	descPredRows  = prometheus.NewDesc("model_prediction_drift_window_rows", "Values of a model output in the newest window with a verdict.", []string{"model", "output"}, nil)
+	descAccuracy  = prometheus.NewDesc("model_prediction_accuracy", "Live accuracy over the tracker's window: a forecast model's 1 - WAPE against the network_io pushed later; an anomaly or placement model's share of labelled answers that were right.", []string{"model"}, nil)
+	descMAE       = prometheus.NewDesc("model_prediction_mae", "Mean absolute error of the forecasts scored in the tracker's window.", []string{"model"}, nil)
+	descEvalRate  = prometheus.NewDesc("model_prediction_evaluated_ratio", "Share of the window's forecasts with at least one step scored against its truth.", []string{"model"}, nil)
+	descPoints    = prometheus.NewDesc("model_prediction_points", "Forecast steps scored in the tracker's window.", []string{"model"}, nil)
 )
 
 // SetAccuracy replaces the live accuracy trackers exported, by model name.
-func (e *Exporter) SetAccuracy(acc map[string]*Accuracy) {
-	c := make(map[string]*Accuracy, len(acc))
+func (e *Exporter) SetAccuracy(acc map[string]AccuracySource) {
+	c := make(map[string]AccuracySource, len(acc))
 	for k, v := range acc {
 		c[k] = v
 	}
@@ -74,7 +80,7 @@ func (e *Exporter) Set(monitors map[string]*Monitor) {
 
 // Describe implements prometheus.Collector.
 func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descScore, descDrifted, descRows, descMissing, descValues, descRefRatio, descAccuracy, descMAE, descEvalRate, descPoints} {
+	for _, d := range []*prometheus.Desc{descScore, descDrifted, descRows, descMissing, descPredDrift, descPredRows, descValues, descRefRatio, descAccuracy, descMAE, descEvalRate, descPoints} {
 		ch <- d
 	}
 }
@@ -86,7 +92,9 @@ func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 			r := a.Report()
 			if r.Points > 0 && !math.IsNaN(r.Accuracy) && !math.IsInf(r.Accuracy, 0) {
 				ch <- prometheus.MustNewConstMetric(descAccuracy, prometheus.GaugeValue, r.Accuracy, model)
-				ch <- prometheus.MustNewConstMetric(descMAE, prometheus.GaugeValue, r.MAE, model)
+				if !math.IsNaN(r.MAE) { // a labelled classifier has no MAE
+					ch <- prometheus.MustNewConstMetric(descMAE, prometheus.GaugeValue, r.MAE, model)
+				}
 			}
 			if r.Forecasts > 0 {
 				ch <- prometheus.MustNewConstMetric(descEvalRate, prometheus.GaugeValue, min(1, float64(r.Evaluated)/float64(r.Forecasts)), model)
@@ -110,6 +118,10 @@ func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 					ch <- prometheus.MustNewConstMetric(descScore, prometheus.GaugeValue, v, model, f.Name, method)
 				}
 				ch <- prometheus.MustNewConstMetric(descMissing, prometheus.GaugeValue, f.MissingRate, model, f.Name)
+			}
+			for _, o := range scored.Outputs {
+				ch <- prometheus.MustNewConstMetric(descPredDrift, prometheus.GaugeValue, o.Score, model, o.Name)
+				ch <- prometheus.MustNewConstMetric(descPredRows, prometheus.GaugeValue, float64(o.Rows), model, o.Name)
 			}
 		}
 		ch <- prometheus.MustNewConstMetric(descDrifted, prometheus.GaugeValue, drifted, model)

@@ -2,9 +2,11 @@ package drift
 
 import (
 	"cmp"
+	"encoding/json"
 	"fmt"
 	"math"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,6 +43,11 @@ type Config struct {
 	// threshold (missing: DefaultThreshold).
 	Methods    map[string]string
 	Thresholds map[string]float64
+	// Outputs is the layout of the model's answered rows, one name per value (OutputColumn), as
+	// Observe receives them: the profile's outputs are found in it by name (each must be there).
+	// Nil: the outputs are not observed (a merger scoring sketches, a model whose answers have no
+	// fixed layout).
+	Outputs []string
 	// Now is the clock. Nil: time.Now.
 	Now func() time.Time
 }
@@ -58,11 +65,11 @@ func (c Config) Validate(p *Profile) error {
 			return fmt.Errorf("drift: methods[%s]: %w", f, err)
 		}
 		found := false
-		for _, r := range p.Features {
+		for _, r := range p.columns() {
 			found = found || r.Name == f
 		}
 		if !found {
-			return fmt.Errorf("drift: methods names feature %q, which the spec does not have", f)
+			return fmt.Errorf("drift: methods names feature %q, which the spec does not have (nor the profile's outputs)", f)
 		}
 	}
 	for m, t := range c.Thresholds {
@@ -72,6 +79,9 @@ func (c Config) Validate(p *Profile) error {
 		if !(t > 0) {
 			return fmt.Errorf("drift: thresholds[%s]: %v is not positive", m, t)
 		}
+	}
+	if c.Outputs != nil {
+		return p.CheckOutputs(c.Outputs)
 	}
 	return nil
 }
@@ -90,8 +100,12 @@ type Monitor struct {
 	retired []Total
 	cur     atomic.Pointer[window]
 	pick    atomic.Uint32
-	size    int // values per row
-	w       int // features per row
+	// cols are the profile's features then its outputs; a window keeps a Sketch of each.
+	cols []Reference
+	w    int // features per row
+	// outIdx is, per profile output, its value's index in an answered row (Config.Outputs); nil:
+	// outputs are not observed.
+	outIdx []int
 	// offset is, per feature, what the DDSketch's values are taken relative to: the reference's
 	// minimum less one, so that the values it holds are about 1 and up. Canonical values are
 	// centred on 0, and a sketch of relative accuracy over a bounded range of magnitudes would
@@ -109,7 +123,7 @@ type window struct {
 
 type shard struct {
 	mu    sync.Mutex
-	feats []Sketch
+	feats []Sketch // per column: the features, then the outputs
 	_     [40]byte // keeps two shards' locks off one cache line
 }
 
@@ -166,9 +180,16 @@ func NewMonitor(p *Profile, cfg Config) (*Monitor, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	m := &Monitor{p: p, cfg: cfg, w: len(p.Features), offset: make([]float64, len(p.Features))}
-	for j, r := range p.Features {
+	m := &Monitor{p: p, cfg: cfg, cols: p.columns(), w: len(p.Features)}
+	m.offset = make([]float64, len(m.cols))
+	for j, r := range m.cols {
 		m.offset[j] = r.Min - 1
+	}
+	if cfg.Outputs != nil && len(p.Outputs) > 0 {
+		m.outIdx = make([]int, len(p.Outputs))
+		for k, r := range p.Outputs {
+			m.outIdx[k] = slices.Index(cfg.Outputs, r.Name) // CheckOutputs found each
+		}
 	}
 	return m, nil
 }
@@ -179,8 +200,8 @@ func (m *Monitor) Profile() *Profile { return m.p }
 func (m *Monitor) newWindow(start time.Time) *window {
 	w := &window{start: start, end: start.Add(m.cfg.Window), shards: make([]shard, max(runtime.GOMAXPROCS(0), 1))}
 	for i := range w.shards {
-		w.shards[i].feats = make([]Sketch, m.w)
-		for j, r := range m.p.Features {
+		w.shards[i].feats = make([]Sketch, len(m.cols))
+		for j, r := range m.cols {
 			w.shards[i].feats[j] = newSketch(len(r.Counts))
 		}
 	}
@@ -252,7 +273,7 @@ func (t *Total) add(s *Sketch) {
 // before it left may still add to it: those rows are in its sketches, not in the totals.)
 func (m *Monitor) retireLocked(w *window) {
 	if m.retired == nil {
-		m.retired = make([]Total, m.w)
+		m.retired = make([]Total, len(m.cols))
 	}
 	for k := range w.shards {
 		sh := &w.shards[k]
@@ -264,13 +285,14 @@ func (m *Monitor) retireLocked(w *window) {
 	}
 }
 
-// Totals returns each feature's counts since the monitor started (the windows dropped, and those
-// kept): what a Prometheus histogram of the feature exports, monotonic.
+// Totals returns each column's counts since the monitor started (the windows dropped, and those
+// kept), the features then the outputs: what a Prometheus histogram of the feature exports,
+// monotonic.
 func (m *Monitor) Totals() []Total {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := make([]Total, m.w)
-	for j, r := range m.p.Features {
+	out := make([]Total, len(m.cols))
+	for j, r := range m.cols {
 		out[j].Counts = make([]int64, len(r.Counts))
 		if m.retired != nil {
 			out[j].add(&Sketch{Counts: m.retired[j].Counts, Missing: m.retired[j].Missing, Sum: m.retired[j].Sum})
@@ -290,28 +312,41 @@ func (m *Monitor) Totals() []Total {
 }
 
 // Observe takes canonical rows (size values each, the spec's Size): each feature's value at the
-// row's last step.
-func (m *Monitor) Observe(rows []float32, size int) {
+// row's last step; and, when the monitor observes outputs (Config.Outputs), outputs[i] the
+// answered values of row i, in the layout of Config.Outputs (nil: none).
+func (m *Monitor) Observe(rows []float32, size int, outputs [][]float32) {
 	if size < m.w || len(rows) < size {
 		return
 	}
 	w := m.window(m.cfg.Now())
 	sh := w.lock(int(m.pick.Add(1)))
 	defer sh.mu.Unlock()
-	for off := 0; off+size <= len(rows); off += size {
-		last := rows[off+size-m.w : off+size]
-		for j, v := range last {
-			s := &sh.feats[j]
-			f := float64(v)
-			if math.IsNaN(f) || math.IsInf(f, 0) {
-				s.Missing++
-				continue
+	for i, off := 0, 0; off+size <= len(rows); i, off = i+1, off+size {
+		for j, v := range rows[off+size-m.w : off+size] {
+			m.add(&sh.feats[j], j, v)
+		}
+		if m.outIdx == nil || i >= len(outputs) {
+			continue
+		}
+		out := outputs[i]
+		for k, idx := range m.outIdx {
+			if idx < len(out) {
+				m.add(&sh.feats[m.w+k], m.w+k, out[idx])
 			}
-			s.Counts[bin(m.p.Features[j].Edges, f)]++
-			s.Sum += f
-			s.DD.Add(f - m.offset[j])
 		}
 	}
+}
+
+// add takes value v of column j into its sketch s.
+func (m *Monitor) add(s *Sketch, j int, v float32) {
+	f := float64(v)
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		s.Missing++
+		return
+	}
+	s.Counts[bin(m.cols[j].Edges, f)]++
+	s.Sum += f
+	s.DD.Add(f - m.offset[j])
 }
 
 // Sketches returns the windows' sketches, merged over shards: for each kept window (newest
@@ -323,27 +358,33 @@ func (m *Monitor) Sketches() []WindowSketches {
 	out := make([]WindowSketches, 0, len(ring))
 	for i := len(ring) - 1; i >= 0; i-- {
 		w := ring[i]
-		ws := WindowSketches{Start: w.start, End: w.end, Features: make([]Sketch, m.w)}
-		for j, r := range m.p.Features {
-			ws.Features[j] = newSketch(len(r.Counts))
+		all := make([]Sketch, len(m.cols))
+		for j, r := range m.cols {
+			all[j] = newSketch(len(r.Counts))
 		}
 		for k := range w.shards {
 			sh := &w.shards[k]
 			sh.mu.Lock()
 			for j := range sh.feats {
-				ws.Features[j].Merge(&sh.feats[j])
+				all[j].Merge(&sh.feats[j])
 			}
 			sh.mu.Unlock()
+		}
+		ws := WindowSketches{Start: w.start, End: w.end, Features: all[:m.w:m.w]}
+		if len(all) > m.w {
+			ws.Outputs = all[m.w:]
 		}
 		out = append(out, ws)
 	}
 	return out
 }
 
-// WindowSketches are one window's sketches, one per feature in the profile's order.
+// WindowSketches are one window's sketches, one per feature in the profile's order, and one per
+// output of the profile (none when it has none).
 type WindowSketches struct {
 	Start, End time.Time
 	Features   []Sketch
+	Outputs    []Sketch
 }
 
 // FeatureScore is one feature's drift in a window.
@@ -367,6 +408,27 @@ type FeatureScore struct {
 	Drifted   bool    `json:"drifted"`
 }
 
+// MarshalJSON writes the scores that are not numbers (NaN: a column with no finite value in the
+// window) as null, which JSON can carry.
+func (f FeatureScore) MarshalJSON() ([]byte, error) {
+	type plain FeatureScore
+	return json.Marshal(struct {
+		plain
+		PSI         *float64 `json:"psi"`
+		JS          *float64 `json:"js"`
+		Wasserstein *float64 `json:"wasserstein"`
+		Score       *float64 `json:"score"`
+	}{plain(f), finiteOrNil(f.PSI), finiteOrNil(f.JS), finiteOrNil(f.Wasserstein), finiteOrNil(f.Score)})
+}
+
+// finiteOrNil is &v, or nil when v is not finite.
+func finiteOrNil(v float64) *float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return nil
+	}
+	return &v
+}
+
 // WindowReport is a window's drift.
 type WindowReport struct {
 	Start time.Time `json:"start"`
@@ -379,49 +441,24 @@ type WindowReport struct {
 	Share        float64        `json:"share"`
 	ModelDrifted bool           `json:"model_drifted"`
 	Features     []FeatureScore `json:"features"`
+	// Outputs are the prediction drift of the profile's output columns, scored as features are
+	// (their Drifted is set with a verdict) but not counted in Drifted and Share: the model's
+	// verdict is on its inputs.
+	Outputs []FeatureScore `json:"outputs,omitempty"`
 }
 
 // Score scores one window's sketches against the profile.
 func (m *Monitor) Score(ws WindowSketches) WindowReport {
 	rep := WindowReport{Start: ws.Start, End: ws.End}
-	for j, r := range m.p.Features {
-		s := &ws.Features[j]
-		rows := s.Rows()
-		rep.Rows = max(rep.Rows, rows)
-		fs := FeatureScore{Name: r.Name, Rows: rows, Missing: s.Missing, Method: MethodPSI}
-		if mm, ok := m.cfg.Methods[r.Name]; ok {
-			fs.Method = mm
-		}
-		fs.Threshold = DefaultThreshold(fs.Method)
-		if t, ok := m.cfg.Thresholds[fs.Method]; ok {
-			fs.Threshold = t
-		}
-		refRows := r.Total() + r.Missing
-		fs.RefMissingRate = float64(r.Missing) / float64(max(refRows, 1))
-		if rows > 0 {
-			fs.MissingRate = float64(s.Missing) / float64(rows)
-		}
-		fs.MissingChange = fs.MissingRate - fs.RefMissingRate
-		fs.PSI = PSI(r.Counts, s.Counts)
-		fs.JS = JSDistance(r.Counts, s.Counts)
-		fs.Wasserstein = math.NaN()
-		if !s.DD.IsEmpty() {
-			if live, err := s.DD.GetValuesAtQuantiles(quantileLevels); err == nil {
-				for i := range live {
-					live[i] += m.offset[j]
-				}
-				fs.Wasserstein = Wasserstein(r.Quantiles, live, r.Std)
-			}
-		}
-		switch fs.Method {
-		case MethodJS:
-			fs.Score = fs.JS
-		case MethodWasserstein:
-			fs.Score = fs.Wasserstein
-		default:
-			fs.Score = fs.PSI
-		}
+	for j := range m.p.Features {
+		fs := m.scoreColumn(j, &ws.Features[j])
+		rep.Rows = max(rep.Rows, fs.Rows)
 		rep.Features = append(rep.Features, fs)
+	}
+	for k := range ws.Outputs {
+		if k < len(m.p.Outputs) {
+			rep.Outputs = append(rep.Outputs, m.scoreColumn(m.w+k, &ws.Outputs[k]))
+		}
 	}
 	rep.Verdict = rep.Rows >= m.cfg.MinSamples
 	if rep.Verdict {
@@ -432,10 +469,54 @@ func (m *Monitor) Score(ws WindowSketches) WindowReport {
 				rep.Drifted++
 			}
 		}
+		for i := range rep.Outputs {
+			o := &rep.Outputs[i]
+			o.Drifted = o.Score > o.Threshold && o.Rows >= m.cfg.MinSamples
+		}
 		rep.Share = float64(rep.Drifted) / float64(len(rep.Features))
 		rep.ModelDrifted = rep.Share > m.cfg.Share
 	}
 	return rep
+}
+
+// scoreColumn scores column j's sketch s against its reference.
+func (m *Monitor) scoreColumn(j int, s *Sketch) FeatureScore {
+	r := &m.cols[j]
+	rows := s.Rows()
+	fs := FeatureScore{Name: r.Name, Rows: rows, Missing: s.Missing, Method: MethodPSI}
+	if mm, ok := m.cfg.Methods[r.Name]; ok {
+		fs.Method = mm
+	}
+	fs.Threshold = DefaultThreshold(fs.Method)
+	if t, ok := m.cfg.Thresholds[fs.Method]; ok {
+		fs.Threshold = t
+	}
+	refRows := r.Total() + r.Missing
+	fs.RefMissingRate = float64(r.Missing) / float64(max(refRows, 1))
+	if rows > 0 {
+		fs.MissingRate = float64(s.Missing) / float64(rows)
+	}
+	fs.MissingChange = fs.MissingRate - fs.RefMissingRate
+	fs.PSI = PSI(r.Counts, s.Counts)
+	fs.JS = JSDistance(r.Counts, s.Counts)
+	fs.Wasserstein = math.NaN()
+	if !s.DD.IsEmpty() {
+		if live, err := s.DD.GetValuesAtQuantiles(quantileLevels); err == nil {
+			for i := range live {
+				live[i] += m.offset[j]
+			}
+			fs.Wasserstein = Wasserstein(r.Quantiles, live, r.Std)
+		}
+	}
+	switch fs.Method {
+	case MethodJS:
+		fs.Score = fs.JS
+	case MethodWasserstein:
+		fs.Score = fs.Wasserstein
+	default:
+		fs.Score = fs.PSI
+	}
+	return fs
 }
 
 // Report scores every kept window, newest first.

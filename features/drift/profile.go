@@ -8,6 +8,10 @@
 //
 // A feature's value in a row is its canonical value at the row's last step (a sequence model's
 // rows overlap step by step, so each step would otherwise count window-length times).
+//
+// A profile may also hold the model's outputs, each value of an answered row a column of its
+// own (OutputColumn): the reference of prediction drift, built by running the model on the
+// training rows (sidecar profile build -model).
 package drift
 
 import (
@@ -50,6 +54,26 @@ type Profile struct {
 	// Rows is the number of rows profiled.
 	Rows     int64       `json:"rows"`
 	Features []Reference `json:"features"`
+	// Outputs are the model's output columns over the same rows (OutputColumn names them); none
+	// when the profile was built without the model.
+	Outputs []Reference `json:"outputs,omitempty"`
+}
+
+// OutputColumn names the value i of a model output of width values per row: the output's name
+// when it has one value ("score"), else name[i] ("forecast[0]").
+func OutputColumn(output string, i, width int) string {
+	if width == 1 {
+		return output
+	}
+	return fmt.Sprintf("%s[%d]", output, i)
+}
+
+// columns are the profile's features, then its outputs.
+func (p *Profile) columns() []Reference {
+	if len(p.Outputs) == 0 {
+		return p.Features
+	}
+	return append(slices.Clip(p.Features), p.Outputs...)
 }
 
 // Reference is one feature's reference distribution.
@@ -97,11 +121,30 @@ func bin(edges []float64, v float64) int {
 
 // Builder accumulates training rows into a Profile. Not safe for concurrent use.
 type Builder struct {
-	spec   *features.Spec
-	bins   int
-	values [][]float64 // per feature, finite values
+	spec  *features.Spec
+	bins  int
+	feats columns // the features' last-step values
+	// outputs are the output columns (SetOutputs) and outs their accumulators.
+	outputs []string
+	outs    columns
+}
+
+// columns accumulates the finite values and the missing count of each of a set of columns.
+type columns struct {
+	values [][]float64
 	miss   []int64
 	rows   int64
+}
+
+func (c *columns) add(row []float32) {
+	for j, v := range row {
+		if f := float64(v); math.IsNaN(f) || math.IsInf(f, 0) {
+			c.miss[j]++
+		} else {
+			c.values[j] = append(c.values[j], f)
+		}
+	}
+	c.rows++
 }
 
 // NewBuilder makes a Builder of the spec's features with bins bins (0: DefaultBins).
@@ -113,7 +156,7 @@ func NewBuilder(spec *features.Spec, bins int) (*Builder, error) {
 		return nil, fmt.Errorf("drift: bins %d is not in 2..1000", bins)
 	}
 	w := spec.Width()
-	return &Builder{spec: spec, bins: bins, values: make([][]float64, w), miss: make([]int64, w)}, nil
+	return &Builder{spec: spec, bins: bins, feats: columns{values: make([][]float64, w), miss: make([]int64, w)}}, nil
 }
 
 // Add profiles canonical rows (Spec.Size() values each, as Spec.Canonicalize writes them).
@@ -123,58 +166,101 @@ func (b *Builder) Add(rows []float32) error {
 		return fmt.Errorf("drift: %d values are not whole rows of %d", len(rows), size)
 	}
 	for off := 0; off < len(rows); off += size {
-		last := rows[off+size-w : off+size]
-		for j, v := range last {
-			if f := float64(v); math.IsNaN(f) || math.IsInf(f, 0) {
-				b.miss[j]++
-			} else {
-				b.values[j] = append(b.values[j], f)
-			}
+		b.feats.add(rows[off+size-w : off+size])
+	}
+	return nil
+}
+
+// SetOutputs names the model's output columns (OutputColumn) that AddOutputs profiles, before the
+// first AddOutputs.
+func (b *Builder) SetOutputs(names []string) error {
+	if b.outs.rows > 0 {
+		return errors.New("drift: SetOutputs after AddOutputs")
+	}
+	seen := map[string]bool{}
+	for _, n := range names {
+		if n == "" || seen[n] {
+			return fmt.Errorf("drift: output column %q is empty or named twice", n)
 		}
-		b.rows++
+		seen[n] = true
+	}
+	b.outputs = slices.Clone(names)
+	b.outs = columns{values: make([][]float64, len(names)), miss: make([]int64, len(names))}
+	return nil
+}
+
+// AddOutputs profiles the model's answers: rows of one value per output column (SetOutputs).
+func (b *Builder) AddOutputs(rows []float32) error {
+	n := len(b.outputs)
+	if n == 0 {
+		return errors.New("drift: AddOutputs before SetOutputs")
+	}
+	if len(rows)%n != 0 {
+		return fmt.Errorf("drift: %d output values are not whole rows of %d", len(rows), n)
+	}
+	for off := 0; off < len(rows); off += n {
+		b.outs.add(rows[off : off+n])
 	}
 	return nil
 }
 
 // Profile returns the profile of the rows added.
 func (b *Builder) Profile() (*Profile, error) {
-	if b.rows == 0 {
+	if b.feats.rows == 0 {
 		return nil, errors.New("drift: no rows to profile")
 	}
-	p := &Profile{Version: ProfileVersion, Spec: b.spec.Name, Fingerprint: b.spec.Fingerprint(), Rows: b.rows}
+	p := &Profile{Version: ProfileVersion, Spec: b.spec.Name, Fingerprint: b.spec.Fingerprint(), Rows: b.feats.rows}
 	for j, f := range b.spec.Features {
-		vals := slices.Clone(b.values[j])
-		slices.Sort(vals)
-		r := Reference{Name: f.Name, Missing: b.miss[j]}
-		if len(vals) == 0 {
-			return nil, fmt.Errorf("drift: feature %s has no finite value in %d rows", f.Name, b.rows)
-		}
-		for i := 1; i < b.bins; i++ {
-			e := quantileSorted(vals, float64(i)/float64(b.bins))
-			if len(r.Edges) == 0 || e > r.Edges[len(r.Edges)-1] {
-				r.Edges = append(r.Edges, e)
-			}
-		}
-		r.Counts = make([]int64, len(r.Edges)+1)
-		var sum float64
-		for _, v := range vals {
-			r.Counts[bin(r.Edges, v)]++
-			sum += v
-		}
-		r.Min, r.Max = vals[0], vals[len(vals)-1]
-		r.Mean = sum / float64(len(vals))
-		var ss float64
-		for _, v := range vals {
-			ss += (v - r.Mean) * (v - r.Mean)
-		}
-		r.Std = math.Sqrt(ss / float64(len(vals)))
-		r.Quantiles = make([]float64, len(quantileLevels))
-		for i, q := range quantileLevels {
-			r.Quantiles[i] = quantileSorted(vals, q)
+		r, err := reference(f.Name, b.feats.values[j], b.feats.miss[j], b.bins)
+		if err != nil {
+			return nil, fmt.Errorf("drift: feature %s %w in %d rows", f.Name, err, b.feats.rows)
 		}
 		p.Features = append(p.Features, r)
 	}
+	if len(b.outputs) > 0 && b.outs.rows != b.feats.rows {
+		return nil, fmt.Errorf("drift: %d rows of outputs for %d rows of features: give AddOutputs the answer of every row", b.outs.rows, b.feats.rows)
+	}
+	for j, name := range b.outputs {
+		r, err := reference(name, b.outs.values[j], b.outs.miss[j], b.bins)
+		if err != nil {
+			return nil, fmt.Errorf("drift: output %s %w in %d rows", name, err, b.feats.rows)
+		}
+		p.Outputs = append(p.Outputs, r)
+	}
 	return p, nil
+}
+
+// reference is the Reference of one column's values (finite; sorted in place) and missing count.
+func reference(name string, vals []float64, missing int64, bins int) (Reference, error) {
+	slices.Sort(vals)
+	r := Reference{Name: name, Missing: missing}
+	if len(vals) == 0 {
+		return r, errors.New("has no finite value")
+	}
+	for i := 1; i < bins; i++ {
+		e := quantileSorted(vals, float64(i)/float64(bins))
+		if len(r.Edges) == 0 || e > r.Edges[len(r.Edges)-1] {
+			r.Edges = append(r.Edges, e)
+		}
+	}
+	r.Counts = make([]int64, len(r.Edges)+1)
+	var sum float64
+	for _, v := range vals {
+		r.Counts[bin(r.Edges, v)]++
+		sum += v
+	}
+	r.Min, r.Max = vals[0], vals[len(vals)-1]
+	r.Mean = sum / float64(len(vals))
+	var ss float64
+	for _, v := range vals {
+		ss += (v - r.Mean) * (v - r.Mean)
+	}
+	r.Std = math.Sqrt(ss / float64(len(vals)))
+	r.Quantiles = make([]float64, len(quantileLevels))
+	for i, q := range quantileLevels {
+		r.Quantiles[i] = quantileSorted(vals, q)
+	}
+	return r, nil
 }
 
 // quantileSorted is the q-quantile of sorted values, interpolated between closest ranks (numpy's
@@ -202,14 +288,42 @@ func (p *Profile) Check(spec *features.Spec) error {
 		return fmt.Errorf("drift: the profile has %d features, the spec %d", len(p.Features), spec.Width())
 	}
 	for j, r := range p.Features {
-		name := spec.Features[j].Name
-		switch {
-		case r.Name != name:
+		if name := spec.Features[j].Name; r.Name != name {
 			return fmt.Errorf("drift: profile feature %d is %q, the spec's is %q", j, r.Name, name)
+		}
+	}
+	seen := map[string]bool{}
+	for j, r := range p.columns() {
+		kind := "feature"
+		if j >= len(p.Features) {
+			kind = "output"
+		}
+		switch {
+		case seen[r.Name]:
+			return fmt.Errorf("drift: profile %s %s is named twice: the file is damaged", kind, r.Name)
 		case len(r.Counts) != len(r.Edges)+1 || !slices.IsSorted(r.Edges) || len(r.Quantiles) != len(quantileLevels):
-			return fmt.Errorf("drift: profile feature %s: %d counts for %d edges, %d quantiles: the file is damaged", name, len(r.Counts), len(r.Edges), len(r.Quantiles))
+			return fmt.Errorf("drift: profile %s %s: %d counts for %d edges, %d quantiles: the file is damaged", kind, r.Name, len(r.Counts), len(r.Edges), len(r.Quantiles))
 		case r.Total() == 0:
-			return fmt.Errorf("drift: profile feature %s has no values", name)
+			return fmt.Errorf("drift: profile %s %s has no values", kind, r.Name)
+		}
+		seen[r.Name] = true
+	}
+	return nil
+}
+
+// CheckOutputs verifies that the model answers every output column the profile holds: layout is
+// the model's output columns in the order of its answered rows (OutputColumn), nil when they have
+// no fixed layout.
+func (p *Profile) CheckOutputs(layout []string) error {
+	if len(p.Outputs) == 0 {
+		return nil
+	}
+	if layout == nil {
+		return fmt.Errorf("drift: the profile holds the outputs %s, and the model's answers have no fixed layout: build the profile without -model", p.Outputs[0].Name)
+	}
+	for _, r := range p.Outputs {
+		if !slices.Contains(layout, r.Name) {
+			return fmt.Errorf("drift: the profile holds output %s, which the model does not answer (its outputs: %v): build the profile with this model", r.Name, layout)
 		}
 	}
 	return nil

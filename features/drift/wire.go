@@ -85,14 +85,16 @@ type Scoring struct {
 	Thresholds map[string]float64 `json:"thresholds"`
 }
 
-// WireWindow is one window's sketches, one per feature in the profile's order.
+// WireWindow is one window's sketches, one per feature in the profile's order, and one per
+// output of the profile.
 type WireWindow struct {
 	Start    time.Time    `json:"start"`
 	End      time.Time    `json:"end"`
 	Features []WireSketch `json:"features"`
+	Outputs  []WireSketch `json:"outputs,omitempty"`
 }
 
-// WireSketch is one feature's Sketch in a window.
+// WireSketch is one feature's (or output's) Sketch in a window.
 type WireSketch struct {
 	Name string `json:"name"`
 	// Counts are the finite values per reference bin (the profile's Edges); Missing counts the
@@ -130,7 +132,7 @@ message Snapshot {
 message Scoring {
   int64 min_samples = 1;
   double share = 2;
-  map<string, string> methods = 3;     // feature -> psi | js | wasserstein
+  map<string, string> methods = 3;     // feature or output -> psi | js | wasserstein
   map<string, double> thresholds = 4;  // method -> threshold
 }
 
@@ -138,6 +140,7 @@ message Window {
   google.protobuf.Timestamp start = 1;
   google.protobuf.Timestamp end = 2;
   repeated FeatureSketch features = 3;  // the profile's features, in order
+  repeated FeatureSketch outputs = 4;   // the profile's outputs, in order
 }
 
 message FeatureSketch {
@@ -157,6 +160,9 @@ message Profile {
   string spec_fingerprint = 3;
   int64 rows = 4;
   repeated Reference features = 5;
+  // The model's output columns ("forecast[0]", "score"), when the profile was built with the
+  // model: the reference of prediction drift.
+  repeated Reference outputs = 6;
 }
 
 message Reference {
@@ -186,7 +192,7 @@ func (m *Monitor) Snapshot(model string) *Snapshot {
 // scoring is the monitor's Scoring: every feature's method and every method's threshold.
 func (m *Monitor) scoring() Scoring {
 	sc := Scoring{MinSamples: m.cfg.MinSamples, Share: m.cfg.Share, Methods: map[string]string{}, Thresholds: map[string]float64{}}
-	for _, r := range m.p.Features {
+	for _, r := range m.cols {
 		sc.Methods[r.Name] = MethodPSI
 		if mm, ok := m.cfg.Methods[r.Name]; ok {
 			sc.Methods[r.Name] = mm
@@ -231,10 +237,17 @@ func (sc Scoring) String() string {
 }
 
 func wireWindow(p *Profile, ws WindowSketches) WireWindow {
-	w := WireWindow{Start: ws.Start, End: ws.End, Features: make([]WireSketch, len(ws.Features))}
-	for j := range ws.Features {
-		s := &ws.Features[j]
-		w.Features[j] = WireSketch{Name: p.Features[j].Name, Counts: s.Counts, Missing: s.Missing, Sum: s.Sum, DDSketch: encodeDD(s.DD)}
+	wire := func(refs []Reference, sketches []Sketch) []WireSketch {
+		out := make([]WireSketch, len(sketches))
+		for j := range sketches {
+			s := &sketches[j]
+			out[j] = WireSketch{Name: refs[j].Name, Counts: s.Counts, Missing: s.Missing, Sum: s.Sum, DDSketch: encodeDD(s.DD)}
+		}
+		return out
+	}
+	w := WireWindow{Start: ws.Start, End: ws.End, Features: wire(p.Features, ws.Features)}
+	if len(ws.Outputs) > 0 {
+		w.Outputs = wire(p.Outputs, ws.Outputs)
 	}
 	return w
 }
@@ -363,13 +376,19 @@ func checkProfile(p *Profile) error {
 		return errors.New("drift: the snapshot's profile names no spec fingerprint (or not in UTF-8)")
 	case len(p.Features) == 0 || len(p.Features) > MaxFeatures:
 		return fmt.Errorf("drift: the snapshot's profile has %d features, want 1 to %d", len(p.Features), MaxFeatures)
+	case len(p.Outputs) > MaxFeatures:
+		return fmt.Errorf("drift: the snapshot's profile has %d outputs, want at most %d", len(p.Outputs), MaxFeatures)
 	case p.Rows < 0:
 		return fmt.Errorf("drift: the snapshot's profile has %d rows", p.Rows)
 	}
-	seen := make(map[string]bool, len(p.Features))
-	for j := range p.Features {
-		r := &p.Features[j]
+	cols := p.columns()
+	seen := make(map[string]bool, len(cols))
+	for j := range cols {
+		r := &cols[j]
 		bad := func(format string, a ...any) error {
+			if j >= len(p.Features) {
+				return fmt.Errorf("drift: the snapshot's profile, output %d %q: %s", j-len(p.Features), r.Name, fmt.Sprintf(format, a...))
+			}
 			return fmt.Errorf("drift: the snapshot's profile, feature %d %q: %s", j, r.Name, fmt.Sprintf(format, a...))
 		}
 		switch {
@@ -412,11 +431,12 @@ func sameProfile(a, b *Profile) bool {
 	if a == b {
 		return true
 	}
-	if a.Version != b.Version || a.Spec != b.Spec || a.Fingerprint != b.Fingerprint || a.Rows != b.Rows || len(a.Features) != len(b.Features) {
+	if a.Version != b.Version || a.Spec != b.Spec || a.Fingerprint != b.Fingerprint || a.Rows != b.Rows || len(a.Features) != len(b.Features) || len(a.Outputs) != len(b.Outputs) {
 		return false
 	}
-	for j := range a.Features {
-		x, y := &a.Features[j], &b.Features[j]
+	ac, bc := a.columns(), b.columns()
+	for j := range ac {
+		x, y := &ac[j], &bc[j]
 		if x.Name != y.Name || x.Missing != y.Missing || x.Min != y.Min || x.Max != y.Max || x.Mean != y.Mean || x.Std != y.Std ||
 			!slices.Equal(x.Edges, y.Edges) || !slices.Equal(x.Counts, y.Counts) || !slices.Equal(x.Quantiles, y.Quantiles) {
 			return false
@@ -465,18 +485,16 @@ func (s *Snapshot) sketches() ([]WindowSketches, error) {
 		if !w.End.After(w.Start) {
 			return nil, fmt.Errorf("drift: window %d ends at %s, not after its start %s", i, stamp(w.End), stamp(w.Start))
 		}
-		if len(w.Features) != len(p.Features) {
-			return nil, fmt.Errorf("drift: window %s has %d feature sketches, the profile %d features", stamp(w.Start), len(w.Features), len(p.Features))
+		ws := WindowSketches{Start: w.Start, End: w.End}
+		var err error
+		if ws.Features, err = decodeSketches(w, "feature", w.Features, p.Features); err != nil {
+			return nil, err
 		}
-		ws := WindowSketches{Start: w.Start, End: w.End, Features: make([]Sketch, len(p.Features))}
-		for j := range w.Features {
-			f := &w.Features[j]
-			if f.Name != p.Features[j].Name {
-				return nil, fmt.Errorf("drift: window %s: sketch %d is of feature %q, the profile's feature %d is %q", stamp(w.Start), j, f.Name, j, p.Features[j].Name)
-			}
-			var err error
-			if ws.Features[j], err = f.sketch(len(p.Features[j].Counts)); err != nil {
-				return nil, fmt.Errorf("drift: window %s, feature %s: %w", stamp(w.Start), f.Name, err)
+		// A window of a profile with outputs holds their sketches, or none (a node that does
+		// not observe its model's outputs).
+		if len(w.Outputs) > 0 {
+			if ws.Outputs, err = decodeSketches(w, "output", w.Outputs, p.Outputs); err != nil {
+				return nil, err
 			}
 		}
 		out = append(out, ws)
@@ -488,6 +506,26 @@ func (s *Snapshot) sketches() ([]WindowSketches, error) {
 				return nil, fmt.Errorf("drift: the snapshot has two windows starting at %s", stamp(older.Start))
 			}
 			return nil, fmt.Errorf("drift: the snapshot's windows %s..%s and %s..%s overlap", stamp(older.Start), stamp(older.End), stamp(newer.Start), stamp(newer.End))
+		}
+	}
+	return out, nil
+}
+
+// decodeSketches decodes and checks a window's sketches of one kind (feature, output), one per
+// reference in refs.
+func decodeSketches(w *WireWindow, kind string, wire []WireSketch, refs []Reference) ([]Sketch, error) {
+	if len(wire) != len(refs) {
+		return nil, fmt.Errorf("drift: window %s has %d %s sketches, the profile %d %ss", stamp(w.Start), len(wire), kind, len(refs), kind)
+	}
+	out := make([]Sketch, len(refs))
+	for j := range wire {
+		f := &wire[j]
+		if f.Name != refs[j].Name {
+			return nil, fmt.Errorf("drift: window %s: sketch %d is of %s %q, the profile's %s %d is %q", stamp(w.Start), j, kind, f.Name, kind, j, refs[j].Name)
+		}
+		var err error
+		if out[j], err = f.sketch(len(refs[j].Counts)); err != nil {
+			return nil, fmt.Errorf("drift: window %s, %s %s: %w", stamp(w.Start), kind, f.Name, err)
 		}
 	}
 	return out, nil
@@ -544,10 +582,25 @@ func Merge(snaps []*Snapshot) (*Snapshot, error) {
 				return nil, fmt.Errorf("drift: the window starting at %s ends at %s in %s, at %s in %s: the nodes' drift.window differ; give them one",
 					stamp(w.Start), stamp(g.ws.End), g.from, stamp(w.End), name)
 			}
-			for j := range w.Features {
-				a, b := &g.ws.Features[j], &w.Features[j]
+			// Output sketches merge where both have them; a window of a node that did not
+			// observe outputs leaves them out, and the merged window keeps the others'.
+			if len(g.ws.Outputs) == 0 && len(w.Outputs) > 0 {
+				g.ws.Outputs = w.Outputs
+				w.Outputs = nil
+			}
+			cols := first.Profile.columns()
+			for j := range cols {
+				var a, b *Sketch
+				switch k := j - len(w.Features); {
+				case k < 0:
+					a, b = &g.ws.Features[j], &w.Features[j]
+				case k < len(w.Outputs):
+					a, b = &g.ws.Outputs[k], &w.Outputs[k]
+				default:
+					continue
+				}
 				if a.Rows() > MaxRows-b.Rows() {
-					return nil, fmt.Errorf("drift: the window starting at %s holds more than %d rows of feature %s", stamp(w.Start), int64(MaxRows), first.Profile.Features[j].Name)
+					return nil, fmt.Errorf("drift: the window starting at %s holds more than %d rows of %s", stamp(w.Start), int64(MaxRows), cols[j].Name)
 				}
 				if err := a.Merge(b); err != nil {
 					return nil, fmt.Errorf("drift: merging %s's window %s: %w", name, stamp(w.Start), err)

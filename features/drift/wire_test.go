@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -44,14 +45,16 @@ func withMissing(data []float32, w, j int) []float32 {
 }
 
 // sameSketches fails unless a and b hold the same rows: counts, missing values, DDSketch counts
-// and every quantile of the Wasserstein grid, to the bit; sums up to rounding.
+// and every quantile of the Wasserstein grid, to the bit; sums up to rounding. Features and
+// outputs alike.
 func sameSketches(t *testing.T, what string, a, b WindowSketches) {
 	t.Helper()
-	if !a.Start.Equal(b.Start) || !a.End.Equal(b.End) || len(a.Features) != len(b.Features) {
-		t.Fatalf("%s: window %v..%v (%d features) vs %v..%v (%d)", what, a.Start, a.End, len(a.Features), b.Start, b.End, len(b.Features))
+	if !a.Start.Equal(b.Start) || !a.End.Equal(b.End) || len(a.Features) != len(b.Features) || len(a.Outputs) != len(b.Outputs) {
+		t.Fatalf("%s: window %v..%v (%d features, %d outputs) vs %v..%v (%d, %d)", what, a.Start, a.End, len(a.Features), len(a.Outputs), b.Start, b.End, len(b.Features), len(b.Outputs))
 	}
-	for j := range a.Features {
-		x, y := &a.Features[j], &b.Features[j]
+	xs, ys := append(slices.Clip(a.Features), a.Outputs...), append(slices.Clip(b.Features), b.Outputs...)
+	for j := range xs {
+		x, y := &xs[j], &ys[j]
 		if !equalInts(x.Counts, y.Counts) || x.Missing != y.Missing || x.DD.GetCount() != y.DD.GetCount() || x.DD.GetZeroCount() != y.DD.GetZeroCount() {
 			t.Fatalf("%s feature %d: counts %v missing %d dd %v vs %v %d %v", what, j, x.Counts, x.Missing, x.DD.GetCount(), y.Counts, y.Missing, y.DD.GetCount())
 		}
@@ -77,11 +80,12 @@ func sameReports(t *testing.T, got, want []WindowReport) {
 	for i := range want {
 		g, w := got[i], want[i]
 		if !g.Start.Equal(w.Start) || !g.End.Equal(w.End) || g.Rows != w.Rows || g.Verdict != w.Verdict || g.Drifted != w.Drifted ||
-			g.Share != w.Share || g.ModelDrifted != w.ModelDrifted || len(g.Features) != len(w.Features) {
+			g.Share != w.Share || g.ModelDrifted != w.ModelDrifted || len(g.Features) != len(w.Features) || len(g.Outputs) != len(w.Outputs) {
 			t.Fatalf("window %d: %+v\nwant %+v", i, g, w)
 		}
-		for j := range w.Features {
-			a, b := g.Features[j], w.Features[j]
+		gs, ws := append(slices.Clip(g.Features), g.Outputs...), append(slices.Clip(w.Features), w.Outputs...)
+		for j := range ws {
+			a, b := gs[j], ws[j]
 			same := a.Name == b.Name && a.Rows == b.Rows && a.Missing == b.Missing && a.Method == b.Method && a.Drifted == b.Drifted
 			for _, pair := range [][2]float64{{a.MissingRate, b.MissingRate}, {a.RefMissingRate, b.RefMissingRate}, {a.MissingChange, b.MissingChange},
 				{a.PSI, b.PSI}, {a.JS, b.JS}, {a.Wasserstein, b.Wasserstein}, {a.Threshold, b.Threshold}, {a.Score, b.Score}} {
@@ -94,27 +98,78 @@ func sameReports(t *testing.T, got, want []WindowReport) {
 	}
 }
 
+// testOutputs are the output columns of the tests' profiles with outputs: "out[0]" answers a
+// row's feature 2, "out[1]" its feature 0 (answers rowOutputs gives, in the layout testLayout).
+var (
+	testOutputs = []string{"out[0]", "out[1]"}
+	testLayout  = []string{"out[1]", "other", "out[0]"}
+)
+
+// rowOutputs is the model's answer to each of the rows of w features, in the layout testLayout.
+func rowOutputs(data []float32, w int) [][]float32 {
+	out := make([][]float32, len(data)/w)
+	for i := range out {
+		out[i] = []float32{data[i*w], 42, data[i*w+2]}
+	}
+	return out
+}
+
+// profileWithOutputs is profileOf's profile with the outputs testOutputs.
+func profileWithOutputs(t testing.TB, spec *features.Spec, n int) *Profile {
+	t.Helper()
+	b, err := NewBuilder(spec, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.SetOutputs(testOutputs); err != nil {
+		t.Fatal(err)
+	}
+	w := spec.Width()
+	data := rows(rand.New(rand.NewPCG(1, 1)), n, w, -1, 0)
+	if err := b.Add(data); err != nil {
+		t.Fatal(err)
+	}
+	outs := make([]float32, 0, 2*n)
+	for _, o := range rowOutputs(data, w) {
+		outs = append(outs, o[2], o[0])
+	}
+	if err := b.AddOutputs(outs); err != nil {
+		t.Fatal(err)
+	}
+	p, err := b.Profile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // fleet is one monitor of every row and three "nodes" with a share each, over three windows:
 // the oldest has 3000 rows on nodes 1 and 2 (feature 1 partly missing), the next 2500 on node 0
 // alone, the newest 1000, 4000 and 4000 (feature 2 shifted by 0.7 sd, feature 5 partly missing).
+// When p has outputs, the monitors observe the rows' answers (rowOutputs) too.
 func fleet(t *testing.T, p *Profile, w int) (one *Monitor, nodes []*Monitor) {
 	t.Helper()
-	one, oneNow := clockMonitor(t, p, Config{})
+	var cfg Config
+	if len(p.Outputs) > 0 {
+		cfg.Outputs = testLayout
+	}
+	one, oneNow := clockMonitor(t, p, cfg)
 	var nows []*time.Time
 	for range 3 {
-		m, now := clockMonitor(t, p, Config{})
+		m, now := clockMonitor(t, p, cfg)
 		nodes, nows = append(nodes, m), append(nows, now)
 	}
 	observe := func(start time.Time, data []float32, split []int) {
 		*oneNow = start.Add(time.Minute)
-		one.Observe(data, w)
+		outs := rowOutputs(data, w)
+		one.Observe(data, w, outs)
 		lo := 0
 		for i, n := range split {
 			if n == 0 {
 				continue
 			}
 			*nows[i] = start.Add(time.Duration(i+1) * time.Second)
-			nodes[i].Observe(data[lo*w:(lo+n)*w], w)
+			nodes[i].Observe(data[lo*w:(lo+n)*w], w, outs[lo:lo+n])
 			lo += n
 		}
 	}
@@ -130,7 +185,7 @@ func fleet(t *testing.T, p *Profile, w int) (one *Monitor, nodes []*Monitor) {
 // some nodes lack kept, and scores equal to the bit to the one monitor's own.
 func TestSnapshotMergeIsExact(t *testing.T) {
 	spec := anomalySpec(t)
-	p := profileOf(t, spec, 5000)
+	p := profileWithOutputs(t, spec, 5000)
 	w := spec.Width()
 	one, nodes := fleet(t, p, w)
 
@@ -180,6 +235,10 @@ func TestSnapshotMergeIsExact(t *testing.T) {
 	if r := reports[0]; r.Rows != 9000 || !r.Verdict || !r.Features[2].Drifted || r.Features[5].Missing == 0 {
 		t.Errorf("newest window: %d rows, verdict %v, feature 2 drifted %v, feature 5 missing %d", r.Rows, r.Verdict, r.Features[2].Drifted, r.Features[5].Missing)
 	}
+	// The outputs: out[0] answers feature 2 and drifted with it; out[1] did not.
+	if o := reports[0].Outputs; len(o) != 2 || o[0].Name != "out[0]" || !o[0].Drifted || o[1].Drifted || o[0].Rows != 9000 || o[0].PSI != reports[0].Features[2].PSI {
+		t.Errorf("newest window's outputs: %+v", o)
+	}
 	if reports[1].Rows != 2500 || reports[2].Rows != 3000 {
 		t.Errorf("older windows: %d and %d rows, want 2500 (node 0 alone) and 3000", reports[1].Rows, reports[2].Rows)
 	}
@@ -210,7 +269,7 @@ func TestScoreSnapshotSettings(t *testing.T) {
 	p := profileOf(t, spec, 5000)
 	w := spec.Width()
 	m, _ := clockMonitor(t, p, Config{MinSamples: 10, Methods: map[string]string{p.Features[2].Name: MethodJS}, Thresholds: map[string]float64{MethodJS: 0.05}})
-	m.Observe(rows(rand.New(rand.NewPCG(1, 9)), 400, w, 2, 0.5), w)
+	m.Observe(rows(rand.New(rand.NewPCG(1, 9)), 400, w, 2, 0.5), w, nil)
 	s := m.Snapshot("anomaly")
 	if s.Scoring.MinSamples != 10 || s.Scoring.Methods[p.Features[2].Name] != MethodJS || s.Scoring.Methods[p.Features[0].Name] != MethodPSI ||
 		s.Scoring.Thresholds[MethodJS] != 0.05 || s.Scoring.Thresholds[MethodPSI] != DefaultPSIThreshold || s.Scoring.Share != DefaultShare {
@@ -237,7 +296,7 @@ func TestScoreSnapshotSettings(t *testing.T) {
 // JSON's keys are snake_case; the protobuf encoding is stable.
 func TestSnapshotRoundTrips(t *testing.T) {
 	spec := anomalySpec(t)
-	p := profileOf(t, spec, 2000)
+	p := profileWithOutputs(t, spec, 2000)
 	_, nodes := fleet(t, p, spec.Width())
 	s := nodes[1].Snapshot("anomaly")
 	pb, err := s.MarshalProto()
@@ -300,11 +359,12 @@ func snapshotDiff(a, b *Snapshot) string {
 	}
 	for i := range a.Windows {
 		x, y := &a.Windows[i], &b.Windows[i]
-		if !x.Start.Equal(y.Start) || !x.End.Equal(y.End) || len(x.Features) != len(y.Features) {
+		if !x.Start.Equal(y.Start) || !x.End.Equal(y.End) || len(x.Features) != len(y.Features) || len(x.Outputs) != len(y.Outputs) {
 			return "window " + x.Start.String() + " differs"
 		}
-		for j := range x.Features {
-			f, g := &x.Features[j], &y.Features[j]
+		xs, ys := append(slices.Clip(x.Features), x.Outputs...), append(slices.Clip(y.Features), y.Outputs...)
+		for j := range xs {
+			f, g := &xs[j], &ys[j]
 			if f.Name != g.Name || !equalInts(f.Counts, g.Counts) || f.Missing != g.Missing || f.Sum != g.Sum || !bytes.Equal(f.DDSketch, g.DDSketch) {
 				return "window " + x.Start.String() + " feature " + f.Name + " differs"
 			}
@@ -326,7 +386,7 @@ func TestSnapshotSchema(t *testing.T) {
 	}
 	md := files[0].Messages().ByName("Snapshot")
 	spec := anomalySpec(t)
-	p := profileOf(t, spec, 2000)
+	p := profileWithOutputs(t, spec, 2000)
 	_, nodes := fleet(t, p, spec.Width())
 	s := nodes[2].Snapshot("anomaly")
 	b, err := s.MarshalProto()
@@ -363,6 +423,12 @@ func TestSnapshotSchema(t *testing.T) {
 	if q := get(get(msg, "profile").Message(), "features").List().Get(1).Message(); get(q, "quantiles").List().Len() != len(quantileLevels) {
 		t.Errorf("profile feature 1: %v", q)
 	}
+	if q := get(get(msg, "profile").Message(), "outputs").List(); q.Len() != 2 || get(q.Get(1).Message(), "name").String() != "out[1]" {
+		t.Errorf("profile outputs: %v", q)
+	}
+	if o := get(w0, "outputs").List(); o.Len() != 2 || get(o.Get(0).Message(), "counts").List().Len() != len(s.Windows[0].Outputs[0].Counts) {
+		t.Errorf("window 0 outputs: %v", o)
+	}
 	if th := get(get(msg, "scoring").Message(), "thresholds").Map(); th.Get(protoreflect.ValueOfString(MethodPSI).MapKey()).Float() != DefaultPSIThreshold {
 		t.Errorf("scoring thresholds: %v", th)
 	}
@@ -398,7 +464,7 @@ func TestMergeRefuses(t *testing.T) {
 	snap := func(p *Profile, cfg Config, model, source string, at time.Duration) *Snapshot {
 		m, now := clockMonitor(t, p, cfg)
 		*now = t0.Add(at)
-		m.Observe(data, w)
+		m.Observe(data, w, nil)
 		s := m.Snapshot(model)
 		s.Source = source
 		return s
@@ -459,9 +525,9 @@ func TestSnapshotDamage(t *testing.T) {
 	p := profileOf(t, spec, 2000)
 	w := spec.Width()
 	m, now := clockMonitor(t, p, Config{})
-	m.Observe(rows(rand.New(rand.NewPCG(4, 4)), 300, w, -1, 0), w)
+	m.Observe(rows(rand.New(rand.NewPCG(4, 4)), 300, w, -1, 0), w, nil)
 	*now = t0.Add(DefaultWindow)
-	m.Observe(rows(rand.New(rand.NewPCG(4, 5)), 300, w, -1, 0), w)
+	m.Observe(rows(rand.New(rand.NewPCG(4, 5)), 300, w, -1, 0), w, nil)
 	finer, _ := ddsketch.LogCollapsingLowestDenseDDSketch(0.01, SketchBins)
 	finer.Add(1)
 	wider := newSketch(0).DD
@@ -519,9 +585,9 @@ func FuzzUnmarshalSnapshotProto(f *testing.F) {
 	spec := anomalySpec(f)
 	p := profileOf(f, spec, 500)
 	m, now := clockMonitor(f, p, Config{})
-	m.Observe(withMissing(rows(rand.New(rand.NewPCG(5, 5)), 8, spec.Width(), -1, 0), spec.Width(), 2), spec.Width())
+	m.Observe(withMissing(rows(rand.New(rand.NewPCG(5, 5)), 8, spec.Width(), -1, 0), spec.Width(), 2), spec.Width(), nil)
 	*now = t0.Add(DefaultWindow)
-	m.Observe(rows(rand.New(rand.NewPCG(5, 6)), 2, spec.Width(), -1, 0), spec.Width())
+	m.Observe(rows(rand.New(rand.NewPCG(5, 6)), 2, spec.Width(), -1, 0), spec.Width(), nil)
 	b, err := m.Snapshot("anomaly").MarshalProto()
 	f.Logf("seed: %d bytes", len(b))
 	if err != nil {

@@ -19,9 +19,9 @@ import (
 const (
 	snapModel, snapSpec, snapFingerprint, snapProfile, snapScoring, snapWindows     protowire.Number = 1, 2, 3, 4, 5, 6
 	scMinSamples, scShare, scMethods, scThresholds                                  protowire.Number = 1, 2, 3, 4
-	winStart, winEnd, winFeatures                                                   protowire.Number = 1, 2, 3
+	winStart, winEnd, winFeatures, winOutputs                                       protowire.Number = 1, 2, 3, 4
 	skName, skCounts, skMissing, skSum, skDD                                        protowire.Number = 1, 2, 3, 4, 5
-	prVersion, prSpec, prFingerprint, prRows, prFeatures                            protowire.Number = 1, 2, 3, 4, 5
+	prVersion, prSpec, prFingerprint, prRows, prFeatures, prOutputs                 protowire.Number = 1, 2, 3, 4, 5, 6
 	refName, refEdges, refCounts, refMissing, refMin, refMax, refMean, refStd, refQ protowire.Number = 1, 2, 3, 4, 5, 6, 7, 8, 9
 	// google.protobuf.Timestamp, and a map's entry
 	tsSeconds, tsNanos protowire.Number = 1, 2
@@ -42,18 +42,10 @@ func (s *Snapshot) MarshalProto() ([]byte, error) {
 			e.str(prFingerprint, p.Fingerprint)
 			e.varint(prRows, uint64(p.Rows))
 			for j := range p.Features {
-				r := &p.Features[j]
-				e.msg(prFeatures, func(e *encoder) {
-					e.str(refName, r.Name)
-					e.doubles(refEdges, r.Edges)
-					e.int64s(refCounts, r.Counts)
-					e.varint(refMissing, uint64(r.Missing))
-					e.double(refMin, r.Min)
-					e.double(refMax, r.Max)
-					e.double(refMean, r.Mean)
-					e.double(refStd, r.Std)
-					e.doubles(refQ, r.Quantiles)
-				})
+				e.reference(prFeatures, &p.Features[j])
+			}
+			for j := range p.Outputs {
+				e.reference(prOutputs, &p.Outputs[j])
 			}
 		})
 	}
@@ -74,17 +66,10 @@ func (s *Snapshot) MarshalProto() ([]byte, error) {
 			e.timestamp(winStart, w.Start)
 			e.timestamp(winEnd, w.End)
 			for j := range w.Features {
-				f := &w.Features[j]
-				e.msg(winFeatures, func(e *encoder) {
-					e.str(skName, f.Name)
-					e.int64s(skCounts, f.Counts)
-					e.varint(skMissing, uint64(f.Missing))
-					e.double(skSum, f.Sum)
-					if len(f.DDSketch) > 0 {
-						e.b = protowire.AppendTag(e.b, skDD, protowire.BytesType)
-						e.b = protowire.AppendBytes(e.b, f.DDSketch)
-					}
-				})
+				e.sketch(winFeatures, &w.Features[j])
+			}
+			for j := range w.Outputs {
+				e.sketch(winOutputs, &w.Outputs[j])
 			}
 		})
 	}
@@ -92,6 +77,33 @@ func (s *Snapshot) MarshalProto() ([]byte, error) {
 		return nil, e.err
 	}
 	return e.b, nil
+}
+
+func (e *encoder) reference(n protowire.Number, r *Reference) {
+	e.msg(n, func(e *encoder) {
+		e.str(refName, r.Name)
+		e.doubles(refEdges, r.Edges)
+		e.int64s(refCounts, r.Counts)
+		e.varint(refMissing, uint64(r.Missing))
+		e.double(refMin, r.Min)
+		e.double(refMax, r.Max)
+		e.double(refMean, r.Mean)
+		e.double(refStd, r.Std)
+		e.doubles(refQ, r.Quantiles)
+	})
+}
+
+func (e *encoder) sketch(n protowire.Number, f *WireSketch) {
+	e.msg(n, func(e *encoder) {
+		e.str(skName, f.Name)
+		e.int64s(skCounts, f.Counts)
+		e.varint(skMissing, uint64(f.Missing))
+		e.double(skSum, f.Sum)
+		if len(f.DDSketch) > 0 {
+			e.b = protowire.AppendTag(e.b, skDD, protowire.BytesType)
+			e.b = protowire.AppendBytes(e.b, f.DDSketch)
+		}
+	})
 }
 
 // encoder appends fields in proto3's form: zero scalars omitted, repeated scalars packed.
@@ -221,12 +233,16 @@ func decodeProfileField(p *Profile, f field) error {
 		return f.str(&p.Fingerprint)
 	case prRows:
 		return f.int64(&p.Rows)
-	case prFeatures:
-		if len(p.Features) >= MaxFeatures {
-			return fmt.Errorf("profile: more than %d features", MaxFeatures)
+	case prFeatures, prOutputs:
+		list, kind := &p.Features, "features"
+		if f.num == prOutputs {
+			list, kind = &p.Outputs, "outputs"
 		}
-		p.Features = append(p.Features, Reference{})
-		r := &p.Features[len(p.Features)-1]
+		if len(*list) >= MaxFeatures {
+			return fmt.Errorf("profile: more than %d %s", MaxFeatures, kind)
+		}
+		*list = append(*list, Reference{})
+		r := &(*list)[len(*list)-1]
 		return f.msg(func(f field) error {
 			switch f.num {
 			case refName:
@@ -311,12 +327,16 @@ func decodeWindowField(w *WireWindow, f field) error {
 		return f.timestamp(&w.Start)
 	case winEnd:
 		return f.timestamp(&w.End)
-	case winFeatures:
-		if len(w.Features) >= MaxFeatures {
-			return fmt.Errorf("window: more than %d features", MaxFeatures)
+	case winFeatures, winOutputs:
+		list, kind := &w.Features, "features"
+		if f.num == winOutputs {
+			list, kind = &w.Outputs, "outputs"
 		}
-		w.Features = append(w.Features, WireSketch{})
-		s := &w.Features[len(w.Features)-1]
+		if len(*list) >= MaxFeatures {
+			return fmt.Errorf("window: more than %d %s", MaxFeatures, kind)
+		}
+		*list = append(*list, WireSketch{})
+		s := &(*list)[len(*list)-1]
 		return f.msg(func(f field) error {
 			switch f.num {
 			case skName:

@@ -25,7 +25,7 @@ type driftObserver struct {
 func (d *driftObserver) ObserveRows(t proxy.Target, inputs []float32, outputs [][]float32) {
 	info := t.Info()
 	if m := (*d.monitors.Load())[info.Name]; m != nil {
-		m.Observe(inputs, info.Spec.Size())
+		m.Observe(inputs, info.Spec.Size(), outputs)
 	}
 	if d.next != nil {
 		d.next.ObserveRows(t, inputs, outputs)
@@ -60,12 +60,16 @@ func (l *loader) monitors(targets map[string]proxy.Target, old map[string]monito
 		spec := t.Info().Spec
 		dc := l.cfg.DriftConfig(mc)
 		dc.Now = nil
+		dc.Outputs = outputColumns(t.Info().Outputs)
 		mo := monitored{profile: sha256.Sum256(b), spec: spec.Fingerprint(), cfg: dc}
 		if o, ok := old[mc.Name]; ok && o.profile == mo.profile && o.spec == mo.spec && reflect.DeepEqual(o.cfg, dc) {
 			out[mc.Name] = o
 			continue
 		}
 		p, err := drift.ReadProfile(bytes.NewReader(b), spec)
+		if err == nil {
+			err = p.CheckOutputs(dc.Outputs)
+		}
 		if err != nil {
 			return nil, modelError(l.cfg, i, fmt.Errorf("drift.profile %s: %w", mc.Drift.Profile, err))
 		}
@@ -75,6 +79,21 @@ func (l *loader) monitors(targets map[string]proxy.Target, old map[string]monito
 		out[mc.Name] = mo
 	}
 	return out, nil
+}
+
+// outputColumns names the values of a target's answered rows (drift.OutputColumn); nil when an
+// output has no fixed width (a legacy forecast's predictions).
+func outputColumns(outs []proxy.Output) []string {
+	var cols []string
+	for _, o := range outs {
+		if o.Width <= 0 {
+			return nil
+		}
+		for i := range o.Width {
+			cols = append(cols, drift.OutputColumn(o.Name, i, o.Width))
+		}
+	}
+	return cols
 }
 
 // setMonitors hands the monitors to the row observer and the exporter.

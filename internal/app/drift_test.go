@@ -71,14 +71,25 @@ models:
     path: embedded:models/anomaly.onnx
     spec: embedded:specs/anomaly.yaml
     drift: {profile: %s}
+  - name: anomaly-ref
+    task: anomaly
+    path: embedded:models/anomaly.onnx
+    spec: embedded:specs/anomaly.yaml
+    drift: {profile: embedded:models/anomaly.profile}
 drift: {min_samples: 100}
 `, path)
 	a, client := startYAML(t, "drift.yaml", yaml)
 	ctx := context.Background()
 	const calls = 300
 	for i := range calls {
-		if _, err := client.DetectAnomaly(ctx, &aipb.AnomalyRequest{VmId: fmt.Sprintf("vm-%d", i), CurrentMetrics: metricsRow(r, 20)}); err != nil {
+		m := metricsRow(r, 20)
+		if _, err := client.DetectAnomaly(ctx, &aipb.AnomalyRequest{VmId: fmt.Sprintf("vm-%d", i), CurrentMetrics: m}); err != nil {
 			t.Fatal(err)
+		}
+		if i < calls/2 { // the model whose profile holds its outputs (the training data's)
+			if _, err := client.DetectAnomaly(ctx, &aipb.AnomalyRequest{VmId: fmt.Sprintf("vm-%d", i), CurrentMetrics: m, Model: "anomaly-ref"}); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	mfs, err := a.Registry.Gather()
@@ -86,6 +97,7 @@ drift: {min_samples: 100}
 		t.Fatal(err)
 	}
 	psi := map[string]float64{}
+	predRows := map[string]float64{}
 	var drifted float64
 	var histCount uint64
 	for _, mf := range mfs {
@@ -94,7 +106,15 @@ drift: {min_samples: 100}
 			for _, l := range m.GetLabel() {
 				labels[l.GetName()] = l.GetValue()
 			}
+			if labels["model"] == "anomaly-ref" {
+				if mf.GetName() == "model_prediction_drift_window_rows" {
+					predRows[labels["output"]] = m.GetGauge().GetValue()
+				}
+				continue
+			}
 			switch mf.GetName() {
+			case "model_prediction_drift_score", "model_prediction_drift_window_rows":
+				t.Errorf("%s of model anomaly, whose profile holds no output", mf.GetName())
 			case "model_data_drift_score":
 				if labels["method"] == drift.MethodPSI {
 					psi[labels["feature"]] = m.GetGauge().GetValue()
@@ -117,4 +137,13 @@ drift: {min_samples: 100}
 		}
 	}
 	t.Logf("PSI after %d calls with cpu moved 2 sd: %v", calls, psi)
+	// The answers of the model whose profile holds its outputs: each class probability's values.
+	if len(predRows) != 7 {
+		t.Fatalf("model_prediction_drift_window_rows of anomaly-ref: %v; want the 7 class probabilities", predRows)
+	}
+	for out, n := range predRows {
+		if n != calls/2 {
+			t.Errorf("output %s: %v values, want one per call (%d)", out, n, calls/2)
+		}
+	}
 }

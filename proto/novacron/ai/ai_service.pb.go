@@ -28,6 +28,195 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Added: one truth. Either an anomaly label (vm_id, is_anomaly) or a placement label
+// (workload_id and node_id).
+type Label struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The model whose answers it scores; empty: every model of the label's task (anomaly or
+	// placement) that answered for the VM or workload.
+	Model string `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	// Anomaly label: the VM, and whether it really was anomalous.
+	VmId      string `protobuf:"bytes,2,opt,name=vm_id,json=vmId,proto3" json:"vm_id,omitempty"`
+	IsAnomaly bool   `protobuf:"varint,3,opt,name=is_anomaly,json=isAnomaly,proto3" json:"is_anomaly,omitempty"`
+	// Placement label: the workload, and the node that was right for it.
+	WorkloadId string `protobuf:"bytes,4,opt,name=workload_id,json=workloadId,proto3" json:"workload_id,omitempty"`
+	NodeId     string `protobuf:"bytes,5,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// When the truth held, Unix time in milliseconds; 0: when the sidecar receives it.
+	TimestampMs   int64 `protobuf:"varint,6,opt,name=timestamp_ms,json=timestampMs,proto3" json:"timestamp_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Label) Reset() {
+	*x = Label{}
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Label) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Label) ProtoMessage() {}
+
+func (x *Label) ProtoReflect() protoreflect.Message {
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Label.ProtoReflect.Descriptor instead.
+func (*Label) Descriptor() ([]byte, []int) {
+	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Label) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *Label) GetVmId() string {
+	if x != nil {
+		return x.VmId
+	}
+	return ""
+}
+
+func (x *Label) GetIsAnomaly() bool {
+	if x != nil {
+		return x.IsAnomaly
+	}
+	return false
+}
+
+func (x *Label) GetWorkloadId() string {
+	if x != nil {
+		return x.WorkloadId
+	}
+	return ""
+}
+
+func (x *Label) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *Label) GetTimestampMs() int64 {
+	if x != nil {
+		return x.TimestampMs
+	}
+	return 0
+}
+
+type PushLabelsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Labels        []*Label               `protobuf:"bytes,1,rep,name=labels,proto3" json:"labels,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushLabelsRequest) Reset() {
+	*x = PushLabelsRequest{}
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushLabelsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushLabelsRequest) ProtoMessage() {}
+
+func (x *PushLabelsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushLabelsRequest.ProtoReflect.Descriptor instead.
+func (*PushLabelsRequest) Descriptor() ([]byte, []int) {
+	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PushLabelsRequest) GetLabels() []*Label {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+type PushLabelsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Labels received and valid.
+	Accepted int64 `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	// Labels joined with an answer and scored (by at least one model).
+	Joined        int64 `protobuf:"varint,2,opt,name=joined,proto3" json:"joined,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushLabelsResponse) Reset() {
+	*x = PushLabelsResponse{}
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushLabelsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushLabelsResponse) ProtoMessage() {}
+
+func (x *PushLabelsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushLabelsResponse.ProtoReflect.Descriptor instead.
+func (*PushLabelsResponse) Descriptor() ([]byte, []int) {
+	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PushLabelsResponse) GetAccepted() int64 {
+	if x != nil {
+		return x.Accepted
+	}
+	return 0
+}
+
+func (x *PushLabelsResponse) GetJoined() int64 {
+	if x != nil {
+		return x.Joined
+	}
+	return 0
+}
+
 type MetricsSample struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	VmId  string                 `protobuf:"bytes,1,opt,name=vm_id,json=vmId,proto3" json:"vm_id,omitempty"`
@@ -40,7 +229,7 @@ type MetricsSample struct {
 
 func (x *MetricsSample) Reset() {
 	*x = MetricsSample{}
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[0]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -52,7 +241,7 @@ func (x *MetricsSample) String() string {
 func (*MetricsSample) ProtoMessage() {}
 
 func (x *MetricsSample) ProtoReflect() protoreflect.Message {
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[0]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -65,7 +254,7 @@ func (x *MetricsSample) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricsSample.ProtoReflect.Descriptor instead.
 func (*MetricsSample) Descriptor() ([]byte, []int) {
-	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{0}
+	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *MetricsSample) GetVmId() string {
@@ -98,7 +287,7 @@ type PushMetricsRequest struct {
 
 func (x *PushMetricsRequest) Reset() {
 	*x = PushMetricsRequest{}
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[1]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -110,7 +299,7 @@ func (x *PushMetricsRequest) String() string {
 func (*PushMetricsRequest) ProtoMessage() {}
 
 func (x *PushMetricsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[1]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -123,7 +312,7 @@ func (x *PushMetricsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushMetricsRequest.ProtoReflect.Descriptor instead.
 func (*PushMetricsRequest) Descriptor() ([]byte, []int) {
-	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{1}
+	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *PushMetricsRequest) GetSamples() []*MetricsSample {
@@ -143,7 +332,7 @@ type PushMetricsResponse struct {
 
 func (x *PushMetricsResponse) Reset() {
 	*x = PushMetricsResponse{}
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[2]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -155,7 +344,7 @@ func (x *PushMetricsResponse) String() string {
 func (*PushMetricsResponse) ProtoMessage() {}
 
 func (x *PushMetricsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[2]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -168,7 +357,7 @@ func (x *PushMetricsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushMetricsResponse.ProtoReflect.Descriptor instead.
 func (*PushMetricsResponse) Descriptor() ([]byte, []int) {
-	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{2}
+	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PushMetricsResponse) GetAccepted() int64 {
@@ -196,7 +385,7 @@ type BandwidthRequest struct {
 
 func (x *BandwidthRequest) Reset() {
 	*x = BandwidthRequest{}
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[3]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -208,7 +397,7 @@ func (x *BandwidthRequest) String() string {
 func (*BandwidthRequest) ProtoMessage() {}
 
 func (x *BandwidthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[3]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -221,7 +410,7 @@ func (x *BandwidthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BandwidthRequest.ProtoReflect.Descriptor instead.
 func (*BandwidthRequest) Descriptor() ([]byte, []int) {
-	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{3}
+	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *BandwidthRequest) GetVmId() string {
@@ -265,7 +454,7 @@ type BandwidthResponse struct {
 
 func (x *BandwidthResponse) Reset() {
 	*x = BandwidthResponse{}
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[4]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -277,7 +466,7 @@ func (x *BandwidthResponse) String() string {
 func (*BandwidthResponse) ProtoMessage() {}
 
 func (x *BandwidthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[4]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -290,7 +479,7 @@ func (x *BandwidthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BandwidthResponse.ProtoReflect.Descriptor instead.
 func (*BandwidthResponse) Descriptor() ([]byte, []int) {
-	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{4}
+	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *BandwidthResponse) GetPredictions() []float64 {
@@ -332,7 +521,7 @@ type BandwidthBatchRequest struct {
 
 func (x *BandwidthBatchRequest) Reset() {
 	*x = BandwidthBatchRequest{}
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[5]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -344,7 +533,7 @@ func (x *BandwidthBatchRequest) String() string {
 func (*BandwidthBatchRequest) ProtoMessage() {}
 
 func (x *BandwidthBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[5]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -357,7 +546,7 @@ func (x *BandwidthBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BandwidthBatchRequest.ProtoReflect.Descriptor instead.
 func (*BandwidthBatchRequest) Descriptor() ([]byte, []int) {
-	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{5}
+	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *BandwidthBatchRequest) GetVms() []*BandwidthRequest {
@@ -383,7 +572,7 @@ type BandwidthBatchResponse struct {
 
 func (x *BandwidthBatchResponse) Reset() {
 	*x = BandwidthBatchResponse{}
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[6]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -395,7 +584,7 @@ func (x *BandwidthBatchResponse) String() string {
 func (*BandwidthBatchResponse) ProtoMessage() {}
 
 func (x *BandwidthBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[6]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -408,7 +597,7 @@ func (x *BandwidthBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BandwidthBatchResponse.ProtoReflect.Descriptor instead.
 func (*BandwidthBatchResponse) Descriptor() ([]byte, []int) {
-	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{6}
+	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *BandwidthBatchResponse) GetResults() []*BandwidthResponse {
@@ -431,7 +620,7 @@ type PlacementRequest struct {
 
 func (x *PlacementRequest) Reset() {
 	*x = PlacementRequest{}
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[7]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -443,7 +632,7 @@ func (x *PlacementRequest) String() string {
 func (*PlacementRequest) ProtoMessage() {}
 
 func (x *PlacementRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[7]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -456,7 +645,7 @@ func (x *PlacementRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlacementRequest.ProtoReflect.Descriptor instead.
 func (*PlacementRequest) Descriptor() ([]byte, []int) {
-	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{7}
+	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PlacementRequest) GetWorkloadId() string {
@@ -499,7 +688,7 @@ type PlacementResponse struct {
 
 func (x *PlacementResponse) Reset() {
 	*x = PlacementResponse{}
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[8]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -511,7 +700,7 @@ func (x *PlacementResponse) String() string {
 func (*PlacementResponse) ProtoMessage() {}
 
 func (x *PlacementResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[8]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -524,7 +713,7 @@ func (x *PlacementResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlacementResponse.ProtoReflect.Descriptor instead.
 func (*PlacementResponse) Descriptor() ([]byte, []int) {
-	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{8}
+	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PlacementResponse) GetCandidates() []*PlacementCandidate {
@@ -559,7 +748,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[9]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -571,7 +760,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[9]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -584,7 +773,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{9}
+	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *NodeInfo) GetNodeId() string {
@@ -619,7 +808,7 @@ type PlacementCandidate struct {
 
 func (x *PlacementCandidate) Reset() {
 	*x = PlacementCandidate{}
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[10]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -631,7 +820,7 @@ func (x *PlacementCandidate) String() string {
 func (*PlacementCandidate) ProtoMessage() {}
 
 func (x *PlacementCandidate) ProtoReflect() protoreflect.Message {
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[10]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -644,7 +833,7 @@ func (x *PlacementCandidate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlacementCandidate.ProtoReflect.Descriptor instead.
 func (*PlacementCandidate) Descriptor() ([]byte, []int) {
-	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{10}
+	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PlacementCandidate) GetNodeId() string {
@@ -680,7 +869,7 @@ type AnomalyRequest struct {
 
 func (x *AnomalyRequest) Reset() {
 	*x = AnomalyRequest{}
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[11]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -692,7 +881,7 @@ func (x *AnomalyRequest) String() string {
 func (*AnomalyRequest) ProtoMessage() {}
 
 func (x *AnomalyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[11]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -705,7 +894,7 @@ func (x *AnomalyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnomalyRequest.ProtoReflect.Descriptor instead.
 func (*AnomalyRequest) Descriptor() ([]byte, []int) {
-	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{11}
+	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AnomalyRequest) GetVmId() string {
@@ -743,7 +932,7 @@ type AnomalyResponse struct {
 
 func (x *AnomalyResponse) Reset() {
 	*x = AnomalyResponse{}
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[12]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -755,7 +944,7 @@ func (x *AnomalyResponse) String() string {
 func (*AnomalyResponse) ProtoMessage() {}
 
 func (x *AnomalyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[12]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -768,7 +957,7 @@ func (x *AnomalyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnomalyResponse.ProtoReflect.Descriptor instead.
 func (*AnomalyResponse) Descriptor() ([]byte, []int) {
-	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{12}
+	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AnomalyResponse) GetIsAnomaly() bool {
@@ -820,7 +1009,7 @@ type VMMetrics struct {
 
 func (x *VMMetrics) Reset() {
 	*x = VMMetrics{}
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[13]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -832,7 +1021,7 @@ func (x *VMMetrics) String() string {
 func (*VMMetrics) ProtoMessage() {}
 
 func (x *VMMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_novacron_ai_ai_service_proto_msgTypes[13]
+	mi := &file_novacron_ai_ai_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -845,7 +1034,7 @@ func (x *VMMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMMetrics.ProtoReflect.Descriptor instead.
 func (*VMMetrics) Descriptor() ([]byte, []int) {
-	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{13}
+	return file_novacron_ai_ai_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *VMMetrics) GetCpu() float64 {
@@ -894,7 +1083,21 @@ var File_novacron_ai_ai_service_proto protoreflect.FileDescriptor
 
 const file_novacron_ai_ai_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1cnovacron/ai/ai_service.proto\x12\vnovacron.ai\"y\n" +
+	"\x1cnovacron/ai/ai_service.proto\x12\vnovacron.ai\"\xae\x01\n" +
+	"\x05Label\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\x12\x13\n" +
+	"\x05vm_id\x18\x02 \x01(\tR\x04vmId\x12\x1d\n" +
+	"\n" +
+	"is_anomaly\x18\x03 \x01(\bR\tisAnomaly\x12\x1f\n" +
+	"\vworkload_id\x18\x04 \x01(\tR\n" +
+	"workloadId\x12\x17\n" +
+	"\anode_id\x18\x05 \x01(\tR\x06nodeId\x12!\n" +
+	"\ftimestamp_ms\x18\x06 \x01(\x03R\vtimestampMs\"?\n" +
+	"\x11PushLabelsRequest\x12*\n" +
+	"\x06labels\x18\x01 \x03(\v2\x12.novacron.ai.LabelR\x06labels\"H\n" +
+	"\x12PushLabelsResponse\x12\x1a\n" +
+	"\baccepted\x18\x01 \x01(\x03R\baccepted\x12\x16\n" +
+	"\x06joined\x18\x02 \x01(\x03R\x06joined\"y\n" +
 	"\rMetricsSample\x12\x13\n" +
 	"\x05vm_id\x18\x01 \x01(\tR\x04vmId\x12!\n" +
 	"\ftimestamp_ms\x18\x02 \x01(\x03R\vtimestampMs\x120\n" +
@@ -962,14 +1165,16 @@ const file_novacron_ai_ai_service_proto_rawDesc = "" +
 	"network_io\x18\x04 \x01(\x01R\tnetworkIo\x12\x18\n" +
 	"\alatency\x18\x05 \x01(\x01R\alatency\x12\x1d\n" +
 	"\n" +
-	"error_rate\x18\x06 \x01(\x01R\terrorRate2\x88\x04\n" +
+	"error_rate\x18\x06 \x01(\x01R\terrorRate2\xd7\x04\n" +
 	"\tAIService\x12Q\n" +
 	"\x10PredictBandwidth\x12\x1d.novacron.ai.BandwidthRequest\x1a\x1e.novacron.ai.BandwidthResponse\x12R\n" +
 	"\x11OptimizePlacement\x12\x1d.novacron.ai.PlacementRequest\x1a\x1e.novacron.ai.PlacementResponse\x12J\n" +
 	"\rDetectAnomaly\x12\x1b.novacron.ai.AnomalyRequest\x1a\x1c.novacron.ai.AnomalyResponse\x12`\n" +
 	"\x15PredictBandwidthBatch\x12\".novacron.ai.BandwidthBatchRequest\x1a#.novacron.ai.BandwidthBatchResponse\x12P\n" +
 	"\vPushMetrics\x12\x1f.novacron.ai.PushMetricsRequest\x1a .novacron.ai.PushMetricsResponse\x12T\n" +
-	"\rStreamMetrics\x12\x1f.novacron.ai.PushMetricsRequest\x1a .novacron.ai.PushMetricsResponse(\x01B4Z2github.com/novacron/sidecar/proto/novacron/ai;aipbb\x06proto3"
+	"\rStreamMetrics\x12\x1f.novacron.ai.PushMetricsRequest\x1a .novacron.ai.PushMetricsResponse(\x01\x12M\n" +
+	"\n" +
+	"PushLabels\x12\x1e.novacron.ai.PushLabelsRequest\x1a\x1f.novacron.ai.PushLabelsResponseB4Z2github.com/novacron/sidecar/proto/novacron/ai;aipbb\x06proto3"
 
 var (
 	file_novacron_ai_ai_service_proto_rawDescOnce sync.Once
@@ -983,50 +1188,56 @@ func file_novacron_ai_ai_service_proto_rawDescGZIP() []byte {
 	return file_novacron_ai_ai_service_proto_rawDescData
 }
 
-var file_novacron_ai_ai_service_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_novacron_ai_ai_service_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_novacron_ai_ai_service_proto_goTypes = []any{
-	(*MetricsSample)(nil),          // 0: novacron.ai.MetricsSample
-	(*PushMetricsRequest)(nil),     // 1: novacron.ai.PushMetricsRequest
-	(*PushMetricsResponse)(nil),    // 2: novacron.ai.PushMetricsResponse
-	(*BandwidthRequest)(nil),       // 3: novacron.ai.BandwidthRequest
-	(*BandwidthResponse)(nil),      // 4: novacron.ai.BandwidthResponse
-	(*BandwidthBatchRequest)(nil),  // 5: novacron.ai.BandwidthBatchRequest
-	(*BandwidthBatchResponse)(nil), // 6: novacron.ai.BandwidthBatchResponse
-	(*PlacementRequest)(nil),       // 7: novacron.ai.PlacementRequest
-	(*PlacementResponse)(nil),      // 8: novacron.ai.PlacementResponse
-	(*NodeInfo)(nil),               // 9: novacron.ai.NodeInfo
-	(*PlacementCandidate)(nil),     // 10: novacron.ai.PlacementCandidate
-	(*AnomalyRequest)(nil),         // 11: novacron.ai.AnomalyRequest
-	(*AnomalyResponse)(nil),        // 12: novacron.ai.AnomalyResponse
-	(*VMMetrics)(nil),              // 13: novacron.ai.VMMetrics
-	nil,                            // 14: novacron.ai.PlacementRequest.RequirementsEntry
+	(*Label)(nil),                  // 0: novacron.ai.Label
+	(*PushLabelsRequest)(nil),      // 1: novacron.ai.PushLabelsRequest
+	(*PushLabelsResponse)(nil),     // 2: novacron.ai.PushLabelsResponse
+	(*MetricsSample)(nil),          // 3: novacron.ai.MetricsSample
+	(*PushMetricsRequest)(nil),     // 4: novacron.ai.PushMetricsRequest
+	(*PushMetricsResponse)(nil),    // 5: novacron.ai.PushMetricsResponse
+	(*BandwidthRequest)(nil),       // 6: novacron.ai.BandwidthRequest
+	(*BandwidthResponse)(nil),      // 7: novacron.ai.BandwidthResponse
+	(*BandwidthBatchRequest)(nil),  // 8: novacron.ai.BandwidthBatchRequest
+	(*BandwidthBatchResponse)(nil), // 9: novacron.ai.BandwidthBatchResponse
+	(*PlacementRequest)(nil),       // 10: novacron.ai.PlacementRequest
+	(*PlacementResponse)(nil),      // 11: novacron.ai.PlacementResponse
+	(*NodeInfo)(nil),               // 12: novacron.ai.NodeInfo
+	(*PlacementCandidate)(nil),     // 13: novacron.ai.PlacementCandidate
+	(*AnomalyRequest)(nil),         // 14: novacron.ai.AnomalyRequest
+	(*AnomalyResponse)(nil),        // 15: novacron.ai.AnomalyResponse
+	(*VMMetrics)(nil),              // 16: novacron.ai.VMMetrics
+	nil,                            // 17: novacron.ai.PlacementRequest.RequirementsEntry
 }
 var file_novacron_ai_ai_service_proto_depIdxs = []int32{
-	13, // 0: novacron.ai.MetricsSample.metrics:type_name -> novacron.ai.VMMetrics
-	0,  // 1: novacron.ai.PushMetricsRequest.samples:type_name -> novacron.ai.MetricsSample
-	3,  // 2: novacron.ai.BandwidthBatchRequest.vms:type_name -> novacron.ai.BandwidthRequest
-	4,  // 3: novacron.ai.BandwidthBatchResponse.results:type_name -> novacron.ai.BandwidthResponse
-	14, // 4: novacron.ai.PlacementRequest.requirements:type_name -> novacron.ai.PlacementRequest.RequirementsEntry
-	9,  // 5: novacron.ai.PlacementRequest.available_nodes:type_name -> novacron.ai.NodeInfo
-	10, // 6: novacron.ai.PlacementResponse.candidates:type_name -> novacron.ai.PlacementCandidate
-	13, // 7: novacron.ai.AnomalyRequest.current_metrics:type_name -> novacron.ai.VMMetrics
-	3,  // 8: novacron.ai.AIService.PredictBandwidth:input_type -> novacron.ai.BandwidthRequest
-	7,  // 9: novacron.ai.AIService.OptimizePlacement:input_type -> novacron.ai.PlacementRequest
-	11, // 10: novacron.ai.AIService.DetectAnomaly:input_type -> novacron.ai.AnomalyRequest
-	5,  // 11: novacron.ai.AIService.PredictBandwidthBatch:input_type -> novacron.ai.BandwidthBatchRequest
-	1,  // 12: novacron.ai.AIService.PushMetrics:input_type -> novacron.ai.PushMetricsRequest
-	1,  // 13: novacron.ai.AIService.StreamMetrics:input_type -> novacron.ai.PushMetricsRequest
-	4,  // 14: novacron.ai.AIService.PredictBandwidth:output_type -> novacron.ai.BandwidthResponse
-	8,  // 15: novacron.ai.AIService.OptimizePlacement:output_type -> novacron.ai.PlacementResponse
-	12, // 16: novacron.ai.AIService.DetectAnomaly:output_type -> novacron.ai.AnomalyResponse
-	6,  // 17: novacron.ai.AIService.PredictBandwidthBatch:output_type -> novacron.ai.BandwidthBatchResponse
-	2,  // 18: novacron.ai.AIService.PushMetrics:output_type -> novacron.ai.PushMetricsResponse
-	2,  // 19: novacron.ai.AIService.StreamMetrics:output_type -> novacron.ai.PushMetricsResponse
-	14, // [14:20] is the sub-list for method output_type
-	8,  // [8:14] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	0,  // 0: novacron.ai.PushLabelsRequest.labels:type_name -> novacron.ai.Label
+	16, // 1: novacron.ai.MetricsSample.metrics:type_name -> novacron.ai.VMMetrics
+	3,  // 2: novacron.ai.PushMetricsRequest.samples:type_name -> novacron.ai.MetricsSample
+	6,  // 3: novacron.ai.BandwidthBatchRequest.vms:type_name -> novacron.ai.BandwidthRequest
+	7,  // 4: novacron.ai.BandwidthBatchResponse.results:type_name -> novacron.ai.BandwidthResponse
+	17, // 5: novacron.ai.PlacementRequest.requirements:type_name -> novacron.ai.PlacementRequest.RequirementsEntry
+	12, // 6: novacron.ai.PlacementRequest.available_nodes:type_name -> novacron.ai.NodeInfo
+	13, // 7: novacron.ai.PlacementResponse.candidates:type_name -> novacron.ai.PlacementCandidate
+	16, // 8: novacron.ai.AnomalyRequest.current_metrics:type_name -> novacron.ai.VMMetrics
+	6,  // 9: novacron.ai.AIService.PredictBandwidth:input_type -> novacron.ai.BandwidthRequest
+	10, // 10: novacron.ai.AIService.OptimizePlacement:input_type -> novacron.ai.PlacementRequest
+	14, // 11: novacron.ai.AIService.DetectAnomaly:input_type -> novacron.ai.AnomalyRequest
+	8,  // 12: novacron.ai.AIService.PredictBandwidthBatch:input_type -> novacron.ai.BandwidthBatchRequest
+	4,  // 13: novacron.ai.AIService.PushMetrics:input_type -> novacron.ai.PushMetricsRequest
+	4,  // 14: novacron.ai.AIService.StreamMetrics:input_type -> novacron.ai.PushMetricsRequest
+	1,  // 15: novacron.ai.AIService.PushLabels:input_type -> novacron.ai.PushLabelsRequest
+	7,  // 16: novacron.ai.AIService.PredictBandwidth:output_type -> novacron.ai.BandwidthResponse
+	11, // 17: novacron.ai.AIService.OptimizePlacement:output_type -> novacron.ai.PlacementResponse
+	15, // 18: novacron.ai.AIService.DetectAnomaly:output_type -> novacron.ai.AnomalyResponse
+	9,  // 19: novacron.ai.AIService.PredictBandwidthBatch:output_type -> novacron.ai.BandwidthBatchResponse
+	5,  // 20: novacron.ai.AIService.PushMetrics:output_type -> novacron.ai.PushMetricsResponse
+	5,  // 21: novacron.ai.AIService.StreamMetrics:output_type -> novacron.ai.PushMetricsResponse
+	2,  // 22: novacron.ai.AIService.PushLabels:output_type -> novacron.ai.PushLabelsResponse
+	16, // [16:23] is the sub-list for method output_type
+	9,  // [9:16] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_novacron_ai_ai_service_proto_init() }
@@ -1040,7 +1251,7 @@ func file_novacron_ai_ai_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_novacron_ai_ai_service_proto_rawDesc), len(file_novacron_ai_ai_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

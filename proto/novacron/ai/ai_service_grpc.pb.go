@@ -32,6 +32,7 @@ const (
 	AIService_PredictBandwidthBatch_FullMethodName = "/novacron.ai.AIService/PredictBandwidthBatch"
 	AIService_PushMetrics_FullMethodName           = "/novacron.ai.AIService/PushMetrics"
 	AIService_StreamMetrics_FullMethodName         = "/novacron.ai.AIService/StreamMetrics"
+	AIService_PushLabels_FullMethodName            = "/novacron.ai.AIService/PushLabels"
 )
 
 // AIServiceClient is the client API for AIService service.
@@ -49,6 +50,11 @@ type AIServiceClient interface {
 	// pushes on one client stream and answers once, when the client closes it.
 	PushMetrics(ctx context.Context, in *PushMetricsRequest, opts ...grpc.CallOption) (*PushMetricsResponse, error)
 	StreamMetrics(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[PushMetricsRequest, PushMetricsResponse], error)
+	// Added: the truth of earlier answers, pushed when it is known (an incident confirmed or
+	// dismissed, the node a workload did best on), for the live accuracy of the anomaly and
+	// placement models. Each label is joined with the newest answer for its VM or workload made at
+	// or before its time (within the accuracy window) and scores it once.
+	PushLabels(ctx context.Context, in *PushLabelsRequest, opts ...grpc.CallOption) (*PushLabelsResponse, error)
 }
 
 type aIServiceClient struct {
@@ -122,6 +128,16 @@ func (c *aIServiceClient) StreamMetrics(ctx context.Context, opts ...grpc.CallOp
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AIService_StreamMetricsClient = grpc.ClientStreamingClient[PushMetricsRequest, PushMetricsResponse]
 
+func (c *aIServiceClient) PushLabels(ctx context.Context, in *PushLabelsRequest, opts ...grpc.CallOption) (*PushLabelsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PushLabelsResponse)
+	err := c.cc.Invoke(ctx, AIService_PushLabels_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AIServiceServer is the server API for AIService service.
 // All implementations must embed UnimplementedAIServiceServer
 // for forward compatibility.
@@ -137,6 +153,11 @@ type AIServiceServer interface {
 	// pushes on one client stream and answers once, when the client closes it.
 	PushMetrics(context.Context, *PushMetricsRequest) (*PushMetricsResponse, error)
 	StreamMetrics(grpc.ClientStreamingServer[PushMetricsRequest, PushMetricsResponse]) error
+	// Added: the truth of earlier answers, pushed when it is known (an incident confirmed or
+	// dismissed, the node a workload did best on), for the live accuracy of the anomaly and
+	// placement models. Each label is joined with the newest answer for its VM or workload made at
+	// or before its time (within the accuracy window) and scores it once.
+	PushLabels(context.Context, *PushLabelsRequest) (*PushLabelsResponse, error)
 	mustEmbedUnimplementedAIServiceServer()
 }
 
@@ -164,6 +185,9 @@ func (UnimplementedAIServiceServer) PushMetrics(context.Context, *PushMetricsReq
 }
 func (UnimplementedAIServiceServer) StreamMetrics(grpc.ClientStreamingServer[PushMetricsRequest, PushMetricsResponse]) error {
 	return status.Error(codes.Unimplemented, "method StreamMetrics not implemented")
+}
+func (UnimplementedAIServiceServer) PushLabels(context.Context, *PushLabelsRequest) (*PushLabelsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PushLabels not implemented")
 }
 func (UnimplementedAIServiceServer) mustEmbedUnimplementedAIServiceServer() {}
 func (UnimplementedAIServiceServer) testEmbeddedByValue()                   {}
@@ -283,6 +307,24 @@ func _AIService_StreamMetrics_Handler(srv interface{}, stream grpc.ServerStream)
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AIService_StreamMetricsServer = grpc.ClientStreamingServer[PushMetricsRequest, PushMetricsResponse]
 
+func _AIService_PushLabels_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PushLabelsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AIServiceServer).PushLabels(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AIService_PushLabels_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AIServiceServer).PushLabels(ctx, req.(*PushLabelsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AIService_ServiceDesc is the grpc.ServiceDesc for AIService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -309,6 +351,10 @@ var AIService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "PushMetrics",
 			Handler:    _AIService_PushMetrics_Handler,
+		},
+		{
+			MethodName: "PushLabels",
+			Handler:    _AIService_PushLabels_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

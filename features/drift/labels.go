@@ -1,0 +1,403 @@
+package drift
+
+import (
+	"fmt"
+	"hash/maphash"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/novacron/sidecar/features"
+)
+
+// DefaultMaxPerKey is the default of LabelsConfig.MaxPerKey: the answers kept per key awaiting
+// their label.
+const DefaultMaxPerKey = 16
+
+// LabelsConfig bounds a Labels tracker. It is plain data; zero values are documented per field
+// and applied by NewLabels.
+type LabelsConfig struct {
+	// MaxPerKey bounds the predictions kept per key; a new prediction beyond it pushes out the one
+	// made first (counted as Dropped if it was never labelled). Zero: DefaultMaxPerKey (16).
+	MaxPerKey int
+	// MaxKeys bounds the keys tracked (those with a prediction kept); beyond it a new key's
+	// prediction is not kept (counted as Dropped). Zero: features.DefaultMaxVMs (100000).
+	MaxKeys int
+	// Window is how long a prediction waits for its label, and the rolling window the report is
+	// computed over, in whole steps of Step (rounded up; at most a week of steps). Zero:
+	// DefaultAccuracyWindow (1h).
+	Window time.Duration
+	// Step is the granularity of the rolling window: the report counts whole steps of the
+	// tracker's clock. Zero: features.DefaultStep (1m).
+	Step time.Duration
+	// Now is the clock. Nil: time.Now.
+	Now func() time.Time
+}
+
+// withDefaults returns c with its zero fields set to their defaults.
+func (c LabelsConfig) withDefaults() LabelsConfig {
+	if c.MaxPerKey == 0 {
+		c.MaxPerKey = DefaultMaxPerKey
+	}
+	if c.MaxKeys == 0 {
+		c.MaxKeys = features.DefaultMaxVMs
+	}
+	if c.Window == 0 {
+		c.Window = DefaultAccuracyWindow
+	}
+	if c.Step == 0 {
+		c.Step = features.DefaultStep
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// Validate reports the first bad field of c, its zero values taken as their defaults.
+func (c LabelsConfig) Validate() error {
+	switch {
+	case c.MaxPerKey < 0:
+		return fmt.Errorf("drift: labels: MaxPerKey: %d is negative", c.MaxPerKey)
+	case c.MaxKeys < 0:
+		return fmt.Errorf("drift: labels: MaxKeys: %d is negative", c.MaxKeys)
+	case c.Window < 0:
+		return fmt.Errorf("drift: labels: Window: %v is negative", c.Window)
+	case c.Step < 0:
+		return fmt.Errorf("drift: labels: Step: %v is negative", c.Step)
+	}
+	d := c.withDefaults()
+	if d.Window < d.Step {
+		return fmt.Errorf("drift: labels: Window: %v is shorter than a step (%v)", d.Window, d.Step)
+	}
+	if n := windowSteps(d.Window, d.Step); n > maxAccuracyWindowSteps {
+		return fmt.Errorf("drift: labels: Window: %v is %d steps of %v, more than %d", d.Window, n, d.Step, maxAccuracyWindowSteps)
+	}
+	return nil
+}
+
+// Labels tracks the live accuracy of a classifier (an anomaly model's verdicts, a placement
+// model's best node) against the truth pushed later as labels: it keeps each answer (Predict) for
+// a while, joins a label (Label) with the answer it is the truth of, and counts the correct ones
+// per step of a rolling window.
+//
+// The join. A label for key at time t scores the newest prediction for key made at or before t
+// (not a later one: it answered after the truth held) and after t − Window, if that prediction is
+// still kept (made after now − Window, not pushed out) and not yet scored. Each prediction is
+// scored at most once: a second label joined with it is a duplicate, ignored (Duplicates counts
+// it), and so is a label whose prediction was superseded by a newer one that is already scored.
+// The label is correct when its truth equals the prediction's class.
+//
+// Memory is bounded: at most MaxPerKey predictions for each of at most MaxKeys keys, and
+// O(Window/Step) sums. A key's predictions are freed when they expire (made Window or more before
+// the clock), on its next Predict or Label, and a key with none is forgotten; when MaxKeys are
+// tracked and a new key comes, a sweep of every shard (at most once a step) frees the others'. A
+// scored prediction is kept until it expires, so that a later label finds it, not an older one.
+// All methods may be called concurrently; Predict and Label take one of 16 shard locks, never a
+// global one, and allocate only while a key's slots grow (its first predictions).
+type Labels struct {
+	cfg        LabelsConfig // defaults applied
+	step       int64        // Step, ns
+	window     int64        // Window, ns
+	steps      int64        // buckets in the window: ceil(Window/Step)
+	start      time.Time    // clock at NewLabels: bucket 0 starts there
+	seed       maphash.Seed
+	count      atomic.Int64 // keys tracked, across shards: the MaxKeys bound
+	swept      atomic.Int64 // bucket of the last sweep for room (noBucket: never)
+	duplicates atomic.Int64
+	shards     [accuracyShards]lblShard
+}
+
+type lblShard struct {
+	// mu guards keys, every lblKey in it, and buckets.
+	mu      sync.Mutex
+	keys    map[string]*lblKey
+	buckets []lblBucket // ring of the window's sums: bucket b in slot b mod len
+	_       [64]byte    // keeps the next shard's lock off this one's cache line
+}
+
+// lblBucket sums what happened in one step of the tracker's clock.
+type lblBucket struct {
+	step        int64 // the bucket this slot holds; noBucket: none
+	scored      int64 // labels joined
+	correct     int64 // of them, equal to the prediction
+	predictions int64 // predictions kept
+	dropped     int64 // predictions refused or pushed out unlabelled
+}
+
+// lblKey holds one key's predictions, ordered by their time (equal times in the order recorded).
+type lblKey struct {
+	ps []lblPrediction
+}
+
+type lblPrediction struct {
+	at     int64 // unix ns
+	class  string
+	scored bool
+}
+
+// NewLabels makes a tracker; cfg's zero fields take their defaults.
+func NewLabels(cfg LabelsConfig) (*Labels, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	l := &Labels{
+		cfg:    cfg,
+		step:   cfg.Step.Nanoseconds(),
+		window: cfg.Window.Nanoseconds(),
+		steps:  windowSteps(cfg.Window, cfg.Step),
+		start:  cfg.Now(),
+		seed:   maphash.MakeSeed(),
+	}
+	l.swept.Store(noBucket)
+	for i := range l.shards {
+		sh := &l.shards[i]
+		sh.keys = map[string]*lblKey{}
+		sh.buckets = make([]lblBucket, l.steps)
+		for j := range sh.buckets {
+			sh.buckets[j].step = noBucket
+		}
+	}
+	return l, nil
+}
+
+func (l *Labels) shard(key string) *lblShard {
+	return &l.shards[maphash.String(l.seed, key)%accuracyShards]
+}
+
+// bucketOf is the step of the tracker's clock holding now, counted from its start.
+func (l *Labels) bucketOf(now time.Time) int64 {
+	d := int64(now.Sub(l.start))
+	b := d / l.step
+	if d < 0 && d%l.step != 0 {
+		b-- // floor, not truncation
+	}
+	return b
+}
+
+// bucketLocked returns the sums of bucket b, starting it if its slot holds an older one; nil if
+// the slot holds a newer one (the clock went back by a window or more).
+func (l *Labels) bucketLocked(sh *lblShard, b int64) *lblBucket {
+	bk := &sh.buckets[(b%l.steps+l.steps)%l.steps]
+	switch {
+	case bk.step == b:
+		return bk
+	case bk.step < b:
+		*bk = lblBucket{step: b}
+		return bk
+	}
+	return nil
+}
+
+// Predict records the model's answer class for key, made at `at` (zero: the tracker's clock).
+// A prediction already expired (made Window or more before the clock) is ignored.
+func (l *Labels) Predict(key string, at time.Time, class string) {
+	now := l.cfg.Now()
+	if at.IsZero() {
+		at = now
+	}
+	t, n := at.UnixNano(), now.UnixNano()
+	if t <= n-l.window {
+		return
+	}
+	b := l.bucketOf(now)
+	sh := l.shard(key)
+	sh.mu.Lock()
+	kept := l.predictLocked(sh, key, t, class, n, b)
+	sh.mu.Unlock()
+	if kept {
+		return
+	}
+	swept := l.sweep(now, b) // without a shard lock: it takes each in turn
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if swept && l.predictLocked(sh, key, t, class, n, b) {
+		return
+	}
+	if bk := l.bucketLocked(sh, b); bk != nil {
+		bk.dropped++
+	}
+}
+
+// predictLocked keeps a prediction; false if key is new and MaxKeys keys are tracked (then the
+// caller unlocks, sweeps for room and may call again).
+func (l *Labels) predictLocked(sh *lblShard, key string, at int64, class string, now, b int64) bool {
+	k := sh.keys[key]
+	if k == nil {
+		if !l.reserve() {
+			return false
+		}
+		k = &lblKey{}
+		sh.keys[key] = k
+	}
+	l.expireLocked(k, now)
+	bk := l.bucketLocked(sh, b)
+	// Insert in time order: after every prediction made at or before at (usually at the end).
+	i := len(k.ps)
+	for i > 0 && k.ps[i-1].at > at {
+		i--
+	}
+	if len(k.ps) >= l.cfg.MaxPerKey {
+		if i == 0 {
+			// Older than every kept one: it is the one pushed out.
+			if bk != nil {
+				bk.dropped++
+			}
+			return true
+		}
+		if !k.ps[0].scored && bk != nil {
+			bk.dropped++
+		}
+		copy(k.ps, k.ps[1:i])
+		i--
+		k.ps[i] = lblPrediction{at: at, class: class}
+	} else {
+		k.ps = append(k.ps, lblPrediction{})
+		copy(k.ps[i+1:], k.ps[i:])
+		k.ps[i] = lblPrediction{at: at, class: class}
+	}
+	if bk != nil {
+		bk.predictions++
+	}
+	return true
+}
+
+// reserve counts a new key in if fewer than MaxKeys are tracked.
+func (l *Labels) reserve() bool {
+	for {
+		c := l.count.Load()
+		if c >= int64(l.cfg.MaxKeys) {
+			return false
+		}
+		if l.count.CompareAndSwap(c, c+1) {
+			return true
+		}
+	}
+}
+
+// sweep frees, in every shard, the expired predictions and the keys left with none, to make room
+// for a new key; at most once per step of the clock (b). It reports whether it swept. The caller
+// holds no shard lock.
+func (l *Labels) sweep(now time.Time, b int64) bool {
+	last := l.swept.Load()
+	if last >= b || !l.swept.CompareAndSwap(last, b) {
+		return false
+	}
+	t := now.UnixNano()
+	for i := range l.shards {
+		sh := &l.shards[i]
+		sh.mu.Lock()
+		for key, k := range sh.keys {
+			l.expireLocked(k, t)
+			if len(k.ps) == 0 {
+				delete(sh.keys, key)
+				l.count.Add(-1)
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return true
+}
+
+// expireLocked frees k's predictions made Window or more before now (unix ns): the oldest first.
+func (l *Labels) expireLocked(k *lblKey, now int64) {
+	n := 0
+	for n < len(k.ps) && k.ps[n].at <= now-l.window {
+		n++
+	}
+	if n > 0 {
+		m := copy(k.ps, k.ps[n:])
+		clear(k.ps[m:]) // drop the freed classes' strings
+		k.ps = k.ps[:m]
+	}
+}
+
+// Label records the truth for key at `at` (zero: the tracker's clock) and scores the prediction
+// it joins (see Labels for the rule): correct when truth equals its class. It reports whether a
+// prediction was scored.
+func (l *Labels) Label(key string, at time.Time, truth string) (joined bool) {
+	now := l.cfg.Now()
+	if at.IsZero() {
+		at = now
+	}
+	t, n := at.UnixNano(), now.UnixNano()
+	b := l.bucketOf(now)
+	sh := l.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	k := sh.keys[key]
+	if k == nil {
+		return false
+	}
+	l.expireLocked(k, n)
+	defer func() {
+		if len(k.ps) == 0 {
+			delete(sh.keys, key)
+			l.count.Add(-1)
+		}
+	}()
+	i := len(k.ps) - 1
+	for i >= 0 && k.ps[i].at > t {
+		i--
+	}
+	if i < 0 || k.ps[i].at <= t-l.window {
+		return false // nothing made at or before t, within the window
+	}
+	p := &k.ps[i]
+	if p.scored {
+		l.duplicates.Add(1)
+		return false
+	}
+	bk := l.bucketLocked(sh, b)
+	if bk == nil {
+		return false
+	}
+	p.scored = true
+	bk.scored++
+	if p.class == truth {
+		bk.correct++
+	}
+	return true
+}
+
+// Report sums the window at the tracker's clock: Accuracy is the share of the labels scored in
+// the window that equal their prediction (NaN when none was scored), MAE is NaN (a classifier has
+// none), Points and Evaluated the labels scored, Forecasts the predictions kept and Dropped those
+// refused or pushed out unlabelled, all in the window. It takes each shard's lock in turn.
+func (l *Labels) Report() AccuracyReport {
+	b := l.bucketOf(l.cfg.Now())
+	var correct int64
+	var r AccuracyReport
+	for i := range l.shards {
+		sh := &l.shards[i]
+		sh.mu.Lock()
+		for j := range sh.buckets {
+			bk := &sh.buckets[j]
+			if bk.step == noBucket || bk.step <= b-l.steps || bk.step > b {
+				continue
+			}
+			r.Points += bk.scored
+			correct += bk.correct
+			r.Forecasts += bk.predictions
+			r.Dropped += bk.dropped
+		}
+		sh.mu.Unlock()
+	}
+	r.Evaluated = r.Points
+	r.Accuracy, r.MAE = math.NaN(), math.NaN()
+	if r.Points > 0 {
+		r.Accuracy = float64(correct) / float64(r.Points)
+	}
+	return r
+}
+
+// Duplicates is the number of labels ignored because the prediction they joined was already
+// scored, since NewLabels.
+func (l *Labels) Duplicates() int64 { return l.duplicates.Load() }
+
+// Len is the number of keys tracked: those with a prediction kept, or not yet freed.
+func (l *Labels) Len() int { return int(l.count.Load()) }
+
+var _ AccuracySource = (*Labels)(nil)
