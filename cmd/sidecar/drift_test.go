@@ -43,7 +43,8 @@ func driftRows(r *rand.Rand, n, w, shift int, delta float64) []float32 {
 
 // driftFleet is the anomaly spec's profile, monitors of three nodes and one of all their rows:
 // in the older window 300 rows on node 0 alone; in the newer 1200, 800 and 500 rows, feature 1
-// shifted by one standard deviation, a fifth of node 2's values of feature 4 not finite.
+// shifted by one standard deviation, a fifth of node 2's values of feature 4 not finite. The
+// model's one output, "score", answers a row's feature 0 (unshifted).
 func driftFleet(t *testing.T) (spec *features.Spec, p *drift.Profile, nodes []*drift.Monitor, all *drift.Monitor) {
 	t.Helper()
 	spec, err := features.LoadFile(anomalySpec)
@@ -56,14 +57,21 @@ func driftFleet(t *testing.T) (spec *features.Spec, p *drift.Profile, nodes []*d
 		t.Fatal(err)
 	}
 	r := rand.New(rand.NewPCG(8, 8))
-	if err := b.Add(driftRows(r, 5000, w, -1, 0)); err != nil {
+	if err := b.SetOutputs([]string{"score"}); err != nil {
+		t.Fatal(err)
+	}
+	ref := driftRows(r, 5000, w, -1, 0)
+	if err := b.Add(ref); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AddOutputs(driftScores(ref, w, nil)); err != nil {
 		t.Fatal(err)
 	}
 	if p, err = b.Profile(); err != nil {
 		t.Fatal(err)
 	}
 	monitor := func(now *time.Time) *drift.Monitor {
-		m, err := drift.NewMonitor(p, drift.Config{Now: func() time.Time { return *now }})
+		m, err := drift.NewMonitor(p, drift.Config{Now: func() time.Time { return *now }, Outputs: []string{"score"}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -75,8 +83,10 @@ func driftFleet(t *testing.T) (spec *features.Spec, p *drift.Profile, nodes []*d
 		nodes = append(nodes, monitor(&now))
 	}
 	old := driftRows(r, 300, w, -1, 0)
-	nodes[0].Observe(old, w, nil)
-	all.Observe(old, w, nil)
+	var outs [][]float32
+	driftScores(old, w, &outs)
+	nodes[0].Observe(old, w, outs)
+	all.Observe(old, w, outs)
 	now = driftStart.Add(time.Minute)
 	for i, n := range []int{1200, 800, 500} {
 		rows := driftRows(r, n, w, 1, 1)
@@ -85,10 +95,27 @@ func driftFleet(t *testing.T) (spec *features.Spec, p *drift.Profile, nodes []*d
 				rows[k] = float32(math.NaN())
 			}
 		}
-		nodes[i].Observe(rows, w, nil)
-		all.Observe(rows, w, nil)
+		driftScores(rows, w, &outs)
+		nodes[i].Observe(rows, w, outs)
+		all.Observe(rows, w, outs)
 	}
 	return spec, p, nodes, all
+}
+
+// driftScores is the "score" output of each row of w features (its feature 0): the values, and
+// when rows is not nil, each as a row of one value in *rows.
+func driftScores(data []float32, w int, rows *[][]float32) []float32 {
+	out := make([]float32, len(data)/w)
+	if rows != nil {
+		*rows = (*rows)[:0]
+	}
+	for i := range out {
+		out[i] = data[i*w]
+		if rows != nil {
+			*rows = append(*rows, out[i:i+1])
+		}
+	}
+	return out
 }
 
 // serveDrift serves monitors by model over the proxy's HTTP front end on a loopback port.
@@ -150,13 +177,20 @@ func TestDriftMerge(t *testing.T) {
 		"2 windows\n", "2500      4.0%    0.0055",
 		"window 2026-05-01T10:05:00Z +5m: 2500 rows, model not drifted: 1 of 6 features drifted (17%, not over the share 50%)",
 		"window 2026-05-01T10:00:00Z +5m: 300 rows, no verdict (fewer than min_samples 500 rows)",
+		"\n  output          rows   missing", "\n  score           2500", // prediction drift
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the table lacks %q", want)
 		}
 	}
-	if lines := strings.Count(out, "\n"); lines > 24 {
-		t.Errorf("%d lines for 2 windows of 6 features", lines)
+	// The output answers cpu: its line is cpu's, name aside (and, reported apart, not counted).
+	for _, line := range strings.Split(out, "\n") {
+		if rest, ok := strings.CutPrefix(line, "  score  "); ok && !strings.Contains(out, "  cpu    "+rest+"\n") {
+			t.Errorf("the output's line %q is not cpu's", line)
+		}
+	}
+	if lines := strings.Count(out, "\n"); lines > 28 {
+		t.Errorf("%d lines for 2 windows of 6 features and an output", lines)
 	}
 	// One node of every row prints the same windows, to the digit.
 	code, one, errs := runArgs("drift", "merge", allFile)

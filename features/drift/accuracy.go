@@ -3,10 +3,8 @@ package drift
 import (
 	"encoding/json"
 	"fmt"
-	"hash/maphash"
 	"math"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/novacron/sidecar/features"
@@ -23,9 +21,6 @@ const (
 // MaxForecastSteps bounds the points kept of one forecast: later predictions are ignored. The
 // example bandwidth model forecasts 10 steps.
 const MaxForecastSteps = 64
-
-// maxAccuracyWindowSteps bounds Window/Step: the window's buckets, per shard (a week of minutes).
-const maxAccuracyWindowSteps = 7 * 24 * 60
 
 // AccuracyConfig bounds an Accuracy tracker. It is plain data; zero values are documented per
 // field and applied by NewAccuracy.
@@ -80,18 +75,7 @@ func (c AccuracyConfig) Validate() error {
 		return fmt.Errorf("drift: accuracy: Window: %v is negative", c.Window)
 	}
 	d := c.withDefaults()
-	if d.Window < d.Step {
-		return fmt.Errorf("drift: accuracy: Window: %v is shorter than a step (%v)", d.Window, d.Step)
-	}
-	if n := windowSteps(d.Window, d.Step); n > maxAccuracyWindowSteps {
-		return fmt.Errorf("drift: accuracy: Window: %v is %d steps of %v, more than %d", d.Window, n, d.Step, maxAccuracyWindowSteps)
-	}
-	return nil
-}
-
-// windowSteps is the number of whole steps covering w.
-func windowSteps(w, step time.Duration) int64 {
-	return int64((w + step - 1) / step)
+	return checkWindow("accuracy", d.Window, d.Step)
 }
 
 // AccuracyReport is the live accuracy of the forecasts over the rolling window, at the time of the
@@ -142,8 +126,6 @@ type AccuracySource interface {
 	Report() AccuracyReport
 }
 
-const accuracyShards = 16
-
 // Accuracy tracks the live accuracy of forecasts against the truth pushed later: it keeps each
 // forecast until the truth for each of its points has arrived (or can no longer arrive) and sums
 // the errors per step of a rolling window. Memory is bounded: at most MaxPerVM forecasts of
@@ -171,31 +153,22 @@ const accuracyShards = 16
 // (among its first MaxForecastSteps), and a NaN or ±Inf truth. The row pipeline's output checks
 // are where a non-finite forecast is counted.
 type Accuracy struct {
-	cfg        AccuracyConfig // defaults applied
-	step, half int64          // Step, and half of it (rounded down), ns
-	window     int64          // Window, ns
-	steps      int64          // buckets in the window: ceil(Window/Step)
-	start      time.Time      // clock at NewAccuracy: bucket 0 starts there
-	seed       maphash.Seed
-	count      atomic.Int64 // VMs tracked, across shards: the MaxVMs bound
-	swept      atomic.Int64 // bucket of the last sweep for room (noBucket: never)
-	shards     [accuracyShards]accShard
+	rolling                // the window on the clock from NewAccuracy; the VMs tracked (MaxVMs)
+	cfg     AccuracyConfig // defaults applied
+	half    int64          // half of Step (rounded down), ns
+	shards  [accuracyShards]accShard
 }
 
 type accShard struct {
 	// mu guards vms, every accVM in it, and buckets.
 	mu      sync.Mutex
 	vms     map[string]*accVM
-	buckets []accBucket // ring of the window's sums: bucket b in slot b mod len
-	_       [64]byte    // keeps the next shard's lock off this one's cache line
+	buckets ring[accBucket] // the window's sums
+	_       [64]byte        // keeps the next shard's lock off this one's cache line
 }
-
-// noBucket marks a point not scored, and a ring slot never used.
-const noBucket = math.MinInt64
 
 // accBucket sums what happened in one step of the tracker's clock.
 type accBucket struct {
-	step         int64   // the bucket this slot holds; noBucket: none
 	absErr, absY float64 // Σ|y − ŷ|, Σ|y| of the points scored in it
 	points       int64
 	forecasts    int64
@@ -229,61 +202,18 @@ func NewAccuracy(cfg AccuracyConfig) (*Accuracy, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	a := &Accuracy{
-		cfg:    cfg,
-		step:   cfg.Step.Nanoseconds(),
-		half:   cfg.Step.Nanoseconds() / 2,
-		window: cfg.Window.Nanoseconds(),
-		steps:  windowSteps(cfg.Window, cfg.Step),
-		start:  cfg.Now(),
-		seed:   maphash.MakeSeed(),
-	}
-	a.swept.Store(noBucket)
+	a := &Accuracy{cfg: cfg, half: cfg.Step.Nanoseconds() / 2}
+	a.init(cfg.Step, cfg.Window, cfg.Now())
 	for i := range a.shards {
 		sh := &a.shards[i]
 		sh.vms = map[string]*accVM{}
-		sh.buckets = make([]accBucket, a.steps)
-		for j := range sh.buckets {
-			sh.buckets[j].step = noBucket
-		}
+		sh.buckets = newRing[accBucket](a.steps)
 	}
 	return a, nil
 }
 
 func (a *Accuracy) shard(vm string) *accShard {
-	return &a.shards[maphash.String(a.seed, vm)%accuracyShards]
-}
-
-// bucketOf is the step of the tracker's clock holding now, counted from its start.
-func (a *Accuracy) bucketOf(now time.Time) int64 {
-	d := int64(now.Sub(a.start))
-	b := d / a.step
-	if d < 0 && d%a.step != 0 {
-		b-- // floor, not truncation
-	}
-	return b
-}
-
-// bucketLocked returns the sums of bucket b, starting it if its slot holds an older one; nil if
-// the slot holds a newer one (the clock went back by a window or more).
-func (a *Accuracy) bucketLocked(sh *accShard, b int64) *accBucket {
-	bk := &sh.buckets[(b%a.steps+a.steps)%a.steps]
-	switch {
-	case bk.step == b:
-		return bk
-	case bk.step < b:
-		*bk = accBucket{step: b}
-		return bk
-	}
-	return nil
-}
-
-// heldLocked returns the sums of bucket b if its slot still holds it, else nil.
-func (a *Accuracy) heldLocked(sh *accShard, b int64) *accBucket {
-	if bk := &sh.buckets[(b%a.steps+a.steps)%a.steps]; bk.step == b {
-		return bk
-	}
-	return nil
+	return &a.shards[a.shardOf(vm)]
 }
 
 // Forecast records a forecast for vm made at `at`, the time of the window's last step (the centre
@@ -317,7 +247,7 @@ func (a *Accuracy) Forecast(vm string, at time.Time, predictions []float64) {
 	if swept && a.forecastLocked(sh, vm, at.UnixNano(), predictions, now.UnixNano(), b) {
 		return
 	}
-	if bk := a.bucketLocked(sh, b); bk != nil {
+	if bk := sh.buckets.bucketLocked(b); bk != nil {
 		bk.dropped++
 	}
 }
@@ -327,14 +257,14 @@ func (a *Accuracy) Forecast(vm string, at time.Time, predictions []float64) {
 func (a *Accuracy) forecastLocked(sh *accShard, vm string, at int64, predictions []float64, now, b int64) bool {
 	v := sh.vms[vm]
 	if v == nil {
-		if !a.reserve() {
+		if !a.reserve(a.cfg.MaxVMs) {
 			return false
 		}
 		v = &accVM{}
 		sh.vms[vm] = v
 	}
 	a.expireLocked(v, now)
-	bk := a.bucketLocked(sh, b)
+	bk := sh.buckets.bucketLocked(b)
 	if v.n >= a.cfg.MaxPerVM {
 		v.removeLocked(0) // unresolved: resolved ones were just freed
 		if bk != nil {
@@ -357,26 +287,12 @@ func (a *Accuracy) forecastLocked(sh *accShard, vm string, at int64, predictions
 	return true
 }
 
-// reserve counts a new VM in if fewer than MaxVMs are tracked.
-func (a *Accuracy) reserve() bool {
-	for {
-		c := a.count.Load()
-		if c >= int64(a.cfg.MaxVMs) {
-			return false
-		}
-		if a.count.CompareAndSwap(c, c+1) {
-			return true
-		}
-	}
-}
-
 // sweep frees, in every shard, the resolved forecasts and the VMs left with none, to make room for
 // a new VM; at most once per step of the clock (b), so that a tracker full of live VMs does not
 // walk them all on every refused forecast. It reports whether it swept. The caller holds no shard
 // lock.
 func (a *Accuracy) sweep(now time.Time, b int64) bool {
-	last := a.swept.Load()
-	if last >= b || !a.swept.CompareAndSwap(last, b) {
+	if !a.claimSweep(b) {
 		return false
 	}
 	t := now.UnixNano()
@@ -463,12 +379,12 @@ func (a *Accuracy) scoreLocked(sh *accShard, f *accForecast, ts int64, y float64
 		if p.bucket != noBucket && ts < p.t {
 			return // earlier than the truth scored for this step: ignored, as Windows does
 		}
-		bk := a.bucketLocked(sh, b)
+		bk := sh.buckets.bucketLocked(b)
 		if bk == nil {
 			return
 		}
 		if p.bucket != noBucket {
-			if old := a.heldLocked(sh, p.bucket); old != nil {
+			if old := sh.buckets.heldLocked(p.bucket); old != nil {
 				old.absErr -= math.Abs(p.y - p.pred)
 				old.absY -= math.Abs(p.y)
 				old.points--
@@ -494,11 +410,7 @@ func (a *Accuracy) Report() AccuracyReport {
 	for i := range a.shards {
 		sh := &a.shards[i]
 		sh.mu.Lock()
-		for j := range sh.buckets {
-			bk := &sh.buckets[j]
-			if bk.step == noBucket || bk.step <= b-a.steps || bk.step > b {
-				continue
-			}
+		for bk := range sh.buckets.windowLocked(b) {
 			absErr += bk.absErr
 			absY += bk.absY
 			r.Points += bk.points

@@ -2,7 +2,6 @@ package drift
 
 import (
 	"fmt"
-	"hash/maphash"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -68,13 +67,7 @@ func (c LabelsConfig) Validate() error {
 		return fmt.Errorf("drift: labels: Step: %v is negative", c.Step)
 	}
 	d := c.withDefaults()
-	if d.Window < d.Step {
-		return fmt.Errorf("drift: labels: Window: %v is shorter than a step (%v)", d.Window, d.Step)
-	}
-	if n := windowSteps(d.Window, d.Step); n > maxAccuracyWindowSteps {
-		return fmt.Errorf("drift: labels: Window: %v is %d steps of %v, more than %d", d.Window, n, d.Step, maxAccuracyWindowSteps)
-	}
-	return nil
+	return checkWindow("labels", d.Window, d.Step)
 }
 
 // Labels tracks the live accuracy of a classifier (an anomaly model's verdicts, a placement
@@ -97,14 +90,8 @@ func (c LabelsConfig) Validate() error {
 // All methods may be called concurrently; Predict and Label take one of 16 shard locks, never a
 // global one, and allocate only while a key's slots grow (its first predictions).
 type Labels struct {
+	rolling                 // the window on the clock from NewLabels; the keys tracked (MaxKeys)
 	cfg        LabelsConfig // defaults applied
-	step       int64        // Step, ns
-	window     int64        // Window, ns
-	steps      int64        // buckets in the window: ceil(Window/Step)
-	start      time.Time    // clock at NewLabels: bucket 0 starts there
-	seed       maphash.Seed
-	count      atomic.Int64 // keys tracked, across shards: the MaxKeys bound
-	swept      atomic.Int64 // bucket of the last sweep for room (noBucket: never)
 	duplicates atomic.Int64
 	shards     [accuracyShards]lblShard
 }
@@ -113,13 +100,12 @@ type lblShard struct {
 	// mu guards keys, every lblKey in it, and buckets.
 	mu      sync.Mutex
 	keys    map[string]*lblKey
-	buckets []lblBucket // ring of the window's sums: bucket b in slot b mod len
-	_       [64]byte    // keeps the next shard's lock off this one's cache line
+	buckets ring[lblBucket] // the window's sums
+	_       [64]byte        // keeps the next shard's lock off this one's cache line
 }
 
 // lblBucket sums what happened in one step of the tracker's clock.
 type lblBucket struct {
-	step        int64 // the bucket this slot holds; noBucket: none
 	scored      int64 // labels joined
 	correct     int64 // of them, equal to the prediction
 	predictions int64 // predictions kept
@@ -143,52 +129,18 @@ func NewLabels(cfg LabelsConfig) (*Labels, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	l := &Labels{
-		cfg:    cfg,
-		step:   cfg.Step.Nanoseconds(),
-		window: cfg.Window.Nanoseconds(),
-		steps:  windowSteps(cfg.Window, cfg.Step),
-		start:  cfg.Now(),
-		seed:   maphash.MakeSeed(),
-	}
-	l.swept.Store(noBucket)
+	l := &Labels{cfg: cfg}
+	l.init(cfg.Step, cfg.Window, cfg.Now())
 	for i := range l.shards {
 		sh := &l.shards[i]
 		sh.keys = map[string]*lblKey{}
-		sh.buckets = make([]lblBucket, l.steps)
-		for j := range sh.buckets {
-			sh.buckets[j].step = noBucket
-		}
+		sh.buckets = newRing[lblBucket](l.steps)
 	}
 	return l, nil
 }
 
 func (l *Labels) shard(key string) *lblShard {
-	return &l.shards[maphash.String(l.seed, key)%accuracyShards]
-}
-
-// bucketOf is the step of the tracker's clock holding now, counted from its start.
-func (l *Labels) bucketOf(now time.Time) int64 {
-	d := int64(now.Sub(l.start))
-	b := d / l.step
-	if d < 0 && d%l.step != 0 {
-		b-- // floor, not truncation
-	}
-	return b
-}
-
-// bucketLocked returns the sums of bucket b, starting it if its slot holds an older one; nil if
-// the slot holds a newer one (the clock went back by a window or more).
-func (l *Labels) bucketLocked(sh *lblShard, b int64) *lblBucket {
-	bk := &sh.buckets[(b%l.steps+l.steps)%l.steps]
-	switch {
-	case bk.step == b:
-		return bk
-	case bk.step < b:
-		*bk = lblBucket{step: b}
-		return bk
-	}
-	return nil
+	return &l.shards[l.shardOf(key)]
 }
 
 // Predict records the model's answer class for key, made at `at` (zero: the tracker's clock).
@@ -216,7 +168,7 @@ func (l *Labels) Predict(key string, at time.Time, class string) {
 	if swept && l.predictLocked(sh, key, t, class, n, b) {
 		return
 	}
-	if bk := l.bucketLocked(sh, b); bk != nil {
+	if bk := sh.buckets.bucketLocked(b); bk != nil {
 		bk.dropped++
 	}
 }
@@ -226,14 +178,14 @@ func (l *Labels) Predict(key string, at time.Time, class string) {
 func (l *Labels) predictLocked(sh *lblShard, key string, at int64, class string, now, b int64) bool {
 	k := sh.keys[key]
 	if k == nil {
-		if !l.reserve() {
+		if !l.reserve(l.cfg.MaxKeys) {
 			return false
 		}
 		k = &lblKey{}
 		sh.keys[key] = k
 	}
 	l.expireLocked(k, now)
-	bk := l.bucketLocked(sh, b)
+	bk := sh.buckets.bucketLocked(b)
 	// Insert in time order: after every prediction made at or before at (usually at the end).
 	i := len(k.ps)
 	for i > 0 && k.ps[i-1].at > at {
@@ -264,25 +216,11 @@ func (l *Labels) predictLocked(sh *lblShard, key string, at int64, class string,
 	return true
 }
 
-// reserve counts a new key in if fewer than MaxKeys are tracked.
-func (l *Labels) reserve() bool {
-	for {
-		c := l.count.Load()
-		if c >= int64(l.cfg.MaxKeys) {
-			return false
-		}
-		if l.count.CompareAndSwap(c, c+1) {
-			return true
-		}
-	}
-}
-
 // sweep frees, in every shard, the expired predictions and the keys left with none, to make room
 // for a new key; at most once per step of the clock (b). It reports whether it swept. The caller
 // holds no shard lock.
 func (l *Labels) sweep(now time.Time, b int64) bool {
-	last := l.swept.Load()
-	if last >= b || !l.swept.CompareAndSwap(last, b) {
+	if !l.claimSweep(b) {
 		return false
 	}
 	t := now.UnixNano()
@@ -350,7 +288,7 @@ func (l *Labels) Label(key string, at time.Time, truth string) (joined bool) {
 		l.duplicates.Add(1)
 		return false
 	}
-	bk := l.bucketLocked(sh, b)
+	bk := sh.buckets.bucketLocked(b)
 	if bk == nil {
 		return false
 	}
@@ -373,11 +311,7 @@ func (l *Labels) Report() AccuracyReport {
 	for i := range l.shards {
 		sh := &l.shards[i]
 		sh.mu.Lock()
-		for j := range sh.buckets {
-			bk := &sh.buckets[j]
-			if bk.step == noBucket || bk.step <= b-l.steps || bk.step > b {
-				continue
-			}
+		for bk := range sh.buckets.windowLocked(b) {
 			r.Points += bk.scored
 			correct += bk.correct
 			r.Forecasts += bk.predictions
