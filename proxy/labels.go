@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/novacron/sidecar/features"
 	"github.com/novacron/sidecar/features/drift"
 	aipb "github.com/novacron/sidecar/proto/novacron/ai"
 )
@@ -14,19 +15,20 @@ import (
 // PushLabels scores the answers of the anomaly and placement targets against the truth pushed
 // later: each label goes to the label tracker (base.labelAccuracy) of the target it names, or of
 // every target of its task, and each tracker that kept an answer for the VM or workload joins the
-// label with it (see drift.Labels: the newest answer made at or before the label's time, within
-// the accuracy window, scored once). So both arms of a split, and a shadow, are scored against
-// the same truth. Every label is checked before any is scored: a bad one fails the call with
-// nothing scored.
+// label with it (see drift.Labels: the answer nearest in time to the label's time, within the
+// accuracy window, scored once; a label whose nearest answer is scored joins nothing). So both
+// arms of a split, and a shadow, are scored against the same truth. Every label is checked before
+// any is scored: a bad one fails the call with nothing scored.
 func (s *Service) PushLabels(ctx context.Context, req *aipb.PushLabelsRequest) (*aipb.PushLabelsResponse, error) {
 	labels := req.GetLabels()
 	if n := len(labels); n > s.cfg.MaxPushSamples {
 		return nil, invalid("labels", fmt.Sprintf("%d labels, at most %d per call (limits.max_push_samples); nothing scored", n, s.cfg.MaxPushSamples))
 	}
 	st := s.state.Load()
+	now := s.cfg.Now()
 	checked := make([]checkedLabel, len(labels))
 	for i, lb := range labels {
-		if err := s.checkLabel(st, i, lb, &checked[i]); err != nil {
+		if err := s.checkLabel(st, now, i, lb, &checked[i]); err != nil {
 			return nil, err
 		}
 	}
@@ -59,9 +61,10 @@ type checkedLabel struct {
 	trackers   []*drift.Labels // the named model's; nil: every target's of task
 }
 
-// checkLabel checks label i (exactly one of vm_id, or workload_id with node_id; identifiers
-// within bounds; the model, when named, loaded and of the label's task) into c.
-func (s *Service) checkLabel(st *snapshot, i int, lb *aipb.Label, c *checkedLabel) error {
+// checkLabel checks label i (exactly one of vm_id with is_anomaly, or workload_id with node_id;
+// identifiers within bounds; timestamp_ms not before 1970 nor more than a step ahead of now, the
+// sidecar's clock; the model, when named, loaded and of the label's task) into c.
+func (s *Service) checkLabel(st *snapshot, now time.Time, i int, lb *aipb.Label, c *checkedLabel) error {
 	at := func(field string) string { return "labels[" + strconv.Itoa(i) + "]." + field }
 	vm, workload, node := lb.GetVmId(), lb.GetWorkloadId(), lb.GetNodeId()
 	switch {
@@ -69,14 +72,17 @@ func (s *Service) checkLabel(st *snapshot, i int, lb *aipb.Label, c *checkedLabe
 		return invalid(at("workload_id"), "not with vm_id: a label is an anomaly label (vm_id, is_anomaly) or a placement label (workload_id, node_id)")
 	case vm != "" && node != "":
 		return invalid(at("node_id"), "not with vm_id: a label is an anomaly label (vm_id, is_anomaly) or a placement label (workload_id, node_id)")
+	case vm != "" && lb.IsAnomaly == nil:
+		// Absent is not false: a label that forgot it must not score the VM's answer as "normal".
+		return invalid(at("is_anomaly"), "required with vm_id: whether the VM really was anomalous (true or false)")
 	case vm != "":
 		c.task, c.key, c.truth = TaskAnomaly, vm, anomalyClass(lb.GetIsAnomaly())
 	case workload != "" && node == "":
 		return invalid(at("node_id"), "required with workload_id: the node that was right for the workload")
 	case workload == "" && node != "":
 		return invalid(at("workload_id"), "required with node_id")
-	case workload != "" && lb.GetIsAnomaly():
-		return invalid(at("is_anomaly"), "an anomaly label's (with vm_id); a placement label gives workload_id and node_id")
+	case workload != "" && lb.IsAnomaly != nil:
+		return invalid(at("is_anomaly"), "not with workload_id: it is an anomaly label's (with vm_id); a placement label gives workload_id and node_id")
 	case workload != "":
 		c.task, c.key, c.truth = TaskPlacement, workload, node
 	default:
@@ -91,7 +97,15 @@ func (s *Service) checkLabel(st *snapshot, i int, lb *aipb.Label, c *checkedLabe
 	case ms < 0:
 		return invalid(at("timestamp_ms"), fmt.Sprintf("%d is before 1970; give Unix milliseconds, or 0 for now", ms))
 	case ms > 0:
-		c.at = time.UnixMilli(ms)
+		// As features.Windows refuses a pushed sample: a truth cannot hold later than the answer
+		// it scores, given already; a time far ahead is a wrong clock or not milliseconds (and
+		// past 2262 would overflow Unix nanoseconds).
+		t, step := time.UnixMilli(ms), s.labelStep()
+		if t.After(now.Add(step)) {
+			return invalid(at("timestamp_ms"), fmt.Sprintf("%d (%s) is more than a step (%v) ahead of the sidecar's clock %s: a label is the truth of an answer already given; give Unix milliseconds, or 0 for now",
+				ms, t.UTC().Format(time.RFC3339Nano), step, now.UTC().Format(time.RFC3339Nano)))
+		}
+		c.at = t
 	}
 	if name := lb.GetModel(); name != "" {
 		t, ok := st.targets[name]
@@ -109,6 +123,15 @@ func (s *Service) checkLabel(st *snapshot, i int, lb *aipb.Label, c *checkedLabe
 		c.trackers = []*drift.Labels{tr}
 	}
 	return nil
+}
+
+// labelStep is how far ahead of the clock a label's time may be: a step of the windows
+// (windows.step), as for a pushed sample.
+func (s *Service) labelStep() time.Duration {
+	if st := s.cfg.Windows.Step; st > 0 {
+		return st
+	}
+	return features.DefaultStep
 }
 
 // labelTrackers returns the label trackers of the snapshot's targets by task.

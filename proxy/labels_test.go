@@ -20,8 +20,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/novacron/sidecar/backends/onnx"
+	"github.com/novacron/sidecar/features"
 	aipb "github.com/novacron/sidecar/proto/novacron/ai"
 )
 
@@ -55,11 +57,17 @@ func exampleModel(t *testing.T, name, task string) *Model {
 // returned base URL).
 func labelledService(t *testing.T, now *atomic.Int64, routes Routes, more ...Target) (*Service, aipb.AIServiceClient, string) {
 	t.Helper()
+	return labelledServiceConfig(t, Config{}, now, routes, more...)
+}
+
+// labelledServiceConfig is labelledService with cfg's Windows.
+func labelledServiceConfig(t *testing.T, cfg Config, now *atomic.Int64, routes Routes, more ...Target) (*Service, aipb.AIServiceClient, string) {
+	t.Helper()
 	targets := append([]Target{exampleModel(t, "anomaly", TaskAnomaly), exampleModel(t, "placement", TaskPlacement)}, more...)
 	if routes == nil {
 		routes = Routes{RouteAnomaly: {Target: "anomaly"}, RoutePlacement: {Target: "placement"}}
 	}
-	svc, err := New(Config{Routes: routes, MaxPushSamples: 50, Now: func() time.Time { return time.Unix(0, now.Load()) }}, targets, nil)
+	svc, err := New(Config{Routes: routes, MaxPushSamples: 50, Windows: cfg.Windows, Now: func() time.Time { return time.Unix(0, now.Load()) }}, targets, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,8 +137,8 @@ func anomalous(i int) *aipb.VMMetrics {
 // TestPushLabelsJoin: anomaly verdicts and placements answered over gRPC and HTTP, then labels
 // pushed over gRPC and HTTP: the live accuracy the Service reports (what the exporter and the
 // alerter read) equals the share of correct answers computed here from the same answers and
-// labels. A label before the answer, a second label of an answer, and a label of a VM never
-// answered are accepted but not joined.
+// labels. A label an hour (the window) before the answer, a second label of an answer, and a label
+// of a VM never answered are accepted but not joined.
 func TestPushLabelsJoin(t *testing.T) {
 	var now atomic.Int64
 	t0 := time.Date(2026, 12, 5, 9, 0, 0, 0, time.UTC)
@@ -169,7 +177,7 @@ func TestPushLabelsJoin(t *testing.T) {
 
 	now.Store(t0.Add(10 * time.Minute).UnixNano())
 	// Anomaly labels: the truth is "anomalous" for every fourth VM; the first half over gRPC, the
-	// rest over HTTP; a label timestamped before the answers joins nothing.
+	// rest over HTTP; a label timestamped a window before the answers joins nothing.
 	correct := 0
 	var overGRPC, overHTTP []*aipb.Label
 	for i := range vms {
@@ -178,7 +186,7 @@ func TestPushLabelsJoin(t *testing.T) {
 		if truth == verdict[vm] {
 			correct++
 		}
-		lb := &aipb.Label{VmId: vm, IsAnomaly: truth}
+		lb := &aipb.Label{VmId: vm, IsAnomaly: proto.Bool(truth)}
 		if i%4 == 1 {
 			lb.TimestampMs = t0.Add(time.Minute).UnixMilli()
 		}
@@ -191,8 +199,8 @@ func TestPushLabelsJoin(t *testing.T) {
 	if 2*correct == vms {
 		t.Fatalf("%d of %d verdicts right: a tracker scoring every verdict the wrong way round would agree", correct, vms)
 	}
-	early := &aipb.Label{VmId: "vm-0", IsAnomaly: true, TimestampMs: t0.Add(-time.Second).UnixMilli()}
-	never := &aipb.Label{VmId: "vm-never", IsAnomaly: true}
+	early := &aipb.Label{VmId: "vm-0", IsAnomaly: proto.Bool(true), TimestampMs: t0.Add(-time.Hour).UnixMilli()}
+	never := &aipb.Label{VmId: "vm-never", IsAnomaly: proto.Bool(true)}
 	r, err := client.PushLabels(ctx, &aipb.PushLabelsRequest{Labels: append([]*aipb.Label{early, never}, overGRPC...)})
 	if err != nil {
 		t.Fatal(err)
@@ -254,13 +262,14 @@ func TestPushLabelsJoin(t *testing.T) {
 // INVALID_ARGUMENT; more labels than a push takes are refused.
 func TestPushLabelsRefusals(t *testing.T) {
 	var now atomic.Int64
-	now.Store(time.Date(2026, 12, 5, 9, 0, 0, 0, time.UTC).UnixNano())
+	now0 := time.Date(2026, 12, 5, 9, 0, 0, 0, time.UTC)
+	now.Store(now0.UnixNano())
 	svc, client, base := labelledService(t, &now, nil)
 	ctx := context.Background()
 	if _, err := client.DetectAnomaly(ctx, &aipb.AnomalyRequest{VmId: "vm-1", CurrentMetrics: anomalous(1)}); err != nil {
 		t.Fatal(err)
 	}
-	good := &aipb.Label{VmId: "vm-1"}
+	good := &aipb.Label{VmId: "vm-1", IsAnomaly: proto.Bool(false)}
 	many := make([]*aipb.Label, 51)
 	for i := range many {
 		many[i] = good
@@ -276,11 +285,19 @@ func TestPushLabelsRefusals(t *testing.T) {
 		{"both kinds", []*aipb.Label{good, good, {VmId: "vm-1", WorkloadId: "wl-1", NodeId: "n"}}, codes.InvalidArgument, "labels[2].workload_id: not with vm_id"},
 		{"vm and node", []*aipb.Label{{VmId: "vm-1", NodeId: "n"}}, codes.InvalidArgument, "labels[0].node_id: not with vm_id"},
 		{"empty", []*aipb.Label{good, {}}, codes.InvalidArgument, "labels[1].vm_id: required"},
-		{"is_anomaly on a placement", []*aipb.Label{{WorkloadId: "w", NodeId: "n", IsAnomaly: true}}, codes.InvalidArgument, "labels[0].is_anomaly"},
-		{"negative time", []*aipb.Label{{VmId: "vm-1", TimestampMs: -1}}, codes.InvalidArgument, "labels[0].timestamp_ms"},
-		{"long id", []*aipb.Label{{VmId: strings.Repeat("v", 300)}}, codes.InvalidArgument, "labels[0].vm_id: 300 bytes"},
-		{"unknown model", []*aipb.Label{good, {VmId: "vm-1", Model: "nope"}}, codes.NotFound, `labels[1].model: "nope" is not loaded`},
-		{"model of the other task", []*aipb.Label{{VmId: "vm-1", Model: "placement"}}, codes.InvalidArgument, `labels[0].model: "placement" is a placement model; a label with vm_id scores anomaly models`},
+		{"is_anomaly alone", []*aipb.Label{{IsAnomaly: proto.Bool(true)}}, codes.InvalidArgument, "labels[0].vm_id: required"},
+		{"vm without is_anomaly", []*aipb.Label{good, {VmId: "vm-1"}}, codes.InvalidArgument, "labels[1].is_anomaly: required with vm_id"},
+		{"is_anomaly on a placement", []*aipb.Label{{WorkloadId: "w", NodeId: "n", IsAnomaly: proto.Bool(true)}}, codes.InvalidArgument, "labels[0].is_anomaly: not with workload_id"},
+		{"is_anomaly false on a placement", []*aipb.Label{{WorkloadId: "w", NodeId: "n", IsAnomaly: proto.Bool(false)}}, codes.InvalidArgument, "labels[0].is_anomaly: not with workload_id"},
+		{"negative time", []*aipb.Label{{VmId: "vm-1", IsAnomaly: proto.Bool(false), TimestampMs: -1}}, codes.InvalidArgument, "labels[0].timestamp_ms"},
+		{"time past a step ahead", []*aipb.Label{good, {VmId: "vm-1", IsAnomaly: proto.Bool(false), TimestampMs: now0.Add(time.Minute + time.Millisecond).UnixMilli()}}, codes.InvalidArgument,
+			"labels[1].timestamp_ms: " + fmt.Sprint(now0.Add(time.Minute+time.Millisecond).UnixMilli()) + " (2026-12-05T09:01:00.001Z) is more than a step (1m0s) ahead of the sidecar's clock 2026-12-05T09:00:00Z"},
+		{"time in the year 18979", []*aipb.Label{{VmId: "vm-1", IsAnomaly: proto.Bool(false), TimestampMs: time.Date(18979, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()}}, codes.InvalidArgument, "(18979-01-01T00:00:00Z) is more than a step"},
+		{"time past 2262", []*aipb.Label{{WorkloadId: "w", NodeId: "n", TimestampMs: time.Date(2263, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()}}, codes.InvalidArgument, "labels[0].timestamp_ms"},
+		{"largest time", []*aipb.Label{{VmId: "vm-1", IsAnomaly: proto.Bool(true), TimestampMs: math.MaxInt64}}, codes.InvalidArgument, "is more than a step (1m0s) ahead"},
+		{"long id", []*aipb.Label{{VmId: strings.Repeat("v", 300), IsAnomaly: proto.Bool(false)}}, codes.InvalidArgument, "labels[0].vm_id: 300 bytes"},
+		{"unknown model", []*aipb.Label{good, {VmId: "vm-1", IsAnomaly: proto.Bool(false), Model: "nope"}}, codes.NotFound, `labels[1].model: "nope" is not loaded`},
+		{"model of the other task", []*aipb.Label{{VmId: "vm-1", IsAnomaly: proto.Bool(false), Model: "placement"}}, codes.InvalidArgument, `labels[0].model: "placement" is a placement model; a label with vm_id scores anomaly models`},
 		// Over the limit: refused by the handler, or (a bounded codec) before decoding the rest.
 		{"too many", many, codes.InvalidArgument, "(limits.max_push_samples)"},
 	} {
@@ -310,6 +327,17 @@ func TestPushLabelsRefusals(t *testing.T) {
 	// The HTTP route decodes strictly, as the other /api/v1 routes do.
 	if code, _, body := postBody(t, base+"/api/v1/labels", []byte(`{"labels":[{"vm_id":"vm-1","truth":1}]}`)); code != http.StatusBadRequest || !strings.Contains(body, "truth") {
 		t.Errorf("an unknown field: %d %s; want 400 naming it", code, body)
+	}
+	// Over HTTP, is_anomaly given as false is a "normal" label; absent, it is refused.
+	if code, _, body := postBody(t, base+"/api/v1/labels", []byte(`{"labels":[{"vm_id":"vm-1"}]}`)); code != http.StatusBadRequest || !strings.Contains(body, "labels[0].is_anomaly: required with vm_id") {
+		t.Errorf("no is_anomaly over HTTP: %d %s; want 400 naming it", code, body)
+	}
+	if code, r, body := postBody(t, base+"/api/v1/labels", []byte(`{"labels":[{"vm_id":"vm-1","is_anomaly":false}]}`)); code != http.StatusOK || r.GetAccepted() != 1 {
+		t.Errorf("is_anomaly false over HTTP: %d %s; want it accepted", code, body)
+	}
+	// A step ahead of the clock, not more, is taken (a client's clock a little ahead).
+	if r, err := client.PushLabels(ctx, &aipb.PushLabelsRequest{Labels: []*aipb.Label{{VmId: "vm-1", IsAnomaly: proto.Bool(false), TimestampMs: now0.Add(time.Minute).UnixMilli()}}}); err != nil || r.GetAccepted() != 1 {
+		t.Errorf("a label a step ahead: %v, %v; want it accepted", r, err)
 	}
 }
 
@@ -373,7 +401,8 @@ func TestLabelsScoreEveryTarget(t *testing.T) {
 		}
 	}
 	// The truth: both normal. The model is right for vm-1, the legacy shadow for neither.
-	r, err := svc.PushLabels(ctx, &aipb.PushLabelsRequest{Labels: []*aipb.Label{{VmId: "vm-0"}, {VmId: "vm-1", Model: "legacy"}}})
+	normal := proto.Bool(false)
+	r, err := svc.PushLabels(ctx, &aipb.PushLabelsRequest{Labels: []*aipb.Label{{VmId: "vm-0", IsAnomaly: normal}, {VmId: "vm-1", IsAnomaly: normal, Model: "legacy"}}})
 	if err != nil || r.GetJoined() != 2 {
 		t.Fatalf("%v, %v; want 2 joined", r, err)
 	}
@@ -423,10 +452,93 @@ func TestLabelsScoreEveryTarget(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("after a reload")
-	if r, err := svc.PushLabels(ctx, &aipb.PushLabelsRequest{Labels: []*aipb.Label{{VmId: "vm-1", Model: "anomaly"}}}); err != nil || r.GetJoined() != 1 {
+	if r, err := svc.PushLabels(ctx, &aipb.PushLabelsRequest{Labels: []*aipb.Label{{VmId: "vm-1", IsAnomaly: normal, Model: "anomaly"}}}); err != nil || r.GetJoined() != 1 {
 		t.Fatalf("after a reload: %v, %v; want vm-1's answer joined", r, err)
 	}
 	if a := svc.Accuracy()["anomaly"].Report(); a.Points != 2 || a.Accuracy != 0.5 {
 		t.Errorf("model after a reload: %+v; want 1 of 2 right", a)
+	}
+}
+
+// TestPushLabelsNearestAnswer: a label scores the answer nearest to its time. The operator labels
+// an incident at noon, the time of the spike's metrics: it scores the verdict on the spike,
+// answered at 12:00:05, not the one on the metrics before it, answered at 11:59:05. A label
+// stamped in milliseconds right after an answer (T+0.9 ms, sent as T) scores that answer (made at
+// T+0.4 ms), not the one before it.
+func TestPushLabelsNearestAnswer(t *testing.T) {
+	var now atomic.Int64
+	noon := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	now.Store(noon.UnixNano())
+	svc, client, base := labelledService(t, &now, nil)
+	ctx := context.Background()
+	detect := func(at time.Time, vm string, i int, want bool) {
+		t.Helper()
+		now.Store(at.UnixNano())
+		resp, err := client.DetectAnomaly(ctx, &aipb.AnomalyRequest{VmId: vm, CurrentMetrics: anomalous(i)})
+		if err != nil || resp.GetIsAnomaly() != want {
+			t.Fatalf("%s at %v: %v, %v; want is_anomaly %v", vm, at, resp, err, want)
+		}
+	}
+	detect(noon.Add(-55*time.Second), "vm-1", 1, false) // before the spike
+	detect(noon.Add(5*time.Second), "vm-1", 0, true)    // the spike
+	now.Store(noon.Add(10 * time.Minute).UnixNano())
+	r, err := client.PushLabels(ctx, &aipb.PushLabelsRequest{Labels: []*aipb.Label{{VmId: "vm-1", IsAnomaly: proto.Bool(true), TimestampMs: noon.UnixMilli()}}})
+	if err != nil || r.GetJoined() != 1 {
+		t.Fatalf("the incident's label: %v, %v; want it joined", r, err)
+	}
+	if a := svc.Accuracy()["anomaly"].Report(); a.Points != 1 || a.Accuracy != 1 {
+		t.Errorf("report %+v; want the one label right (it scored the 11:59:05 verdict?)", a)
+	}
+
+	T := noon.Add(20 * time.Minute)
+	detect(T.Add(-10*time.Second), "vm-2", 3, false)
+	detect(T.Add(400*time.Microsecond), "vm-2", 2, true)
+	now.Store(T.Add(time.Millisecond).UnixNano())
+	ms := T.Add(900 * time.Microsecond).UnixMilli() // the client's stamp, truncated to T
+	code, hr, body := postLabels(t, base, &aipb.PushLabelsRequest{Labels: []*aipb.Label{{VmId: "vm-2", IsAnomaly: proto.Bool(true), TimestampMs: ms}}})
+	if code != http.StatusOK || hr.GetJoined() != 1 {
+		t.Fatalf("the label right after the answer: %d %s; want it joined", code, body)
+	}
+	if a := svc.Accuracy()["anomaly"].Report(); a.Points != 2 || a.Accuracy != 1 {
+		t.Errorf("report %+v; want both labels right (it scored the verdict 10 s before?)", a)
+	}
+	// A label with no time, right after: the newest answer, scored already: a duplicate.
+	if r, err := client.PushLabels(ctx, &aipb.PushLabelsRequest{Labels: []*aipb.Label{{VmId: "vm-2", IsAnomaly: proto.Bool(false)}}}); err != nil || r.GetJoined() != 0 {
+		t.Errorf("a second label of the newest answer: %v, %v; want none joined", r, err)
+	}
+}
+
+// TestPushLabelsWindowsStep: the label trackers count the rolling window in steps of
+// windows.step, as the forecast trackers do, and a label may be up to that step ahead of the
+// clock.
+func TestPushLabelsWindowsStep(t *testing.T) {
+	var now atomic.Int64
+	t0 := time.Date(2026, 12, 5, 9, 0, 0, 0, time.UTC)
+	now.Store(t0.UnixNano())
+	cfg := Config{Windows: features.WindowConfig{Step: 10 * time.Minute}}
+	svc, client, _ := labelledServiceConfig(t, cfg, &now, nil)
+	ctx := context.Background()
+	now.Store(t0.Add(9 * time.Minute).UnixNano())
+	if _, err := client.DetectAnomaly(ctx, &aipb.AnomalyRequest{VmId: "vm-1", CurrentMetrics: anomalous(1)}); err != nil {
+		t.Fatal(err)
+	}
+	// 5 minutes ahead: within a step of 10.
+	ahead := t0.Add(14 * time.Minute).UnixMilli()
+	if r, err := client.PushLabels(ctx, &aipb.PushLabelsRequest{Labels: []*aipb.Label{{VmId: "vm-1", IsAnomaly: proto.Bool(false), TimestampMs: ahead}}}); err != nil || r.GetJoined() != 1 {
+		t.Fatalf("a label 5 min ahead with 10 min steps: %v, %v; want it joined", r, err)
+	}
+	_, err := client.PushLabels(ctx, &aipb.PushLabelsRequest{Labels: []*aipb.Label{{VmId: "vm-1", IsAnomaly: proto.Bool(false), TimestampMs: t0.Add(19*time.Minute + time.Millisecond).UnixMilli()}}})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "is more than a step (10m0s) ahead") {
+		t.Errorf("a label past a step of 10 min ahead: %v; want INVALID_ARGUMENT", err)
+	}
+	// Scored in the first step, [0, 10m): it leaves the hour's window at 60m, a whole step at once
+	// (with steps of a minute it would stay until 69m).
+	now.Store(t0.Add(59*time.Minute + 59*time.Second).UnixNano())
+	if a := svc.Accuracy()["anomaly"].Report(); a.Points != 1 {
+		t.Errorf("at 59m59s: %+v; want the label", a)
+	}
+	now.Store(t0.Add(60 * time.Minute).UnixNano())
+	if a := svc.Accuracy()["anomaly"].Report(); a.Points != 0 || a.Forecasts != 0 {
+		t.Errorf("at 60m: %+v; want the first 10 min step out of the window", a)
 	}
 }

@@ -277,7 +277,7 @@ func (s *Service) prepare(targets []Target, old map[string]Target) error {
 			b.labelAccuracy = o.common().labelAccuracy
 		}
 		if (b.Task == TaskAnomaly || b.Task == TaskPlacement) && b.labelAccuracy == nil {
-			l, err := drift.NewLabels(drift.LabelsConfig{MaxKeys: s.cfg.Windows.MaxVMs, Now: s.cfg.Now})
+			l, err := drift.NewLabels(drift.LabelsConfig{Step: s.cfg.Windows.Step, MaxKeys: s.cfg.Windows.MaxVMs, Now: s.cfg.Now})
 			if err != nil {
 				return fail(b, err)
 			}

@@ -75,18 +75,23 @@ func (c LabelsConfig) Validate() error {
 // a while, joins a label (Label) with the answer it is the truth of, and counts the correct ones
 // per step of a rolling window.
 //
-// The join. A label for key at time t scores the newest prediction for key made at or before t
-// (not a later one: it answered after the truth held) and after t − Window, if that prediction is
-// still kept (made after now − Window, not pushed out) and not yet scored. Each prediction is
-// scored at most once: a second label joined with it is a duplicate, ignored (Duplicates counts
-// it), and so is a label whose prediction was superseded by a newer one that is already scored.
-// The label is correct when its truth equals the prediction's class.
+// The join. A label for key at time t scores the prediction for key NEAREST in time to t, before
+// or after it (at equal distances the earlier; of predictions made at the same time, the one
+// recorded last), among those kept (made after now − Window, not pushed out) and made less than a
+// Window from t; if none is, the label joins nothing. A prediction is recorded when the model
+// answered, a little after the metrics it was about (and a label's time may be truncated to the
+// millisecond), so a label stamped with the time of those metrics, or stamped right after the
+// answer, is nearest to that answer, not to the one before it. A label at the clock (a zero
+// time) joins the newest prediction. Each prediction is scored at most once: a label whose nearest
+// prediction is already scored is a duplicate and joins nothing, not a neighbour (Duplicates
+// counts it). The label is correct when its truth equals the prediction's class.
 //
 // Memory is bounded: at most MaxPerKey predictions for each of at most MaxKeys keys, and
 // O(Window/Step) sums. A key's predictions are freed when they expire (made Window or more before
 // the clock), on its next Predict or Label, and a key with none is forgotten; when MaxKeys are
 // tracked and a new key comes, a sweep of every shard (at most once a step) frees the others'. A
-// scored prediction is kept until it expires, so that a later label finds it, not an older one.
+// scored prediction is kept until it expires, so that a later label nearest to it finds it scored
+// (a duplicate), not a neighbour.
 // All methods may be called concurrently; Predict and Label take one of 16 shard locks, never a
 // global one, and allocate only while a key's slots grow (its first predictions).
 type Labels struct {
@@ -109,6 +114,7 @@ type lblBucket struct {
 	scored      int64 // labels joined
 	correct     int64 // of them, equal to the prediction
 	predictions int64 // predictions kept
+	labelled    int64 // of them (kept in this step), those scored since
 	dropped     int64 // predictions refused or pushed out unlabelled
 }
 
@@ -119,6 +125,7 @@ type lblKey struct {
 
 type lblPrediction struct {
 	at     int64 // unix ns
+	kept   int64 // the bucket (step of the clock) it was kept in, counted in its predictions
 	class  string
 	scored bool
 }
@@ -144,16 +151,18 @@ func (l *Labels) shard(key string) *lblShard {
 }
 
 // Predict records the model's answer class for key, made at `at` (zero: the tracker's clock).
-// A prediction already expired (made Window or more before the clock) is ignored.
+// A prediction already expired (made Window or more before the clock), or made more than a Window
+// ahead of the clock (a clock that far off is wrong), is ignored.
 func (l *Labels) Predict(key string, at time.Time, class string) {
 	now := l.cfg.Now()
 	if at.IsZero() {
 		at = now
 	}
-	t, n := at.UnixNano(), now.UnixNano()
-	if t <= n-l.window {
+	d, n := at.Sub(now), now.UnixNano() // Sub saturates: no overflow however far at is
+	if d <= -time.Duration(l.window) || d > time.Duration(l.window) {
 		return
 	}
+	t := n + int64(d)
 	b := l.bucketOf(now)
 	sh := l.shard(key)
 	sh.mu.Lock()
@@ -204,11 +213,11 @@ func (l *Labels) predictLocked(sh *lblShard, key string, at int64, class string,
 		}
 		copy(k.ps, k.ps[1:i])
 		i--
-		k.ps[i] = lblPrediction{at: at, class: class}
+		k.ps[i] = lblPrediction{at: at, kept: b, class: class}
 	} else {
 		k.ps = append(k.ps, lblPrediction{})
 		copy(k.ps[i+1:], k.ps[i:])
-		k.ps[i] = lblPrediction{at: at, class: class}
+		k.ps[i] = lblPrediction{at: at, kept: b, class: class}
 	}
 	if bk != nil {
 		bk.predictions++
@@ -253,14 +262,20 @@ func (l *Labels) expireLocked(k *lblKey, now int64) {
 }
 
 // Label records the truth for key at `at` (zero: the tracker's clock) and scores the prediction
-// it joins (see Labels for the rule): correct when truth equals its class. It reports whether a
-// prediction was scored.
+// it joins (see Labels for the rule: the nearest in time to at): correct when truth equals its
+// class. It reports whether a prediction was scored. A label two Windows or more from the clock
+// joins nothing (every prediction kept was made within a Window of the clock), however far its
+// time: none overflows Unix nanoseconds into a time near the clock.
 func (l *Labels) Label(key string, at time.Time, truth string) (joined bool) {
 	now := l.cfg.Now()
 	if at.IsZero() {
 		at = now
 	}
-	t, n := at.UnixNano(), now.UnixNano()
+	d, n := at.Sub(now), now.UnixNano() // Sub saturates: no overflow however far at is
+	if d <= -2*time.Duration(l.window) || d >= 2*time.Duration(l.window) {
+		return false
+	}
+	t := n + int64(d)
 	b := l.bucketOf(now)
 	sh := l.shard(key)
 	sh.mu.Lock()
@@ -276,14 +291,10 @@ func (l *Labels) Label(key string, at time.Time, truth string) (joined bool) {
 			l.count.Add(-1)
 		}
 	}()
-	i := len(k.ps) - 1
-	for i >= 0 && k.ps[i].at > t {
-		i--
+	p := nearest(k.ps, t)
+	if p == nil || absDiff(p.at, t) >= l.window {
+		return false // nothing kept within the window of t
 	}
-	if i < 0 || k.ps[i].at <= t-l.window {
-		return false // nothing made at or before t, within the window
-	}
-	p := &k.ps[i]
 	if p.scored {
 		l.duplicates.Add(1)
 		return false
@@ -297,13 +308,54 @@ func (l *Labels) Label(key string, at time.Time, truth string) (joined bool) {
 	if p.class == truth {
 		bk.correct++
 	}
+	if kb := sh.buckets.heldLocked(p.kept); kb != nil {
+		kb.labelled++ // the step it was kept in still holds it (it counted it in predictions)
+	}
 	return true
+}
+
+// nearest returns the prediction of ps (in time order; equal times in the order recorded) made
+// nearest to t (unix ns): the latest made at or before t, or the earliest made after it, whichever
+// is nearer, the earlier at equal distances; of several made at the same time, the one recorded
+// last. Nil when ps is empty.
+func nearest(ps []lblPrediction, t int64) *lblPrediction {
+	i := len(ps) // the first made after t
+	for i > 0 && ps[i-1].at > t {
+		i--
+	}
+	j := i // the last recorded of those made at ps[i].at
+	for j+1 < len(ps) && ps[j+1].at == ps[i].at {
+		j++
+	}
+	switch {
+	case i == len(ps) && i == 0:
+		return nil
+	case i == len(ps):
+		return &ps[i-1]
+	case i == 0:
+		return &ps[j]
+	case t-ps[i-1].at <= ps[i].at-t:
+		return &ps[i-1]
+	}
+	return &ps[j]
+}
+
+// absDiff is |a − b| for times within a few Windows of each other (no overflow).
+func absDiff(a, b int64) int64 {
+	if a < b {
+		return b - a
+	}
+	return a - b
 }
 
 // Report sums the window at the tracker's clock: Accuracy is the share of the labels scored in
 // the window that equal their prediction (NaN when none was scored), MAE is NaN (a classifier has
-// none), Points and Evaluated the labels scored, Forecasts the predictions kept and Dropped those
-// refused or pushed out unlabelled, all in the window. It takes each shard's lock in turn.
+// none), Points the labels scored in the window (by when they were scored, whenever their
+// prediction was made), Forecasts the predictions kept in the window, Evaluated those of them
+// scored so far (by when the prediction was kept: Evaluated/Forecasts, exported as
+// model_prediction_evaluated_ratio, is the share of the window's predictions that got a label, at
+// most 1), and Dropped the predictions refused or pushed out unlabelled in the window. It takes
+// each shard's lock in turn.
 func (l *Labels) Report() AccuracyReport {
 	b := l.bucketOf(l.cfg.Now())
 	var correct int64
@@ -315,11 +367,11 @@ func (l *Labels) Report() AccuracyReport {
 			r.Points += bk.scored
 			correct += bk.correct
 			r.Forecasts += bk.predictions
+			r.Evaluated += bk.labelled
 			r.Dropped += bk.dropped
 		}
 		sh.mu.Unlock()
 	}
-	r.Evaluated = r.Points
 	r.Accuracy, r.MAE = math.NaN(), math.NaN()
 	if r.Points > 0 {
 		r.Accuracy = float64(correct) / float64(r.Points)

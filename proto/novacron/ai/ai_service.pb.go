@@ -35,13 +35,17 @@ type Label struct {
 	// The model whose answers it scores; empty: every model of the label's task (anomaly or
 	// placement) that answered for the VM or workload.
 	Model string `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
-	// Anomaly label: the VM, and whether it really was anomalous.
+	// Anomaly label: the VM, and whether it really was anomalous (required with vm_id: false is
+	// "normal", absent is refused).
 	VmId      string `protobuf:"bytes,2,opt,name=vm_id,json=vmId,proto3" json:"vm_id,omitempty"`
-	IsAnomaly bool   `protobuf:"varint,3,opt,name=is_anomaly,json=isAnomaly,proto3" json:"is_anomaly,omitempty"`
+	IsAnomaly *bool  `protobuf:"varint,3,opt,name=is_anomaly,json=isAnomaly,proto3,oneof" json:"is_anomaly,omitempty"`
 	// Placement label: the workload, and the node that was right for it.
 	WorkloadId string `protobuf:"bytes,4,opt,name=workload_id,json=workloadId,proto3" json:"workload_id,omitempty"`
 	NodeId     string `protobuf:"bytes,5,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	// When the truth held, Unix time in milliseconds; 0: when the sidecar receives it.
+	// When the truth held, Unix time in milliseconds: the time of the metrics (or request) the
+	// answer was about, so that the label joins that answer; 0: when the sidecar receives it (it
+	// joins the newest answer: push it right after the answer). At most a step (windows.step)
+	// ahead of the sidecar's clock.
 	TimestampMs   int64 `protobuf:"varint,6,opt,name=timestamp_ms,json=timestampMs,proto3" json:"timestamp_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -92,8 +96,8 @@ func (x *Label) GetVmId() string {
 }
 
 func (x *Label) GetIsAnomaly() bool {
-	if x != nil {
-		return x.IsAnomaly
+	if x != nil && x.IsAnomaly != nil {
+		return *x.IsAnomaly
 	}
 	return false
 }
@@ -1083,16 +1087,17 @@ var File_novacron_ai_ai_service_proto protoreflect.FileDescriptor
 
 const file_novacron_ai_ai_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1cnovacron/ai/ai_service.proto\x12\vnovacron.ai\"\xae\x01\n" +
+	"\x1cnovacron/ai/ai_service.proto\x12\vnovacron.ai\"\xc2\x01\n" +
 	"\x05Label\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x13\n" +
-	"\x05vm_id\x18\x02 \x01(\tR\x04vmId\x12\x1d\n" +
+	"\x05vm_id\x18\x02 \x01(\tR\x04vmId\x12\"\n" +
 	"\n" +
-	"is_anomaly\x18\x03 \x01(\bR\tisAnomaly\x12\x1f\n" +
+	"is_anomaly\x18\x03 \x01(\bH\x00R\tisAnomaly\x88\x01\x01\x12\x1f\n" +
 	"\vworkload_id\x18\x04 \x01(\tR\n" +
 	"workloadId\x12\x17\n" +
 	"\anode_id\x18\x05 \x01(\tR\x06nodeId\x12!\n" +
-	"\ftimestamp_ms\x18\x06 \x01(\x03R\vtimestampMs\"?\n" +
+	"\ftimestamp_ms\x18\x06 \x01(\x03R\vtimestampMsB\r\n" +
+	"\v_is_anomaly\"?\n" +
 	"\x11PushLabelsRequest\x12*\n" +
 	"\x06labels\x18\x01 \x03(\v2\x12.novacron.ai.LabelR\x06labels\"H\n" +
 	"\x12PushLabelsResponse\x12\x1a\n" +
@@ -1245,6 +1250,7 @@ func file_novacron_ai_ai_service_proto_init() {
 	if File_novacron_ai_ai_service_proto != nil {
 		return
 	}
+	file_novacron_ai_ai_service_proto_msgTypes[0].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

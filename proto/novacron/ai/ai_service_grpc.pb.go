@@ -52,8 +52,8 @@ type AIServiceClient interface {
 	StreamMetrics(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[PushMetricsRequest, PushMetricsResponse], error)
 	// Added: the truth of earlier answers, pushed when it is known (an incident confirmed or
 	// dismissed, the node a workload did best on), for the live accuracy of the anomaly and
-	// placement models. Each label is joined with the newest answer for its VM or workload made at
-	// or before its time (within the accuracy window) and scores it once.
+	// placement models. Each label is joined with the answer for its VM or workload nearest in time
+	// to the label's time (within the accuracy window) and scores it once.
 	PushLabels(ctx context.Context, in *PushLabelsRequest, opts ...grpc.CallOption) (*PushLabelsResponse, error)
 }
 
@@ -155,8 +155,8 @@ type AIServiceServer interface {
 	StreamMetrics(grpc.ClientStreamingServer[PushMetricsRequest, PushMetricsResponse]) error
 	// Added: the truth of earlier answers, pushed when it is known (an incident confirmed or
 	// dismissed, the node a workload did best on), for the live accuracy of the anomaly and
-	// placement models. Each label is joined with the newest answer for its VM or workload made at
-	// or before its time (within the accuracy window) and scores it once.
+	// placement models. Each label is joined with the answer for its VM or workload nearest in time
+	// to the label's time (within the accuracy window) and scores it once.
 	PushLabels(context.Context, *PushLabelsRequest) (*PushLabelsResponse, error)
 	mustEmbedUnimplementedAIServiceServer()
 }
