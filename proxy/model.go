@@ -59,6 +59,11 @@ func (t Thresholds) Severity(score float64) string {
 	return "none"
 }
 
+// OutputsRead are the model outputs the pipeline reads, of any task: what a drift profile of a
+// model's answers profiles (sidecar profile build -model). A model's other outputs are never
+// read, so never answered.
+func OutputsRead() []string { return []string{outForecast, outSigma, outProbs, outScore} }
+
 // Model is one loaded model as the pipeline uses it. NewModel builds it; its caller may set
 // Batching before handing it to New, which starts its batcher; after that it is immutable.
 //
@@ -93,7 +98,7 @@ type Model struct {
 // shape [N, window, features] or [N, features]; the task's outputs present with the right width)
 // and returns the pipeline's view of it.
 func NewModel(name, task string, spec *features.Spec, b backends.Backend, meta backends.Metadata, th Thresholds) (*Model, error) {
-	m := &Model{base: base{TargetInfo: TargetInfo{Name: name, Task: task, Spec: spec, Version: meta.Version, Platform: meta.Platform}},
+	m := &Model{base: base{TargetInfo: TargetInfo{Name: name, Task: task, Spec: spec, Version: meta.Version, Platform: meta.Platform, Digest: meta.Digest}},
 		Backend: b, Meta: meta, thresholds: th}
 	defer func() {
 		m.keyPrefix = [3][]byte{[]byte(m.Name), []byte(m.Version + "@" + meta.Digest), []byte(spec.Fingerprint())}

@@ -80,6 +80,9 @@ type TargetInfo struct {
 	Platform string
 	// Outputs are the values of one answered row, in order, as a RowObserver sees them.
 	Outputs []Output
+	// Digest identifies the model's exact bytes ("sha256:" and the hex of the file's SHA-256)
+	// when its backend knows them (a model run in the process); empty otherwise.
+	Digest string
 }
 
 // Info returns i: every kind of target embeds its TargetInfo.

@@ -119,9 +119,9 @@ func profileBuildCmd(ctx context.Context, args []string, stdout, stderr io.Write
 		return fail(err)
 	}
 	add := builder.Add
+	var pm *profileModel
 	if *modelPath != "" {
-		pm, err := openProfileModel(*modelPath, spec)
-		if err != nil {
+		if pm, err = openProfileModel(*modelPath, spec); err != nil {
 			return fail(err)
 		}
 		defer pm.close()
@@ -184,6 +184,9 @@ func profileBuildCmd(ctx context.Context, args []string, stdout, stderr io.Write
 	if err != nil {
 		return fail(noRowsError(*inPath, spec, stats, err))
 	}
+	if pm != nil {
+		p.ModelDigest = pm.digest
+	}
 	var buf bytes.Buffer
 	if err := p.Write(&buf); err != nil {
 		return fail(err)
@@ -203,8 +206,12 @@ func profileBuildCmd(ctx context.Context, args []string, stdout, stderr io.Write
 	row("profiled", rowsNote(spec, p.Rows))
 	printSkipped(stdout, stats.Skipped)
 	row("bins", fmt.Sprintf("%d per feature (quantiles of the training rows; equal edges merged)", *bins))
-	if *modelPath != "" {
+	if pm != nil {
 		row("outputs", fmt.Sprintf("%d values per row of %s (its answers to the same rows)", len(p.Outputs), *modelPath))
+		row("model", p.ModelDigest)
+		if len(pm.skipped) > 0 {
+			row("not profiled", fmt.Sprintf("outputs %v: the sidecar never reads them", pm.skipped))
+		}
 	}
 	row("wrote", *outPath)
 	fmt.Fprintln(stdout)

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -65,6 +67,17 @@ func rawProfileData(t *testing.T, dir string) (csvPath, pqPath string) {
 		t.Fatal(err)
 	}
 	return csvPath, pqPath
+}
+
+// fileDigest is a file's digest as backends.Metadata.Digest gives it.
+func fileDigest(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
 func loadProfile(t *testing.T, path, specPath string) *drift.Profile {
@@ -157,6 +170,9 @@ memory         2      0.0000      0.0000      0.0000      0.0000  0
 		t.Fatalf("build -model: exit %d\n%s%s", code, stdout, errs)
 	}
 	pm := loadProfile(t, modelOut, anomalySpec)
+	if want := fileDigest(t, "../../examples/models/anomaly.onnx"); pm.ModelDigest != want || !strings.Contains(stdout, "model         "+want+"\n") {
+		t.Errorf("model digest %q; want %q, printed", pm.ModelDigest, want)
+	}
 	var sumMeans float64
 	for k, r := range pm.Outputs {
 		if r.Name != fmt.Sprintf("probs[%d]", k) || r.Total() != 100 || r.Min < 0 || r.Max > 1 {
@@ -292,6 +308,9 @@ func TestExampleProfiles(t *testing.T) {
 		want := map[string]int{"bandwidth": 20, "anomaly": 7, "placement": 1}[name]
 		if len(p.Outputs) != want {
 			t.Errorf("%s: %d outputs profiled, want %d (sidecar profile build -model)", path, len(p.Outputs), want)
+		}
+		if d := fileDigest(t, "../../examples/models/"+name+".onnx"); p.ModelDigest != d {
+			t.Errorf("%s: outputs of model %s, the committed model is %s: build the profile again (examples/training/run.sh)", path, p.ModelDigest, d)
 		}
 		for _, r := range p.Outputs {
 			if r.Missing != 0 || r.Total() != p.Rows {

@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/novacron/sidecar/backends"
 	"github.com/novacron/sidecar/backends/onnx"
 	"github.com/novacron/sidecar/features"
 	"github.com/novacron/sidecar/features/drift"
+	"github.com/novacron/sidecar/proxy"
 )
 
 // profileBatch is how many canonical rows profile build gives the model at once.
@@ -25,6 +27,10 @@ type profileModel struct {
 	// columns name each value of an answered row (drift.OutputColumn), the outputs in the
 	// model's order.
 	columns []string
+	// digest identifies the model's bytes (its Metadata.Digest); skipped names the model's
+	// outputs serving never reads (proxy.OutputsRead), which are not profiled.
+	digest  string
+	skipped []string
 }
 
 // openProfileModel loads the ONNX model at path for spec.
@@ -46,10 +52,16 @@ func openProfileModel(path string, spec *features.Spec) (*profileModel, error) {
 	if err == nil && len(meta.Inputs) != 1 {
 		err = fmt.Errorf("it has %d inputs; a model of a feature spec reads one", len(meta.Inputs))
 	}
+	var read []backends.TensorInfo
 	for _, o := range meta.Outputs {
 		if err != nil {
 			break
 		}
+		if !slices.Contains(proxy.OutputsRead(), o.Name) {
+			pm.skipped = append(pm.skipped, o.Name)
+			continue
+		}
+		read = append(read, o)
 		if o.DType != backends.FP32 || len(o.Shape) != 2 || o.Shape[1] < 1 {
 			err = fmt.Errorf("output %q is %s%v; profile build profiles FP32 outputs of shape [N, k] with k fixed", o.Name, o.DType, o.Shape)
 			break
@@ -58,11 +70,14 @@ func openProfileModel(path string, spec *features.Spec) (*profileModel, error) {
 			pm.columns = append(pm.columns, drift.OutputColumn(o.Name, i, int(o.Shape[1])))
 		}
 	}
+	if err == nil && len(read) == 0 {
+		err = fmt.Errorf("it has none of the outputs the sidecar reads (%v): its outputs are %v", proxy.OutputsRead(), pm.skipped)
+	}
 	if err != nil {
 		pm.close()
 		return nil, fmt.Errorf("-model %s: %w", path, err)
 	}
-	pm.input, pm.outputs = meta.Inputs[0].Name, meta.Outputs
+	pm.input, pm.outputs, pm.digest = meta.Inputs[0].Name, read, meta.Digest
 	return pm, nil
 }
 

@@ -1735,5 +1735,6 @@
         0.0030666697677225532
       ]
     }
-  ]
+  ],
+  "model_digest": "sha256:c05350bc402f4d3d5d21ddacb7b707ff92fee30c4cedea27374c55c3e68e1104"
 }

@@ -120,6 +120,22 @@ func (r AccuracyReport) MarshalJSON() ([]byte, error) {
 	}{plain(r), finiteOrNil(r.Accuracy), finiteOrNil(r.MAE)})
 }
 
+// UnmarshalJSON reads MarshalJSON's form: a null Accuracy or MAE is NaN.
+func (r *AccuracyReport) UnmarshalJSON(b []byte) error {
+	type plain AccuracyReport
+	var v struct {
+		plain
+		Accuracy *float64 `json:"accuracy"`
+		MAE      *float64 `json:"mae"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*r = AccuracyReport(v.plain)
+	r.Accuracy, r.MAE = orNaN(v.Accuracy), orNaN(v.MAE)
+	return nil
+}
+
 // AccuracySource is a live accuracy tracker of one model: a forecast model's Accuracy, or an
 // anomaly or placement model's Labels.
 type AccuracySource interface {

@@ -472,6 +472,17 @@ func TestProfileOutputs(t *testing.T) {
 	if err := profileOf(t, spec, 100).CheckOutputs(nil); err != nil {
 		t.Errorf("a profile without outputs binds to any model: %v", err)
 	}
+	// The outputs hold for the model profiled only; the features for any model of the spec.
+	p.ModelDigest = "sha256:aa"
+	for digest, keep := range map[string]bool{"sha256:aa": true, "": true, "sha256:bb": false} {
+		q, why := p.OutputsFor(digest)
+		if kept := len(q.Outputs) == 2; kept != keep || (why == "") != keep || len(q.Features) != len(p.Features) {
+			t.Errorf("model %q: %d outputs kept (%q); want kept %v", digest, len(q.Outputs), why, keep)
+		}
+	}
+	if len(p.Outputs) != 2 {
+		t.Error("OutputsFor changed the profile it was called on")
+	}
 
 	b, err := NewBuilder(spec, 0)
 	if err != nil {
@@ -515,5 +526,14 @@ func TestReportsMarshalNotANumber(t *testing.T) {
 	}
 	if strings.Count(string(b), `"psi"`) != 1 {
 		t.Errorf("psi encoded twice: %s", b)
+	}
+	// And back: null is NaN again, the rest as it was.
+	var back Alert
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	f := back.Window.Features[0]
+	if f.Name != "cpu" || f.PSI != 0.5 || f.Score != 0.5 || !math.IsNaN(f.Wasserstein) || back.Accuracy.Accuracy != 0.75 || !math.IsNaN(back.Accuracy.MAE) || back.Accuracy.Points != 4 {
+		t.Errorf("decoded %+v, accuracy %+v", f, back.Accuracy)
 	}
 }

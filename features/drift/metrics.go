@@ -48,7 +48,7 @@ var (
 	descPredRows  = prometheus.NewDesc("model_prediction_drift_window_rows", "Values of a model output in the newest window with a verdict.", []string{"model", "output"}, nil)
 	descAccuracy  = prometheus.NewDesc("model_prediction_accuracy", "Live accuracy over the tracker's window: a forecast model's 1 - WAPE against the network_io pushed later; an anomaly or placement model's share of labelled answers that were right.", []string{"model"}, nil)
 	descMAE       = prometheus.NewDesc("model_prediction_mae", "Mean absolute error of the forecasts scored in the tracker's window.", []string{"model"}, nil)
-	descEvalRate  = prometheus.NewDesc("model_prediction_evaluated_ratio", "Share of the window's forecasts with at least one step scored against its truth.", []string{"model"}, nil)
+	descEvalRate  = prometheus.NewDesc("model_prediction_evaluated_ratio", "Share of the window's predictions scored so far: forecasts with at least one step scored against the network_io pushed, or anomaly and placement answers with a label.", []string{"model"}, nil)
 	descPoints    = prometheus.NewDesc("model_prediction_points", "Forecast steps scored in the tracker's window.", []string{"model"}, nil)
 )
 

@@ -421,6 +421,32 @@ func (f FeatureScore) MarshalJSON() ([]byte, error) {
 	}{plain(f), finiteOrNil(f.PSI), finiteOrNil(f.JS), finiteOrNil(f.Wasserstein), finiteOrNil(f.Score)})
 }
 
+// UnmarshalJSON reads MarshalJSON's form: a null score is NaN.
+func (f *FeatureScore) UnmarshalJSON(b []byte) error {
+	type plain FeatureScore
+	var v struct {
+		plain
+		PSI         *float64 `json:"psi"`
+		JS          *float64 `json:"js"`
+		Wasserstein *float64 `json:"wasserstein"`
+		Score       *float64 `json:"score"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*f = FeatureScore(v.plain)
+	f.PSI, f.JS, f.Wasserstein, f.Score = orNaN(v.PSI), orNaN(v.JS), orNaN(v.Wasserstein), orNaN(v.Score)
+	return nil
+}
+
+// orNaN is *p, or NaN when p is nil (a JSON null).
+func orNaN(p *float64) float64 {
+	if p == nil {
+		return math.NaN()
+	}
+	return *p
+}
+
 // finiteOrNil is &v, or nil when v is not finite.
 func finiteOrNil(v float64) *float64 {
 	if math.IsNaN(v) || math.IsInf(v, 0) {

@@ -57,6 +57,10 @@ type Profile struct {
 	// Outputs are the model's output columns over the same rows (OutputColumn names them); none
 	// when the profile was built without the model.
 	Outputs []Reference `json:"outputs,omitempty"`
+	// ModelDigest identifies the model whose answers Outputs profiles ("sha256:" and the hex of
+	// its file's SHA-256): a model retrained on the same spec answers otherwise, and its outputs
+	// are not this reference's (see Profile.OutputsFor).
+	ModelDigest string `json:"model_digest,omitempty"`
 }
 
 // OutputColumn names the value i of a model output of width values per row: the output's name
@@ -309,6 +313,18 @@ func (p *Profile) Check(spec *features.Spec) error {
 		seen[r.Name] = true
 	}
 	return nil
+}
+
+// OutputsFor is the profile to monitor the model of digest (empty: not known) with: p, or, when
+// p's outputs are of another model (ModelDigest differs), p without them and the reason. The
+// features' reference holds for any model of the spec; the outputs' only for the model profiled.
+func (p *Profile) OutputsFor(digest string) (*Profile, string) {
+	if len(p.Outputs) == 0 || p.ModelDigest == "" || digest == "" || p.ModelDigest == digest {
+		return p, ""
+	}
+	q := *p
+	q.Outputs, q.ModelDigest = nil, ""
+	return &q, fmt.Sprintf("its outputs were profiled from model %.19s, the model loaded is %.19s: prediction drift is off until the profile is built again with this model (sidecar profile build -model)", p.ModelDigest, digest)
 }
 
 // CheckOutputs verifies that the model answers every output column the profile holds: layout is

@@ -163,6 +163,7 @@ message Profile {
   // The model's output columns ("forecast[0]", "score"), when the profile was built with the
   // model: the reference of prediction drift.
   repeated Reference outputs = 6;
+  string model_digest = 7;  // the model whose answers outputs profiles ("sha256:...")
 }
 
 message Reference {
@@ -372,7 +373,7 @@ func checkProfile(p *Profile) error {
 		return errors.New("drift: the snapshot has no reference profile")
 	case p.Version != ProfileVersion:
 		return fmt.Errorf("drift: the snapshot's profile is of version %d, this sidecar reads %d", p.Version, ProfileVersion)
-	case p.Fingerprint == "" || !utf8.ValidString(p.Fingerprint) || !utf8.ValidString(p.Spec):
+	case p.Fingerprint == "" || !utf8.ValidString(p.Fingerprint) || !utf8.ValidString(p.Spec) || !utf8.ValidString(p.ModelDigest):
 		return errors.New("drift: the snapshot's profile names no spec fingerprint (or not in UTF-8)")
 	case len(p.Features) == 0 || len(p.Features) > MaxFeatures:
 		return fmt.Errorf("drift: the snapshot's profile has %d features, want 1 to %d", len(p.Features), MaxFeatures)
@@ -431,7 +432,8 @@ func sameProfile(a, b *Profile) bool {
 	if a == b {
 		return true
 	}
-	if a.Version != b.Version || a.Spec != b.Spec || a.Fingerprint != b.Fingerprint || a.Rows != b.Rows || len(a.Features) != len(b.Features) || len(a.Outputs) != len(b.Outputs) {
+	if a.Version != b.Version || a.Spec != b.Spec || a.Fingerprint != b.Fingerprint || a.Rows != b.Rows || len(a.Features) != len(b.Features) ||
+		len(a.Outputs) != len(b.Outputs) || a.ModelDigest != b.ModelDigest {
 		return false
 	}
 	ac, bc := a.columns(), b.columns()

@@ -253,6 +253,27 @@ func TestSnapshotMergeIsExact(t *testing.T) {
 		t.Fatal(err)
 	}
 	sameReports(t, r2, reports)
+
+	// A node whose windows carry no output sketches (it does not observe its model's outputs)
+	// still merges: its features add, the outputs are the others'. In any order.
+	bare := *nodes[1].Snapshot("anomaly")
+	bare.Windows = slices.Clone(bare.Windows)
+	for i := range bare.Windows {
+		bare.Windows[i].Outputs = nil
+	}
+	for _, order := range [][]*Snapshot{{snaps[0], &bare, snaps[2]}, {&bare, snaps[2], snaps[0]}} {
+		m, err := Merge(order)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs, err := ScoreSnapshot(m, Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rs[0].Rows != 9000 || rs[0].Outputs[0].Rows != 9000-4000 || rs[0].Features[2].PSI != reports[0].Features[2].PSI {
+			t.Errorf("with node 1's outputs left out: %d rows, outputs of %d; feature 2 PSI %v, want %v", rs[0].Rows, rs[0].Outputs[0].Rows, rs[0].Features[2].PSI, reports[0].Features[2].PSI)
+		}
+	}
 }
 
 // withoutWindows is s with no window: a node that kept none.
@@ -595,6 +616,17 @@ func FuzzUnmarshalSnapshotProto(f *testing.F) {
 	}
 	f.Add(b)
 	f.Add(b[:len(b)/2])
+	// A profile with outputs (and its model's digest), a window with their sketches.
+	po := profileWithOutputs(f, spec, 300)
+	po.ModelDigest = "sha256:ab"
+	mo, _ := clockMonitor(f, po, Config{Outputs: testLayout})
+	data := rows(rand.New(rand.NewPCG(5, 7)), 4, spec.Width(), -1, 0)
+	mo.Observe(data, spec.Width(), rowOutputs(data, spec.Width()))
+	bo, err := mo.Snapshot("anomaly").MarshalProto()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(bo)
 	f.Add([]byte{})
 	f.Add([]byte{0x32, 0x00})             // an empty window
 	f.Add([]byte{0x0b, 0x0c, 0x0a, 0x00}) // a group

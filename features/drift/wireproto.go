@@ -21,7 +21,7 @@ const (
 	scMinSamples, scShare, scMethods, scThresholds                                  protowire.Number = 1, 2, 3, 4
 	winStart, winEnd, winFeatures, winOutputs                                       protowire.Number = 1, 2, 3, 4
 	skName, skCounts, skMissing, skSum, skDD                                        protowire.Number = 1, 2, 3, 4, 5
-	prVersion, prSpec, prFingerprint, prRows, prFeatures, prOutputs                 protowire.Number = 1, 2, 3, 4, 5, 6
+	prVersion, prSpec, prFingerprint, prRows, prFeatures, prOutputs, prModelDigest  protowire.Number = 1, 2, 3, 4, 5, 6, 7
 	refName, refEdges, refCounts, refMissing, refMin, refMax, refMean, refStd, refQ protowire.Number = 1, 2, 3, 4, 5, 6, 7, 8, 9
 	// google.protobuf.Timestamp, and a map's entry
 	tsSeconds, tsNanos protowire.Number = 1, 2
@@ -47,6 +47,7 @@ func (s *Snapshot) MarshalProto() ([]byte, error) {
 			for j := range p.Outputs {
 				e.reference(prOutputs, &p.Outputs[j])
 			}
+			e.str(prModelDigest, p.ModelDigest)
 		})
 	}
 	e.msg(snapScoring, func(e *encoder) {
@@ -233,6 +234,8 @@ func decodeProfileField(p *Profile, f field) error {
 		return f.str(&p.Fingerprint)
 	case prRows:
 		return f.int64(&p.Rows)
+	case prModelDigest:
+		return f.str(&p.ModelDigest)
 	case prFeatures, prOutputs:
 		list, kind := &p.Features, "features"
 		if f.num == prOutputs {

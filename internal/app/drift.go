@@ -38,6 +38,7 @@ type monitored struct {
 	m       *drift.Monitor
 	profile [32]byte // sha256 of the profile file
 	spec    string   // the spec's fingerprint
+	digest  string   // the model's digest (its outputs' reference holds for that model only)
 	cfg     drift.Config
 }
 
@@ -61,13 +62,17 @@ func (l *loader) monitors(targets map[string]proxy.Target, old map[string]monito
 		dc := l.cfg.DriftConfig(mc)
 		dc.Now = nil
 		dc.Outputs = outputColumns(t.Info().Outputs)
-		mo := monitored{profile: sha256.Sum256(b), spec: spec.Fingerprint(), cfg: dc}
-		if o, ok := old[mc.Name]; ok && o.profile == mo.profile && o.spec == mo.spec && reflect.DeepEqual(o.cfg, dc) {
+		mo := monitored{profile: sha256.Sum256(b), spec: spec.Fingerprint(), digest: t.Info().Digest, cfg: dc}
+		if o, ok := old[mc.Name]; ok && o.profile == mo.profile && o.spec == mo.spec && o.digest == mo.digest && reflect.DeepEqual(o.cfg, dc) {
 			out[mc.Name] = o
 			continue
 		}
 		p, err := drift.ReadProfile(bytes.NewReader(b), spec)
 		if err == nil {
+			var why string
+			if p, why = p.OutputsFor(mo.digest); why != "" {
+				fmt.Fprintf(l.log, "drift: model %s: profile %s: %s\n", mc.Name, mc.Drift.Profile, why)
+			}
 			err = p.CheckOutputs(dc.Outputs)
 		}
 		if err != nil {

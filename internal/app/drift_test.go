@@ -1,11 +1,13 @@
 package app_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/novacron/sidecar/examples"
@@ -62,6 +64,28 @@ func TestDriftOverRealCalls(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
+	// The example profile as if built from another model of the spec (a retrained one): its
+	// features still hold, its outputs do not.
+	eb, err := examples.FS.ReadFile("models/anomaly.profile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep, err := drift.ReadProfile(bytes.NewReader(eb), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ep.Outputs) == 0 || !strings.HasPrefix(ep.ModelDigest, "sha256:") {
+		t.Fatalf("the example profile has %d outputs and model digest %q", len(ep.Outputs), ep.ModelDigest)
+	}
+	ep.ModelDigest = "sha256:" + strings.Repeat("0", 64)
+	oldPath := filepath.Join(t.TempDir(), "anomaly-old.profile")
+	var ob bytes.Buffer
+	if err := ep.Write(&ob); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(oldPath, ob.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
 
 	yaml := fmt.Sprintf(`listen: {grpc: 127.0.0.1:0, http: "off"}
 cache: {disabled: true}
@@ -76,8 +100,13 @@ models:
     path: embedded:models/anomaly.onnx
     spec: embedded:specs/anomaly.yaml
     drift: {profile: embedded:models/anomaly.profile}
+  - name: anomaly-old
+    task: anomaly
+    path: embedded:models/anomaly.onnx
+    spec: embedded:specs/anomaly.yaml
+    drift: {profile: %s}
 drift: {min_samples: 100}
-`, path)
+`, path, oldPath)
 	a, client := startYAML(t, "drift.yaml", yaml)
 	ctx := context.Background()
 	const calls = 300
@@ -87,8 +116,10 @@ drift: {min_samples: 100}
 			t.Fatal(err)
 		}
 		if i < calls/2 { // the model whose profile holds its outputs (the training data's)
-			if _, err := client.DetectAnomaly(ctx, &aipb.AnomalyRequest{VmId: fmt.Sprintf("vm-%d", i), CurrentMetrics: m, Model: "anomaly-ref"}); err != nil {
-				t.Fatal(err)
+			for _, model := range []string{"anomaly-ref", "anomaly-old"} {
+				if _, err := client.DetectAnomaly(ctx, &aipb.AnomalyRequest{VmId: fmt.Sprintf("vm-%d", i), CurrentMetrics: m, Model: model}); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
 	}
@@ -105,6 +136,12 @@ drift: {min_samples: 100}
 			labels := map[string]string{}
 			for _, l := range m.GetLabel() {
 				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["model"] == "anomaly-old" {
+				if strings.HasPrefix(mf.GetName(), "model_prediction_drift") {
+					t.Errorf("%s of anomaly-old, whose profile's outputs are another model's", mf.GetName())
+				}
+				continue
 			}
 			if labels["model"] == "anomaly-ref" {
 				if mf.GetName() == "model_prediction_drift_window_rows" {
