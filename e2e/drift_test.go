@@ -1,12 +1,8 @@
 package e2e
 
 import (
-	"context"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -17,31 +13,7 @@ import (
 // and the demo's webhook receives the drift alert naming that feature alone. Afterwards no
 // process the demo started is left.
 func TestDriftDemo(t *testing.T) {
-	began := time.Now()
-	demo := filepath.Join(t.TempDir(), "drift-demo")
-	build := exec.Command("go", "build", "-o", demo, "./examples/drift")
-	build.Dir = ".."
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building the demo: %v\n%s", err, out)
-	}
-	built := time.Since(began)
-
-	// The demo bounds itself (-deadline); ctx bounds it again, should it hang: SIGTERM (the demo
-	// then stops what it started), and SIGKILL 20s later (the kernel then kills the sidecar).
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, demo, "-sidecar", binary, "-quick", "-deadline", "60s")
-	cmd.Dir = ".." // the repository: the spec file, the ONNX Runtime cache
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 20 * time.Second
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	t.Logf("the demo took %v (and %v to build)", time.Since(began)-built, built.Round(time.Millisecond))
-	if err != nil || ctx.Err() != nil {
-		t.Fatalf("the demo: %v (ctx: %v)\n%s", err, ctx.Err(), out.String())
-	}
-	text := out.String()
+	text := runDemo(t, "drift", 90*time.Second, "60s")
 	for _, re := range []string{
 		// The table before the shift: whole windows, none drifted.
 		`(?s)=== .*the drift table before the shift: sidecar drift merge http://127\.0\.0\.1:\d+/v1/drift/sketches\?model=anomaly\n` +
@@ -62,10 +34,5 @@ func TestDriftDemo(t *testing.T) {
 		t.Errorf("a feature other than the shifted one crossed its threshold:\n%s", text)
 	}
 
-	// Nothing left behind: no process runs the demo's config.
-	if m := regexp.MustCompile(`config (/\S+/sidecar\.yaml)`).FindStringSubmatch(text); m == nil {
-		t.Errorf("the demo did not print its config's path:\n%s", text)
-	} else if pids := processesWith(t, m[1]); len(pids) > 0 {
-		t.Errorf("processes %v still run with %s", pids, m[1])
-	}
+	noSidecarLeft(t, text)
 }

@@ -125,39 +125,9 @@ func transformCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	tmp := filepath.Join(filepath.Dir(*outPath), ".tmp-"+filepath.Base(*outPath))
 	defer os.Remove(tmp)
 
-	cr := &countingReader{}
-	var bar *progressBar
-	if !*quiet {
-		bar = newProgressBar(stderr, "transform "+spec.Name, info.Size())
-	}
-	opt := features.TransformOptions{ProgressEvery: 8192, Input: func(r io.Reader) io.Reader { cr.r = r; return cr }}
-	// A Parquet input is read by row groups, not as a byte stream: its bar counts rows against the
-	// file's row count.
-	byRows := int64(0)
-	if features.IsParquet(*inPath) && bar != nil {
-		if n, err := features.ParquetRows(*inPath); err == nil {
-			byRows = n
-			bar.total, bar.unit, bar.enabled = n, "rows", n >= 100000
-		}
-	}
-	progress := func(rows int) int64 {
-		if byRows > 0 {
-			return int64(rows)
-		}
-		return cr.n.Load()
-	}
-	opt.Progress = func(rows int) {
-		if ctx.Err() != nil {
-			panic(errInterrupted)
-		}
-		if bar != nil {
-			bar.update(progress(rows), rows)
-		}
-	}
-	stats, err := transformGuarded(func() (features.TransformStats, error) { return spec.TransformFile(*inPath, tmp, opt) })
-	if bar != nil {
-		bar.done(progress(stats.InputRows), stats.InputRows)
-	}
+	stats, err := withProgress(ctx, stderr, "transform "+spec.Name, *inPath, info.Size(), *quiet, func(opt features.TransformOptions) (features.TransformStats, error) {
+		return spec.TransformFile(*inPath, tmp, opt)
+	})
 	if err != nil {
 		return fail(outputErrorOf(*outPath, tmp, err))
 	}
@@ -188,6 +158,47 @@ func transformCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 }
 
 var errInterrupted = fmt.Errorf("interrupted")
+
+// withProgress runs a read of the raw file inPath (size bytes) through the spec (run: a transform,
+// or the rows of a profile) with a progress bar labelled label on w unless quiet, and stops it
+// with errInterrupted when ctx ends.
+func withProgress(ctx context.Context, w io.Writer, label, inPath string, size int64, quiet bool,
+	run func(features.TransformOptions) (features.TransformStats, error)) (features.TransformStats, error) {
+	cr := &countingReader{}
+	var bar *progressBar
+	if !quiet {
+		bar = newProgressBar(w, label, size)
+	}
+	opt := features.TransformOptions{ProgressEvery: 8192, Input: func(r io.Reader) io.Reader { cr.r = r; return cr }}
+	// A Parquet input is read by row groups, not as a byte stream: its bar counts rows against the
+	// file's row count.
+	byRows := int64(0)
+	if features.IsParquet(inPath) && bar != nil {
+		if n, err := features.ParquetRows(inPath); err == nil {
+			byRows = n
+			bar.total, bar.unit, bar.enabled = n, "rows", n >= 100000
+		}
+	}
+	progress := func(rows int) int64 {
+		if byRows > 0 {
+			return int64(rows)
+		}
+		return cr.n.Load()
+	}
+	opt.Progress = func(rows int) {
+		if ctx.Err() != nil {
+			panic(errInterrupted)
+		}
+		if bar != nil {
+			bar.update(progress(rows), rows)
+		}
+	}
+	stats, err := transformGuarded(func() (features.TransformStats, error) { return run(opt) })
+	if bar != nil {
+		bar.done(progress(stats.InputRows), stats.InputRows)
+	}
+	return stats, err
+}
 
 // transformGuarded runs the transform, turning an interrupt raised from the progress callback into
 // an error.

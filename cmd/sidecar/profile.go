@@ -140,40 +140,9 @@ func profileBuildCmd(ctx context.Context, args []string, stdout, stderr io.Write
 		}
 	}
 
-	cr := &countingReader{}
-	var bar *progressBar
-	if !*quiet {
-		bar = newProgressBar(stderr, "profile "+spec.Name, info.Size())
-	}
-	opt := features.TransformOptions{ProgressEvery: 8192, Input: func(r io.Reader) io.Reader { cr.r = r; return cr }}
-	// A Parquet input is read by row groups, not as a byte stream: its bar counts rows.
-	byRows := int64(0)
-	if features.IsParquet(*inPath) && bar != nil {
-		if n, err := features.ParquetRows(*inPath); err == nil {
-			byRows = n
-			bar.total, bar.unit, bar.enabled = n, "rows", n >= 100000
-		}
-	}
-	progress := func(rows int) int64 {
-		if byRows > 0 {
-			return int64(rows)
-		}
-		return cr.n.Load()
-	}
-	opt.Progress = func(rows int) {
-		if ctx.Err() != nil {
-			panic(errInterrupted)
-		}
-		if bar != nil {
-			bar.update(progress(rows), rows)
-		}
-	}
-	stats, err := transformGuarded(func() (features.TransformStats, error) {
+	stats, err := withProgress(ctx, stderr, "profile "+spec.Name, *inPath, info.Size(), *quiet, func(opt features.TransformOptions) (features.TransformStats, error) {
 		return spec.RowsFile(*inPath, opt, add)
 	})
-	if bar != nil && stats.InputRows > 0 {
-		bar.done(progress(stats.InputRows), stats.InputRows)
-	}
 	if err != nil {
 		if errors.Is(err, errInterrupted) {
 			return fail(err)

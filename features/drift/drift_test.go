@@ -256,7 +256,7 @@ func TestNoFalseAlarm(t *testing.T) {
 			if rep.Drifted != 0 {
 				t.Fatalf("window %v: %d features drifted", rep.Start, rep.Drifted)
 			}
-			time.Sleep(DefaultWindow)
+			time.Sleep(DefaultWindow) // synctest's clock
 		}
 		for _, method := range Methods {
 			if worst[method] > DefaultThreshold(method)*3/4 {
@@ -300,7 +300,7 @@ func TestWindowsRotate(t *testing.T) {
 		}
 		for i := range 5 {
 			m.Observe(rows(rand.New(rand.NewPCG(uint64(i), 0)), 10*(i+1), spec.Width(), -1, 0), spec.Width(), nil)
-			time.Sleep(time.Minute)
+			time.Sleep(time.Minute) // synctest's clock
 		}
 		reps := m.Report()
 		if len(reps) != 3 || reps[0].Rows != 50 || reps[2].Rows != 30 || !reps[0].Start.After(reps[1].Start) {

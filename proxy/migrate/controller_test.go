@@ -129,7 +129,7 @@ func TestMigrationAdvancesThroughEveryStage(t *testing.T) {
 		h.want(0, StateRunning)
 		for stage := range 3 {
 			h.call(399, nil, nil, 0)
-			time.Sleep(10 * time.Second)
+			time.Sleep(10 * time.Second) // synctest's clock
 			h.ctrl.Tick()
 			h.want(stage, StateRunning) // one call short
 			h.call(1, nil, nil, 0)
@@ -153,7 +153,7 @@ func TestMigrationHoldsUntilConfident(t *testing.T) {
 		sp.Stages[0].MinCalls = 3
 		h := newHarness(t, "", sp)
 		h.call(3, nil, nil, 0)
-		time.Sleep(time.Hour)
+		time.Sleep(time.Hour) // synctest's clock
 		h.ctrl.Tick()
 		h.want(0, StateRunning)
 		if v := h.status().Verdict; !strings.Contains(v, "needs more calls") {
@@ -184,7 +184,7 @@ func TestMigrationRollsBackOnEachGate(t *testing.T) {
 					h := newHarness(t, "", testSpec())
 					if from == 1 {
 						h.call(400, nil, nil, 0)
-						time.Sleep(10 * time.Second)
+						time.Sleep(10 * time.Second) // synctest's clock
 						h.ctrl.Tick()
 						h.want(1, StateRunning)
 					}
@@ -203,7 +203,7 @@ func TestMigrationRollsBackOnEachGate(t *testing.T) {
 					}
 					// Held: good calls and time do not advance it until it is resumed.
 					h.call(600, nil, nil, 0)
-					time.Sleep(time.Minute)
+					time.Sleep(time.Minute) // synctest's clock
 					h.ctrl.Tick()
 					h.want(from-1, StateRolledBack)
 					if err := h.ctrl.Resume("m", "fixed"); err != nil {
@@ -225,7 +225,7 @@ func TestMigrationOperatorActions(t *testing.T) {
 			t.Fatal(err)
 		}
 		h.call(400, nil, nil, 0)
-		time.Sleep(time.Minute)
+		time.Sleep(time.Minute) // synctest's clock
 		h.ctrl.Tick()
 		h.want(0, StatePaused)
 		if err := h.ctrl.Pause("m", "again"); !errors.Is(err, ErrState) {
@@ -257,7 +257,7 @@ func TestMigrationStagePersists(t *testing.T) {
 		h := newHarness(t, file, testSpec())
 		for range 2 {
 			h.call(400, nil, nil, 0)
-			time.Sleep(10 * time.Second)
+			time.Sleep(10 * time.Second) // synctest's clock
 			h.ctrl.Tick()
 		}
 		if err := h.ctrl.Pause("m", "night"); err != nil {

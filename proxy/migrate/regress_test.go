@@ -141,7 +141,7 @@ func TestResumeStartsAfresh(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, "", testSpec())
 		h.call(400, nil, nil, 0)
-		time.Sleep(10 * time.Second)
+		time.Sleep(10 * time.Second) // synctest's clock
 		h.ctrl.Tick()
 		h.want(1, StateRunning)
 		bad := answer(100, 250, 300)
@@ -170,7 +170,7 @@ func TestRolledBackStillFalls(t *testing.T) {
 		h := newHarness(t, "", testSpec())
 		for range 2 {
 			h.call(400, nil, nil, 0)
-			time.Sleep(10 * time.Second)
+			time.Sleep(10 * time.Second) // synctest's clock
 			h.ctrl.Tick()
 		}
 		h.want(2, StateRunning)
