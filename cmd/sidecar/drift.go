@@ -43,19 +43,9 @@ node's rows would report.
 const driftFetchers = 16
 
 func driftCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, driftUsage)
-		return 2
-	}
-	switch args[0] {
-	case "merge":
-		return driftMergeCmd(ctx, args[1:], stdout, stderr)
-	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, driftUsage)
-		return 0
-	}
-	fmt.Fprintf(stderr, "sidecar drift: unknown command %q\n\n%s", args[0], driftUsage)
-	return 2
+	return subcommand("drift", driftUsage, args, stdout, stderr, map[string]func([]string) int{
+		"merge": func(a []string) int { return driftMergeCmd(ctx, a, stdout, stderr) },
+	})
 }
 
 func driftMergeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {

@@ -30,23 +30,11 @@ Run "sidecar features <command> -h" for a command's flags.
 `
 
 func featuresCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, featuresUsage)
-		return 2
-	}
-	switch args[0] {
-	case "transform":
-		return transformCmd(ctx, args[1:], stdout, stderr)
-	case "fingerprint":
-		return fingerprintCmd(args[1:], stdout, stderr)
-	case "golden":
-		return goldenCmd(args[1:], stdout, stderr)
-	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, featuresUsage)
-		return 0
-	}
-	fmt.Fprintf(stderr, "sidecar features: unknown command %q\n\n%s", args[0], featuresUsage)
-	return 2
+	return subcommand("features", featuresUsage, args, stdout, stderr, map[string]func([]string) int{
+		"transform":   func(a []string) int { return transformCmd(ctx, a, stdout, stderr) },
+		"fingerprint": func(a []string) int { return fingerprintCmd(a, stdout, stderr) },
+		"golden":      func(a []string) int { return goldenCmd(a, stdout, stderr) },
+	})
 }
 
 func fingerprintCmd(args []string, stdout, stderr io.Writer) int {

@@ -34,21 +34,10 @@ Run "sidecar profile <command> -h" for a command's flags.
 `
 
 func profileCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, profileUsage)
-		return 2
-	}
-	switch args[0] {
-	case "build":
-		return profileBuildCmd(ctx, args[1:], stdout, stderr)
-	case "show":
-		return profileShowCmd(args[1:], stdout, stderr)
-	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, profileUsage)
-		return 0
-	}
-	fmt.Fprintf(stderr, "sidecar profile: unknown command %q\n\n%s", args[0], profileUsage)
-	return 2
+	return subcommand("profile", profileUsage, args, stdout, stderr, map[string]func([]string) int{
+		"build": func(a []string) int { return profileBuildCmd(ctx, a, stdout, stderr) },
+		"show":  func(a []string) int { return profileShowCmd(a, stdout, stderr) },
+	})
 }
 
 // parseInterleaved parses flags that may come before, between or after positional arguments

@@ -73,3 +73,23 @@ func flagExit(err error) int {
 	}
 	return 2
 }
+
+// subcommand runs the command of group ("sidecar GROUP COMMAND ...") that args name, with the
+// arguments after it: help prints usage (exit 0), none or an unknown one prints it to stderr
+// (exit 2).
+func subcommand(group, usage string, args []string, stdout, stderr io.Writer, cmds map[string]func([]string) int) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	if run, ok := cmds[args[0]]; ok {
+		return run(args[1:])
+	}
+	switch args[0] {
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "sidecar %s: unknown command %q\n\n%s", group, args[0], usage)
+	return 2
+}
